@@ -1,0 +1,47 @@
+"""Provenance for JSON sidecars: versions, the command line and input checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose numbers shape the result."""
+    out = {"python": platform.python_version()}
+    for name in ("numpy", "scipy", "numba", "sigpy", "twixtools", "nibabel"):
+        mod = sys.modules.get(name)
+        if mod is None:
+            try:
+                mod = __import__(name)
+            except Exception:  # an optional library that is absent is simply not listed
+                continue
+        out[name] = getattr(mod, "__version__", "unknown")
+    return out
+
+
+def base_sidecar(inputs: list[str | os.PathLike] | None = None, command: list[str] | None = None) -> dict:
+    """The common part of every sidecar: version, command, input checksums, library versions."""
+    return {
+        "na23recon_version": __version__,
+        "command": " ".join(command if command is not None else sys.argv),
+        "inputs": {str(Path(p)): sha256_file(p) for p in (inputs or [])},
+        "versions": library_versions(),
+    }
