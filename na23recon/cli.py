@@ -1,0 +1,140 @@
+"""Command-line interface: argument parsing only; every subcommand calls the library.
+
+Exit codes (DESIGN.md): 0 success, 2 bad input or usage (one line on stderr), 1 internal fault,
+3 a batch in which some scans failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+
+from . import __version__
+from .errors import InputError
+
+log = logging.getLogger("na23recon")
+
+EXIT_OK, EXIT_FAULT, EXIT_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and exit code 2 (no usage dump)."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        sys.stderr.write(f"na23recon: error: {message} (see '{self.prog} -h')\n")
+        sys.exit(EXIT_INPUT)
+
+
+# --- subcommands -----------------------------------------------------------------------------
+# Each `_add_X(sub)` declares one subcommand and sets `func` to a `_run_X(args) -> int`.
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="run the whole chain on a built-in simulated scan")
+    p.add_argument("-o", "--out", default="na23recon-demo", help="output folder (default: %(default)s)")
+    p.add_argument("--matrix", type=int, default=48, help="reconstruction matrix (default: %(default)s)")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from .demo import run_demo
+
+    res = run_demo(args.out, matrix=args.matrix)
+    print(f"demo results in {args.out}:")
+    for name, path in res.items():
+        print(f"  {name:<12} {path}")
+    return EXIT_OK
+
+
+def _add_simulate(sub) -> None:
+    p = sub.add_parser("simulate", help="write a synthetic scan: twix + trajectory + ground truth")
+    p.add_argument("phantom", nargs="?", default="brain", help="phantom name in data-sim/ or a JSON file (default: brain)")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--matrix", type=int, default=48, help="nominal matrix N (default: %(default)s)")
+    p.add_argument("--fov-mm", type=float, default=240.0, help="field of view in mm (default: %(default)s)")
+    p.add_argument("--snr", type=float, default=None, help="image SNR of the brightest compartment (default: no noise)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for the noise")
+    p.set_defaults(func=_run_simulate)
+
+
+def _run_simulate(args) -> int:
+    from .sim.scan import simulate_to_folder
+
+    res = simulate_to_folder(args.out, phantom=args.phantom, matrix=args.matrix, fov_mm=args.fov_mm,
+                             snr=args.snr, seed=args.seed)
+    for name, path in res.items():
+        print(f"{name:<12} {path}")
+    return EXIT_OK
+
+
+def _add_recon(sub) -> None:
+    p = sub.add_parser("recon", help="reconstruct a scan with its trajectory into a NIfTI")
+    p.add_argument("scan", help="Siemens twix .dat file")
+    p.add_argument("--traj", required=True, help="trajectory .npz (k in 1/m, DESIGN.md) or .npy")
+    p.add_argument("-o", "--out", required=True, help="output image .nii.gz")
+    p.add_argument("--matrix", type=int, default=None, help="matrix N (default: the scan's)")
+    p.add_argument("--method", default="adjoint", choices=["adjoint"], help="reconstruction method")
+    p.add_argument("--echo", type=int, default=None, help="reconstruct only this echo (default: all)")
+    p.add_argument("--allow-nucleus", action="store_true", help="accept a scan whose nucleus is not 23Na")
+    p.add_argument("--no-png", action="store_true", help="do not write the PNG montage")
+    p.set_defaults(func=_run_recon)
+
+
+def _run_recon(args) -> int:
+    from .pipeline import recon_file
+
+    out = recon_file(args.scan, args.traj, args.out, matrix=args.matrix, method=args.method,
+                     echo=args.echo, allow_nucleus=args.allow_nucleus, png=not args.no_png)
+    print(out)
+    return EXIT_OK
+
+
+SUBCOMMANDS = [_add_demo, _add_simulate, _add_recon]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="na23recon", description="Sodium (23Na) MRI reconstruction and TSC quantification.")
+    parser.add_argument("--version", action="version", version=f"na23recon {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal faults")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_INPUT
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.debug:
+        warnings.simplefilter("ignore")
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        sys.stderr.write(f"na23recon {args.command}: error: {_one_line(exc)}\n")
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        sys.stderr.write(f"na23recon {args.command}: interrupted\n")
+        return 130
+    except Exception as exc:  # an internal fault: say so in one line, traceback with --debug
+        if args.debug or os.environ.get("NA23RECON_DEBUG"):
+            raise
+        sys.stderr.write(f"na23recon {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                         f"(rerun with --debug for the traceback)\n")
+        return EXIT_FAULT
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())
