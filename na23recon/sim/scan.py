@@ -34,6 +34,9 @@ class Acquisition:
     b0_T: float = 3.0
     undersampling: float = 1.0
     ncoil: int = 1
+    slice_position_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """FOV centre in Siemens patient coordinates (Sag, Cor, Tra) = LPS, mm."""
+    patient_position: str = "HFS"
 
 
 def simulate_kspace(phantom: Phantom, k_per_m: np.ndarray, t_s: np.ndarray, acq: Acquisition) -> np.ndarray:
@@ -82,6 +85,7 @@ def simulate_scan(phantom: Phantom, acq: Acquisition, snr: float | None = None, 
         nucleus="23Na", b0_T=acq.b0_T, larmor_hz=GAMMA_BAR_NA23_HZ_PER_T * acq.b0_T, te_ms=[acq.te_ms],
         tr_ms=acq.tr_ms, flip_deg=acq.flip_deg, dwell_us=dwell_s * 1e6, fov_mm=(acq.fov_mm,) * 3,
         matrix=(acq.matrix,) * 3, coil_names=[f"Na{c + 1:02d}" for c in range(acq.ncoil)],
+        slice_position_mm=tuple(float(v) for v in acq.slice_position_mm), patient_position=acq.patient_position,
         software_version="na23recon-sim", protocol_name=f"sim_{phantom.name}_radial",
     )
     scan = Scan(data=data[None, None], info=info, noise=noise)
