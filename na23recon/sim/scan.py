@@ -63,7 +63,7 @@ def noise_sigma(phantom: Phantom, dcf: np.ndarray, acq: Acquisition, snr: float)
 
 def simulate_scan(phantom: Phantom, acq: Acquisition, snr: float | None = None, seed: int = 0):
     """Simulate a centre-out 3D radial scan. Returns (Scan, trajectory dict with k [1/m], dcf, t)."""
-    from ..traj.dcf import radial_dcf
+    from ..traj.dcf import dcf_analytic
     from ..traj.radial import radial_for_matrix
 
     if not 8 <= acq.matrix <= 256:
@@ -71,7 +71,7 @@ def simulate_scan(phantom: Phantom, acq: Acquisition, snr: float | None = None, 
     traj = radial_for_matrix(acq.matrix, acq.fov_mm, undersampling=acq.undersampling)
     k, t = np.asarray(traj.k, dtype=np.float64), np.asarray(traj.t, dtype=np.float64)
     fov_m = acq.fov_mm * 1e-3
-    dcf = radial_dcf(k * fov_m)
+    dcf = dcf_analytic(k * fov_m, "radial")
     y = simulate_kspace(phantom, k, t, acq)
     rng = np.random.default_rng(seed)
     data = np.broadcast_to(y, (acq.ncoil, *y.shape)).astype(np.complex64)
