@@ -10,10 +10,14 @@ count (Jackson et al. 1991; Pipe & Menon 1999 for the weights).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..errors import InputError
-from ..nufft import Nufft
+
+if TYPE_CHECKING:
+    from ..nufft import Nufft
 
 
 def normalise_dcf(dcf: np.ndarray, coord: np.ndarray) -> np.ndarray:
@@ -48,5 +52,7 @@ def adjoint_recon(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, shape:
                          f"trajectory has {coord.shape[0]} x {coord.shape[1]}")
     w = normalise_dcf(dcf, coord)
     if op is None:
+        from ..nufft import Nufft
+
         op = Nufft(coord, shape, eps=eps)
     return op.adjoint((kspace * w).astype(np.complex64, copy=False))
