@@ -10,7 +10,7 @@ from scipy import ndimage
 from na23recon.cli import main
 from na23recon.sim.phantom import load_phantom
 
-MATRIX = 40
+MATRIX = 48
 
 
 @pytest.fixture(scope="module")
