@@ -132,6 +132,7 @@ def run_job(job: Job, outroot: str, options: dict) -> Result:
     """Process one scan into OUTROOT/<id>/ (runs in a worker). Never raises: failures are results."""
     from .pipeline import process_scan
 
+    _apply_thread_limit()
     t0 = time.perf_counter()
     outdir = Path(outroot) / job.id
     outdir.mkdir(parents=True, exist_ok=True)
@@ -178,18 +179,26 @@ def run_job(job: Job, outroot: str, options: dict) -> Result:
         handler.close()
 
 
-def _init_worker(threads: int) -> None:
-    """Limit each worker's threads so that workers x threads fits the machine."""
+def _init_worker(threads: int, ignore_sigint: bool = True) -> None:
+    """Limit a worker process's threads so that workers x threads fits the machine."""
     os.environ["NA23RECON_THREADS"] = str(threads)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
+    if ignore_sigint:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
+
+
+def _apply_thread_limit() -> None:
+    """numba's thread count is per calling thread: set it in the thread that runs the job."""
+    n = os.environ.get("NA23RECON_THREADS")
+    if not n:
+        return
     try:
         import numba
 
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except Exception:  # numba absent or its threading layer refuses: leave its default
+        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    except Exception:  # numba's threading layer refuses: keep its default
         pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
 
 
 def estimate_job_bytes(job: Job, options: dict) -> int:
@@ -337,7 +346,7 @@ def _run_dask(jobs, outroot, options, address, w, t, record) -> None:
             raise InputError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     futs = []
     try:
-        client.run(_init_worker_dask, t)
+        client.run(_init_worker, t, False)
         futs = [client.submit(run_job, j, str(outroot), options, key=f"na23recon-{j.id}-{time.time_ns()}", pure=False)
                 for j in jobs]
         by_key = {f.key: j for f, j in zip(futs, jobs)}
@@ -354,16 +363,6 @@ def _run_dask(jobs, outroot, options, address, w, t, record) -> None:
         client.close()
         if cluster is not None:
             cluster.close()
-
-
-def _init_worker_dask(threads: int) -> None:
-    os.environ["NA23RECON_THREADS"] = str(threads)
-    try:
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except Exception:
-        pass
 
 
 def results_json(results: list[Result]) -> str:
