@@ -335,9 +335,13 @@ def _run_dask(jobs, outroot, options, address, w, t, record) -> None:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
         raise InputError("--dask needs dask.distributed: pip install 'na23recon[dask]'") from None
+    if not log.isEnabledFor(logging.INFO):
+        for name in ("distributed", "tornado", "bokeh"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     cluster = None
     if address == "local":
-        cluster = LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               silence_logs=logging.ERROR if not log.isEnabledFor(logging.INFO) else logging.INFO)
         client = Client(cluster)
     else:
         try:
