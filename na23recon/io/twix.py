@@ -342,9 +342,10 @@ def info_from_header(hdr: Header) -> ScanInfo:
         if v is None:
             break
         te.append(_num(v, f"alTE[{i}]") / 1000.0)
+    dim = _num(y("sKSpace.ucDimension"), "sKSpace.ucDimension", 4, int)
     matrix = (_num(y("sKSpace.lBaseResolution"), "sKSpace.lBaseResolution", 1, int),
               _num(y("sKSpace.lPhaseEncodingLines"), "sKSpace.lPhaseEncodingLines", 1, int),
-              _num(y("sKSpace.lPartitions"), "sKSpace.lPartitions", 1, int))
+              _num(y("sKSpace.lPartitions"), "sKSpace.lPartitions", 1, int) if dim != 2 else 1)
     coils = []
     for i in range(256):
         base = f"sCoilSelectMeas.aRxCoilSelectData[0].asList[{i}].sCoilElementID."
