@@ -74,6 +74,8 @@ class GeneratedTrajectory:
     kind : 'radial' | 'dar' | 'tpi'.
     params : the design parameters (JSON-serialisable), saved with the trajectory file.
     report : the gradient check (`GradientReport`).
+    readout_solid_angle : (nreadout,) sr, the solid angle each readout stands for (4 pi / n for
+        uniformly spread spokes, per cone for TPI); used by the analytic DCF. None if unknown.
     """
 
     k: np.ndarray
@@ -88,6 +90,7 @@ class GeneratedTrajectory:
     params: dict[str, Any]
     report: GradientReport | None = None
     te_s: float = 0.0
+    readout_solid_angle: np.ndarray | None = None
 
     @property
     def nreadout(self) -> int:

@@ -212,4 +212,5 @@ def radial_for_matrix(matrix: int, fov_mm: float, undersampling: float = 1.0, dw
                   n_spokes=int(n_spokes), nsample=int(nsample), g_plateau_mT_m=float(g_plateau * 1e3))
     return GeneratedTrajectory(k=k, t=t, g_base=g_base, base_index=np.zeros(n_spokes, dtype=np.int64),
                                rotation=rotation_z_to(dirs), raster_s=raster, kmax_per_m=kmax,
-                               k0_per_m=0.0, kind="radial", params=params, report=rep, te_s=te_ms * 1e-3)
+                               k0_per_m=0.0, kind="radial", params=params, report=rep, te_s=te_ms * 1e-3,
+                               readout_solid_angle=np.full(n_spokes, 4.0 * math.pi / n_spokes / (1 if centre_out else 2)))
