@@ -860,3 +860,62 @@ def _slice_quaternion(info: ScanInfo) -> tuple[list[float], tuple[float, float, 
     except ImportError:  # geometry not there yet: identity
         return [1.0, 0.0, 0.0, 0.0], tuple(float(v) for v in info.slice_position_mm)
     return quaternion_from_info(info), tuple(float(v) for v in info.slice_position_mm)
+
+
+# =================================================================================================
+# Summary (the `info` subcommand)
+# =================================================================================================
+
+def describe(path: str | os.PathLike) -> dict:
+    """JSON-ready summary of a twix file without reading its samples.
+
+    {"file", "version" ("VB" | "VD/VE"), "measurements": [{index, protocol, nucleus, readouts,
+    image_readouts, noise_readouts, complete, problem?, dims?: {nrep, necho, ncoil, nreadout,
+    nsample}, te_ms, tr_ms, flip_deg, fov_mm, matrix, b0_T, coils, ...}]}
+    """
+    lay = _open_layout(path)
+    out = {"file": str(path), "version": "VD/VE" if lay.is_ve else "VB", "measurements": []}
+    for m in lay.meas:
+        hdr, hdr_len = _split_header(lay.mm, m.offset, m.length)
+        try:
+            info = info_from_header(hdr)
+            entry = {"index": m.index, **{k: v for k, v in info.to_dict().items()}}
+        except InputError as exc:
+            entry = {"index": m.index, "problem": str(exc)}
+        try:
+            ro = _walk(lay, m, hdr_len)
+            image, noise = _image_mask(ro.mdh)
+            entry.update(readouts=int(ro.pos.size), image_readouts=int(image.sum()),
+                         noise_readouts=int(noise.sum()), complete=True)
+            if image.any():
+                img = ro.mdh[image]
+                rep, eco, rdo, nrep, nave = _readout_keys(img["Counter"])
+                entry["dims"] = {"nrep": nrep, "necho": int(eco.max()) + 1, "ncoil": int(img["UsedChannels"].max()),
+                                 "nreadout": int(rdo.max()) + 1, "nsample": int(img["SamplesInScan"].max())}
+        except InputError as exc:
+            entry.update(complete=False, problem=str(exc))
+        out["measurements"].append(entry)
+    return out
+
+
+def format_description(d: dict) -> str:
+    """Readable text of `describe`'s summary."""
+    lines = [f"{d['file']}  (twix {d['version']}, {len(d['measurements'])} measurement(s))"]
+    for m in d["measurements"]:
+        lines.append(f"measurement {m['index']}: {m.get('protocol_name') or '-'}"
+                     f"{'' if m.get('complete') else '  [INCOMPLETE: ' + m.get('problem', '') + ']'}")
+        if "nucleus" in m:
+            lines.append(f"  nucleus {m['nucleus'] or '?'} at {m['b0_T']:g} T, {m['larmor_hz'] / 1e6:.4f} MHz")
+            te = ", ".join(f"{t:g}" for t in m["te_ms"])
+            lines.append(f"  TE {te} ms, TR {m['tr_ms']:g} ms, flip {m['flip_deg']:g} deg, dwell {m['dwell_us']:g} us")
+            lines.append("  FOV {} mm, matrix {}".format(" x ".join(f"{v:g}" for v in m["fov_mm"]),
+                                                           " x ".join(str(v) for v in m["matrix"])))
+            lines.append(f"  coils ({len(m['coil_names'])}): {', '.join(m['coil_names']) or '-'}")
+        if "readouts" in m:
+            lines.append(f"  readouts {m['readouts']} (image {m['image_readouts']}, noise {m['noise_readouts']})")
+        if "dims" in m:
+            lines.append("  data (nrep, necho, ncoil, nreadout, nsample) = ({nrep}, {necho}, {ncoil}, "
+                         "{nreadout}, {nsample})".format(**m["dims"]))
+        elif "problem" in m and m.get("complete", True):
+            lines.append(f"  problem: {m['problem']}")
+    return "\n".join(lines)
