@@ -124,7 +124,24 @@ def _run_batch(args) -> int:
     return EXIT_PARTIAL if counts["failed"] else EXIT_OK
 
 
-SUBCOMMANDS = [_add_demo, _add_simulate, _add_recon, _add_batch]
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="summarise a Siemens twix file (measurements, nucleus, dimensions, ...)")
+    p.add_argument("scan", help="Siemens twix .dat file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_run_info)
+
+
+def _run_info(args) -> int:
+    import json
+
+    from .io.twix import describe, format_description
+
+    d = describe(args.scan)
+    print(json.dumps(d, indent=2) if args.json else format_description(d))
+    return EXIT_OK
+
+
+SUBCOMMANDS = [_add_demo, _add_simulate, _add_recon, _add_info, _add_batch]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -297,10 +297,10 @@ def _walk(lay: _Layout, m: Measurement, hdr_len: int) -> _Readouts:
     vedt, vbdt, _ = _mdh_dtypes()
     dt = vedt if is_ve else vbdt
     raw = np.frombuffer(mm, dtype=np.uint8)
-    if p.size:
-        mdh = raw[p[:, None] + np.arange(dt.itemsize)].view(dt).reshape(-1)
-    else:
-        mdh = np.zeros(0, dtype=dt)
+    mdh = np.zeros(p.size, dtype=dt)
+    cols = np.arange(dt.itemsize)
+    for a in range(0, p.size, 4096):  # chunks keep the byte-index array small
+        mdh[a: a + 4096] = raw[p[a: a + 4096, None] + cols].view(dt).reshape(-1)
     return _Readouts(p, mdh, acqend)
 
 
@@ -410,8 +410,7 @@ def _readout_keys(cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     cols = np.stack([cnt[k].astype(np.int64) for k in _KEY_ORDER], axis=1)
     # occurrence number of readouts whose every counter is equal (within one rep/echo cell)
     full = np.concatenate([cols, rep[:, None], eco_i[:, None]], axis=1)
-    _, grp = np.unique(full, axis=0, return_inverse=True)
-    grp = grp.reshape(-1)
+    grp = _row_rank(full)
     order = np.argsort(grp, kind="stable")
     sg = grp[order]
     first = np.r_[0, np.flatnonzero(np.diff(sg)) + 1]
@@ -419,9 +418,24 @@ def _readout_keys(cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     occ = np.empty(n, dtype=np.int64)
     occ[order] = np.arange(n) - runstart
     keys = np.concatenate([cols, occ[:, None]], axis=1)
-    _, ro = np.unique(keys, axis=0, return_inverse=True)
+    ro = _row_rank(keys)
     return rep, eco_i.reshape(-1).astype(np.int64), ro.reshape(-1).astype(np.int64), \
         int(len(rep_u) * len(ave_u)), int(len(ave_u))
+
+
+def _row_rank(rows: np.ndarray) -> np.ndarray:
+    """Rank of each row of an int64 (n, m) array among the distinct rows (lexicographic)."""
+    rows = rows[:, rows.min(0) != rows.max(0)] if rows.shape[0] else rows
+    if rows.shape[1] == 0:
+        return np.zeros(rows.shape[0], dtype=np.int64)
+    lo = rows.min(0)
+    span = rows.max(0) - lo + 1
+    if np.sum(np.log2(span.astype(np.float64))) < 62:  # one mixed-radix integer per row
+        key = np.zeros(rows.shape[0], dtype=np.int64)
+        for j in range(rows.shape[1]):
+            key = key * span[j] + (rows[:, j] - lo[j])
+        return np.unique(key, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
 def _gather(lay: _Layout, pos: np.ndarray, nch: int, ns: int, out: np.ndarray,
@@ -438,6 +452,9 @@ def _gather(lay: _Layout, pos: np.ndarray, nch: int, ns: int, out: np.ndarray,
     block = first + nch * cstride
     buf = lay.mm
     n = pos.size
+    if idx is not None:
+        _gather_cells(buf, pos, nch, ns, first + ch, cstride, out, idx, chunk)
+        return
     # split into runs of readouts that follow each other without a gap
     breaks = np.flatnonzero(np.diff(pos) != block) + 1
     starts = np.r_[0, breaks]
@@ -452,6 +469,42 @@ def _gather(lay: _Layout, pos: np.ndarray, nch: int, ns: int, out: np.ndarray,
             else:
                 r, e, k = (i[a:b] for i in idx)
                 out[r, e, :, k, :] = view
+
+
+def _gather_cells(buf, pos, nch, ns, skip, cstride, out, idx, chunk) -> None:
+    """out[rep, echo, :, readout, :] = samples: as few strided copies as the layout allows.
+
+    Readouts are sorted by (rep, echo, readout); a run of consecutive readout indices in one
+    (rep, echo) cell whose file positions advance by a constant step is one strided copy
+    (a 3D radial scan written echo-interleaved is one copy per echo); the rest is scattered.
+    """
+    r, e, k = idx
+    order = np.lexsort((k, e, r))
+    ps, rs, es, ks = pos[order], r[order], e[order], k[order]
+    n = ps.size
+    d = np.diff(ps)
+    cont = (rs[1:] == rs[:-1]) & (es[1:] == es[:-1]) & (ks[1:] == ks[:-1] + 1) & (d > 0)
+    # a run also needs a constant step: break where the step changes
+    step_change = np.r_[False, d[1:] != d[:-1]]
+    brk = np.flatnonzero(~cont | step_change) + 1
+    starts, stops = np.r_[0, brk], np.r_[brk, n]
+    single = []
+    for a, b in zip(starts.tolist(), stops.tolist()):
+        if b - a < 4:
+            single.extend(range(a, b))
+            continue
+        step = int(ps[a + 1] - ps[a])
+        src = np.ndarray((b - a, nch, ns), dtype=np.complex64, buffer=buf, offset=int(ps[a]) + skip,
+                         strides=(step, cstride, 8))
+        out[rs[a], es[a], :, ks[a]: ks[a] + (b - a), :] = src.transpose(1, 0, 2)
+    if single:
+        sel = np.asarray(single, dtype=np.int64)
+        for c in range(0, sel.size, chunk):
+            j = sel[c: c + chunk]
+            for i in j.tolist():
+                src = np.ndarray((nch, ns), dtype=np.complex64, buffer=buf, offset=int(ps[i]) + skip,
+                                 strides=(cstride, 8))
+                out[rs[i], es[i], :, ks[i], :] = src
 
 
 def read_header(path: str | os.PathLike, meas: int = -1) -> Header:
@@ -509,9 +562,10 @@ def read_scan(path: str | os.PathLike, meas: int = -1, allow_nucleus: bool = Fal
     if nrep * necho * nro > 2 * nimg + 1024:
         raise InputError(f"readout counters do not form a grid: {nimg} image readouts spread over "
                          f"{nrep} repetitions x {necho} echoes x {nro} readouts")
-    data = np.zeros((nrep, necho, nch, nro, ns), dtype=np.complex64)
-    _gather(lay, ro.pos[image], nch, ns, data, (rep, eco, rdo))
     filled = nrep * necho * nro
+    # every cell gets exactly one readout when the grid is complete: no need to zero it first
+    data = (np.empty if nimg == filled else np.zeros)((nrep, necho, nch, nro, ns), dtype=np.complex64)
+    _gather(lay, ro.pos[image], nch, ns, data, (rep, eco, rdo))
     if nimg != filled:
         log.warning("twix: %d of %d (rep, echo, readout) cells have no readout; left zero",
                     filled - nimg, filled)
@@ -806,3 +860,62 @@ def _slice_quaternion(info: ScanInfo) -> tuple[list[float], tuple[float, float, 
     except ImportError:  # geometry not there yet: identity
         return [1.0, 0.0, 0.0, 0.0], tuple(float(v) for v in info.slice_position_mm)
     return quaternion_from_info(info), tuple(float(v) for v in info.slice_position_mm)
+
+
+# =================================================================================================
+# Summary (the `info` subcommand)
+# =================================================================================================
+
+def describe(path: str | os.PathLike) -> dict:
+    """JSON-ready summary of a twix file without reading its samples.
+
+    {"file", "version" ("VB" | "VD/VE"), "measurements": [{index, protocol, nucleus, readouts,
+    image_readouts, noise_readouts, complete, problem?, dims?: {nrep, necho, ncoil, nreadout,
+    nsample}, te_ms, tr_ms, flip_deg, fov_mm, matrix, b0_T, coils, ...}]}
+    """
+    lay = _open_layout(path)
+    out = {"file": str(path), "version": "VD/VE" if lay.is_ve else "VB", "measurements": []}
+    for m in lay.meas:
+        hdr, hdr_len = _split_header(lay.mm, m.offset, m.length)
+        try:
+            info = info_from_header(hdr)
+            entry = {"index": m.index, **{k: v for k, v in info.to_dict().items()}}
+        except InputError as exc:
+            entry = {"index": m.index, "problem": str(exc)}
+        try:
+            ro = _walk(lay, m, hdr_len)
+            image, noise = _image_mask(ro.mdh)
+            entry.update(readouts=int(ro.pos.size), image_readouts=int(image.sum()),
+                         noise_readouts=int(noise.sum()), complete=True)
+            if image.any():
+                img = ro.mdh[image]
+                rep, eco, rdo, nrep, nave = _readout_keys(img["Counter"])
+                entry["dims"] = {"nrep": nrep, "necho": int(eco.max()) + 1, "ncoil": int(img["UsedChannels"].max()),
+                                 "nreadout": int(rdo.max()) + 1, "nsample": int(img["SamplesInScan"].max())}
+        except InputError as exc:
+            entry.update(complete=False, problem=str(exc))
+        out["measurements"].append(entry)
+    return out
+
+
+def format_description(d: dict) -> str:
+    """Readable text of `describe`'s summary."""
+    lines = [f"{d['file']}  (twix {d['version']}, {len(d['measurements'])} measurement(s))"]
+    for m in d["measurements"]:
+        lines.append(f"measurement {m['index']}: {m.get('protocol_name') or '-'}"
+                     f"{'' if m.get('complete') else '  [INCOMPLETE: ' + m.get('problem', '') + ']'}")
+        if "nucleus" in m:
+            lines.append(f"  nucleus {m['nucleus'] or '?'} at {m['b0_T']:g} T, {m['larmor_hz'] / 1e6:.4f} MHz")
+            te = ", ".join(f"{t:g}" for t in m["te_ms"])
+            lines.append(f"  TE {te} ms, TR {m['tr_ms']:g} ms, flip {m['flip_deg']:g} deg, dwell {m['dwell_us']:g} us")
+            lines.append("  FOV {} mm, matrix {}".format(" x ".join(f"{v:g}" for v in m["fov_mm"]),
+                                                           " x ".join(str(v) for v in m["matrix"])))
+            lines.append(f"  coils ({len(m['coil_names'])}): {', '.join(m['coil_names']) or '-'}")
+        if "readouts" in m:
+            lines.append(f"  readouts {m['readouts']} (image {m['image_readouts']}, noise {m['noise_readouts']})")
+        if "dims" in m:
+            lines.append("  data (nrep, necho, ncoil, nreadout, nsample) = ({nrep}, {necho}, {ncoil}, "
+                         "{nreadout}, {nsample})".format(**m["dims"]))
+        elif "problem" in m and m.get("complete", True):
+            lines.append(f"  problem: {m['problem']}")
+    return "\n".join(lines)
