@@ -92,6 +92,24 @@ def _run_recon(args) -> int:
     return EXIT_OK
 
 
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="one scan end to end from a TOML config (recon, B1, TSC, QC report)")
+    p.add_argument("config", help="TOML: [input] scan, traj, b1_scan_a, b1_scan_2a, vials, vial_mask, labels; "
+                                  "[recon] method, matrix; [quant] tissue, intercept; [output] dir")
+    p.add_argument("-o", "--out", default=None, help="output folder (default: the config's [output] dir)")
+    p.set_defaults(func=_run_run)
+
+
+def _run_run(args) -> int:
+    from .pipeline import load_run_config, process_scan
+
+    job, options, outdir = load_run_config(args.config)
+    outputs = process_scan(job, args.out or outdir, options)
+    for name, path in outputs.items():
+        print(f"{name:<16} {path}")
+    return EXIT_OK
+
+
 def _add_batch(sub) -> None:
     p = sub.add_parser("batch", help="process the scans of a manifest (process pool or Dask cluster)")
     p.add_argument("manifest", help="CSV (id,scan,traj[,b1_scan_a,b1_scan_2a,vials,vial_mask,labels]) or TOML")
@@ -141,7 +159,7 @@ def _run_info(args) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = [_add_demo, _add_simulate, _add_recon, _add_info, _add_batch]
+SUBCOMMANDS = [_add_demo, _add_simulate, _add_recon, _add_info, _add_run, _add_batch]
 
 
 def build_parser() -> argparse.ArgumentParser:

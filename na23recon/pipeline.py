@@ -100,13 +100,77 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
 
 
 def process_scan(job, outdir: str | os.PathLike, options: dict) -> dict[str, Path]:
-    """One manifest row end to end into `outdir`: reconstruction (+ B1 map and TSC when the row
-    names them). `job` has the fields of `batch.Job`; `options` holds `matrix`, `method`, `eps`.
-    Returns the output paths by name."""
+    """One scan end to end into `outdir`: reconstruction, then the double-angle B1 map when the job
+    names a scan pair, then the TSC map when it names vials, then `report.html`.
+
+    job: an object with the fields of `batch.Job` (scan, traj, b1_scan_a, b1_scan_2a, vials,
+    vial_mask, labels; absolute paths or None). options: `matrix`, `method`, `eps`,
+    `allow_nucleus`, and for quantification `tissue`, `intercept`. Returns output paths by name.
+    """
     outdir = Path(outdir)
     outputs: dict[str, Path] = {}
-    recon = recon_file(job.scan, job.traj, outdir / "recon.nii.gz", matrix=options.get("matrix"),
-                       method=options.get("method", "adjoint"), eps=options.get("eps", 1e-3),
-                       allow_nucleus=bool(options.get("allow_nucleus", False)))
-    outputs["recon"] = recon
+    matrix = options.get("matrix")
+    outputs["recon"] = recon_file(job.scan, job.traj, outdir / "recon.nii.gz", matrix=matrix,
+                                  method=options.get("method", "adjoint"), eps=options.get("eps", 1e-3),
+                                  allow_nucleus=bool(options.get("allow_nucleus", False)))
+    b1 = None
+    if bool(job.b1_scan_a) != bool(job.b1_scan_2a):
+        raise InputError("a B1 map needs both b1_scan_a and b1_scan_2a")
+    if job.b1_scan_a:
+        from .quantify import b1map_file
+
+        res = b1map_file(job.b1_scan_a, job.b1_scan_2a, outdir / "b1.nii.gz", traj_path=job.traj, matrix=matrix)
+        b1 = outdir / "b1.nii.gz"
+        outputs.update({f"b1_{k}" if not k.startswith("b1") else k: Path(v) for k, v in res.items()})
+    if job.vials:
+        from .quantify import quantify_file
+
+        res = quantify_file(outputs["recon"], outdir / "tsc.nii.gz", job.vials, vial_mask_path=job.vial_mask,
+                            b1_path=b1, labels_path=job.labels, tissue=options.get("tissue", "gm"),
+                            intercept=options.get("intercept", "fit"))
+        outputs.update({f"tsc_{k}" if not k.startswith("tsc") else k: Path(v) for k, v in res.items()})
+    elif job.vial_mask or job.labels:
+        raise InputError("vial_mask and labels need a vials file to quantify TSC")
+    from .qc import html_report
+
+    outputs["report"] = html_report(outdir / "report.html", f"na23recon: {Path(job.scan).name}", outputs)
     return outputs
+
+
+def load_run_config(path: str | os.PathLike):
+    """Read a `na23recon run` TOML config: [input] (scan, traj, b1_scan_a, b1_scan_2a, vials,
+    vial_mask, labels; relative to the config file), [recon] (method, matrix, eps, allow_nucleus),
+    [quant] (tissue, intercept), [output] (dir). Returns (job, options, outdir)."""
+    from .batch import PATH_FIELDS, Job
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config not found: {path}")
+    try:
+        cfg = tomllib.loads(path.read_text())
+    except Exception as exc:
+        raise InputError(f"config {path.name} is not valid TOML: {' '.join(str(exc).split())}") from None
+    known = {"input", "recon", "quant", "output"}
+    if set(cfg) - known:
+        raise InputError(f"config {path.name}: unknown section(s) {sorted(set(cfg) - known)}; known: {sorted(known)}")
+    inp = cfg.get("input", {})
+    bad = set(inp) - set(PATH_FIELDS)
+    if bad:
+        raise InputError(f"config {path.name} [input]: unknown key(s) {sorted(bad)}; known: {list(PATH_FIELDS)}")
+    if not inp.get("scan") or not inp.get("traj"):
+        raise InputError(f"config {path.name} [input] needs scan and traj")
+    paths = {f: str((path.parent / str(inp[f])).resolve()) if inp.get(f) else None for f in PATH_FIELDS}
+    for f, p in paths.items():
+        if p and not Path(p).is_file():
+            raise InputError(f"config {path.name}: {f} not found: {p}")
+    job = Job(id=path.stem, **paths)
+    rec, qua = cfg.get("recon", {}), cfg.get("quant", {})
+    options = {"matrix": rec.get("matrix"), "method": rec.get("method", "adjoint"), "eps": rec.get("eps", 1e-3),
+               "allow_nucleus": bool(rec.get("allow_nucleus", False)), "tissue": qua.get("tissue", "gm"),
+               "intercept": qua.get("intercept", "fit")}
+    outdir = path.parent / cfg.get("output", {}).get("dir", path.stem + "-out")
+    return job, options, outdir

@@ -42,3 +42,38 @@ def montage_png(path: str | os.PathLike, image: np.ndarray, title: str = "", n_s
         fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
     return str(path)
+
+
+def html_report(path: str | os.PathLike, title: str, outputs: dict) -> str:
+    """A self-contained HTML QC report: every PNG among `outputs` (and beside each NIfTI) embedded,
+    each NIfTI's sidecar summarised. Written atomically."""
+    import base64
+    import html
+    import json
+    from pathlib import Path
+
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
+             "pre{background:#f4f4f4;padding:6px;font-size:12px}</style>", f"<h1>{html.escape(title)}</h1>"]
+    seen = set()
+    for name, p in outputs.items():
+        p = Path(p)
+        pngs = [p] if p.suffix == ".png" else []
+        if p.name.endswith(".nii.gz"):
+            stem = p.name[: -len(".nii.gz")]
+            pngs += sorted(p.parent.glob(stem + "*.png"))
+            side = p.with_name(stem + ".json")
+            parts.append(f"<h2>{html.escape(name)}: {html.escape(p.name)}</h2>")
+            if side.exists():
+                meta = json.loads(side.read_text())
+                keep = {k: meta[k] for k in ("acquisition", "recon", "quant", "b1", "calibration") if k in meta}
+                parts.append(f"<pre>{html.escape(json.dumps(keep, indent=1)[:4000])}</pre>")
+        for png in pngs:
+            if png in seen or not png.exists():
+                continue
+            seen.add(png)
+            b64 = base64.b64encode(png.read_bytes()).decode()
+            parts.append(f"<h3>{html.escape(png.name)}</h3><img src='data:image/png;base64,{b64}'>")
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(parts) + "\n")
+    return str(path)
