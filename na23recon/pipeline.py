@@ -107,6 +107,10 @@ def process_scan(job, outdir: str | os.PathLike, options: dict) -> dict[str, Pat
     vial_mask, labels; absolute paths or None). options: `matrix`, `method`, `eps`,
     `allow_nucleus`, and for quantification `tissue`, `intercept`. Returns output paths by name.
     """
+    if bool(job.b1_scan_a) != bool(job.b1_scan_2a):
+        raise InputError("a B1 map needs both b1_scan_a and b1_scan_2a")
+    if (job.vial_mask or job.labels) and not job.vials:
+        raise InputError("vial_mask and labels need a vials file to quantify TSC")
     outdir = Path(outdir)
     outputs: dict[str, Path] = {}
     matrix = options.get("matrix")
@@ -114,8 +118,6 @@ def process_scan(job, outdir: str | os.PathLike, options: dict) -> dict[str, Pat
                                   method=options.get("method", "adjoint"), eps=options.get("eps", 1e-3),
                                   allow_nucleus=bool(options.get("allow_nucleus", False)))
     b1 = None
-    if bool(job.b1_scan_a) != bool(job.b1_scan_2a):
-        raise InputError("a B1 map needs both b1_scan_a and b1_scan_2a")
     if job.b1_scan_a:
         from .quantify import b1map_file
 
@@ -129,8 +131,6 @@ def process_scan(job, outdir: str | os.PathLike, options: dict) -> dict[str, Pat
                             b1_path=b1, labels_path=job.labels, tissue=options.get("tissue", "gm"),
                             intercept=options.get("intercept", "fit"))
         outputs.update({f"tsc_{k}" if not k.startswith("tsc") else k: Path(v) for k, v in res.items()})
-    elif job.vial_mask or job.labels:
-        raise InputError("vial_mask and labels need a vials file to quantify TSC")
     from .qc import html_report
 
     outputs["report"] = html_report(outdir / "report.html", f"na23recon: {Path(job.scan).name}", outputs)
