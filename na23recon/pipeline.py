@@ -97,3 +97,16 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
         png_path = sidecar_path(out_path).with_suffix(".png")
         montage_png(png_path, image if image.ndim == 3 else image[..., 0], title=f"{Path(scan_path).name}: {method}")
     return out_path
+
+
+def process_scan(job, outdir: str | os.PathLike, options: dict) -> dict[str, Path]:
+    """One manifest row end to end into `outdir`: reconstruction (+ B1 map and TSC when the row
+    names them). `job` has the fields of `batch.Job`; `options` holds `matrix`, `method`, `eps`.
+    Returns the output paths by name."""
+    outdir = Path(outdir)
+    outputs: dict[str, Path] = {}
+    recon = recon_file(job.scan, job.traj, outdir / "recon.nii.gz", matrix=options.get("matrix"),
+                       method=options.get("method", "adjoint"), eps=options.get("eps", 1e-3),
+                       allow_nucleus=bool(options.get("allow_nucleus", False)))
+    outputs["recon"] = recon
+    return outputs

@@ -160,7 +160,11 @@ def _split_header(buf: memoryview, off: int, length: int) -> tuple[Header, int]:
     """Split the measurement header at `off` into its named text buffers; return (Header, hdr_len)."""
     if length < 8:
         raise InputError(f"corrupted twix header: measurement at byte {off} is only {length} bytes")
+    if off + 8 > len(buf):
+        raise InputError(f"truncated twix file: measurement header at byte {off}, file has {len(buf)} bytes")
     hdr_len, nbuf = struct.unpack_from("<II", buf, off)
+    if off + hdr_len > len(buf):
+        raise InputError(f"truncated twix file: header of {hdr_len} bytes at byte {off}, file has {len(buf)} bytes")
     if hdr_len < 8 or hdr_len > length:
         raise InputError(f"corrupted twix header: header length {hdr_len} outside the measurement "
                          f"({length} bytes at byte {off})")
@@ -342,9 +346,10 @@ def info_from_header(hdr: Header) -> ScanInfo:
         if v is None:
             break
         te.append(_num(v, f"alTE[{i}]") / 1000.0)
+    dim = _num(y("sKSpace.ucDimension"), "sKSpace.ucDimension", 4, int)
     matrix = (_num(y("sKSpace.lBaseResolution"), "sKSpace.lBaseResolution", 1, int),
               _num(y("sKSpace.lPhaseEncodingLines"), "sKSpace.lPhaseEncodingLines", 1, int),
-              _num(y("sKSpace.lPartitions"), "sKSpace.lPartitions", 1, int))
+              _num(y("sKSpace.lPartitions"), "sKSpace.lPartitions", 1, int) if dim != 2 else 1)
     coils = []
     for i in range(256):
         base = f"sCoilSelectMeas.aRxCoilSelectData[0].asList[{i}].sCoilElementID."
@@ -500,12 +505,16 @@ def read_scan(path: str | os.PathLike, meas: int = -1, allow_nucleus: bool = Fal
     ns, nch = int(ns_all[0]), int(nch_all[0])
     rep, eco, rdo, nrep, _nave = _readout_keys(img["Counter"])
     necho, nro = int(eco.max()) + 1, int(rdo.max()) + 1
+    nimg = int(image.sum())
+    if nrep * necho * nro > 2 * nimg + 1024:
+        raise InputError(f"readout counters do not form a grid: {nimg} image readouts spread over "
+                         f"{nrep} repetitions x {necho} echoes x {nro} readouts")
     data = np.zeros((nrep, necho, nch, nro, ns), dtype=np.complex64)
     _gather(lay, ro.pos[image], nch, ns, data, (rep, eco, rdo))
     filled = nrep * necho * nro
-    if image.sum() != filled:
+    if nimg != filled:
         log.warning("twix: %d of %d (rep, echo, readout) cells have no readout; left zero",
-                    filled - int(image.sum()), filled)
+                    filled - nimg, filled)
     nz = _read_noise(lay, m, ro, noise, nch)
     if len(info.coil_names) != nch:
         if info.coil_names:
