@@ -113,3 +113,11 @@ def test_analytic_dcf_flat_response(kind):
     # absolute scale: the weights cover the sampled ball (in 1/m^3), to within the last half-spacing
     vol = 4 / 3 * math.pi * tr.kmax_per_m ** 3
     assert 0.98 < w.sum() / vol < 1.1
+
+
+def test_radial_shells_falls_back_for_twisted_readouts():
+    from na23recon.traj.dcf import dcf_shells
+    from na23recon.traj.tpi import tpi_3d
+
+    tr = tpi_3d(16, 240.0, p=0.4)
+    assert np.allclose(dcf_radial_shells(tr.k), dcf_shells(tr.k))

@@ -40,7 +40,8 @@ def dcf_radial_shells(k: np.ndarray) -> np.ndarray:
 
     k : (nreadout, nsample, 3) positions along straight lines through the origin (centre-out or
         full-diameter, any spacing along the spoke, e.g. ramp sampling or density adaptation),
-        in any unit (the DCF is in that unit cubed).
+        in any unit (the DCF is in that unit cubed). Readouts that are not straight (TPI) fall
+        back to `dcf_shells` with equal solid angles (centre-out, |k| increasing).
     Along a spoke, sample j owns the signed interval [b_lo, b_hi] between the midpoints to its
     neighbours (half a spacing beyond the ends, from the centre for a sample at k = 0); its share
     of the shell volume is 4 pi (b_hi^3 - b_lo^3) / 3 divided by the number of half-spokes that
@@ -55,7 +56,13 @@ def dcf_radial_shells(k: np.ndarray) -> np.ndarray:
     r = np.linalg.norm(k, axis=-1)
     # signed position along each spoke: the sign of the projection on the spoke's far end
     far = k[np.arange(nread), np.argmax(r, axis=1)]
-    s = np.sign(np.einsum("rsd,rd->rs", k, far)) * r
+    proj = np.einsum("rsd,rd->rs", k, far) / np.maximum(np.linalg.norm(far, axis=-1), 1e-300)[:, None]
+    if ndim == 3 and np.any(np.abs(np.abs(proj) - r) > 1e-6 * r.max()):
+        # twisted readouts (TPI, a file without its own DCF): not straight spokes; per-readout
+        # shells with equal solid angles are the closest closed form
+        log.info("readouts are not straight spokes: using dcf_shells with equal solid angles")
+        return dcf_shells(k)
+    s = np.sign(proj) * r
     centre_out = bool(np.all(s >= -1e-9 * r.max()))
     mid = 0.5 * (s[:, 1:] + s[:, :-1])
     lo = np.concatenate([2 * s[:, :1] - mid[:, :1], mid], axis=1)
