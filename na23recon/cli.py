@@ -110,6 +110,51 @@ def _run_run(args) -> int:
     return EXIT_OK
 
 
+def _add_traj(sub) -> None:
+    p = sub.add_parser("traj", help="generate a trajectory (radial, dar, tpi) as .npz + PNG")
+    p.add_argument("kind", choices=["radial", "dar", "tpi"], help="3D radial, density-adapted radial (Nagel 2009) "
+                   "or twisted projection imaging (Boada 1997)")
+    p.add_argument("-o", "--out", required=True, help="output trajectory .npz (k in 1/m, dcf, t; a PNG beside it)")
+    p.add_argument("--matrix", type=int, default=64, help="nominal matrix N (default: %(default)s)")
+    p.add_argument("--fov-mm", type=float, default=240.0, help="field of view in mm (default: %(default)s)")
+    p.add_argument("--gmax-mT-m", type=float, default=40.0, help="gradient limit (default: %(default)s)")
+    p.add_argument("--slew-T-m-s", type=float, default=150.0, help="slew-rate limit (default: %(default)s)")
+    p.add_argument("--dwell-us", type=float, default=10.0, help="ADC dwell time (default: %(default)s)")
+    p.add_argument("--raster-us", type=float, default=10.0, help="gradient raster time (default: %(default)s)")
+    p.add_argument("--p", type=float, default=None, help="k0 / kmax for dar (default 0.25) and tpi (default 0.4)")
+    p.add_argument("--g-mT-m", type=float, default=None,
+                   help="readout gradient of dar (G0) / tpi (default: the largest within the limits)")
+    p.add_argument("--undersampling", type=float, default=1.0, help="radial/dar: spokes = pi N^2 / this")
+    p.add_argument("--ordering", choices=["spiral", "golden"], default="spiral", help="radial/dar spoke order")
+    p.add_argument("--full-diameter", action="store_true", help="radial: full-diameter spokes (default centre-out)")
+    p.add_argument("--te-ms", type=float, default=0.0, help="time from excitation to the readout start (for t)")
+    p.add_argument("--max-readout-ms", type=float, default=None, help="tpi: refuse longer readouts")
+    p.add_argument("--dcf", choices=["analytic", "pipe-menon", "none"], default="analytic",
+                   help="density compensation stored in the file (default: %(default)s)")
+    p.add_argument("--no-png", action="store_true", help="do not write the PNG figure")
+    p.set_defaults(func=_run_traj)
+
+
+def _run_traj(args) -> int:
+    from .traj.make import generate, trajectory_dcf, write_trajectory
+
+    opts = dict(gmax_mT_m=args.gmax_mT_m, slew_T_m_s=args.slew_T_m_s, dwell_us=args.dwell_us,
+                raster_us=args.raster_us, te_ms=args.te_ms)
+    if args.kind == "radial":
+        opts.update(undersampling=args.undersampling, ordering=args.ordering, centre_out=not args.full_diameter)
+    elif args.kind == "dar":
+        opts.update(undersampling=args.undersampling, ordering=args.ordering, p=args.p, g0_mT_m=args.g_mT_m)
+    else:
+        opts.update(p=args.p, g_mT_m=args.g_mT_m, max_readout_ms=args.max_readout_ms)
+    if not args.out.endswith(".npz"):
+        raise InputError(f"output must be a .npz file, got {args.out}")
+    tr = generate(args.kind, args.matrix, args.fov_mm, **opts)
+    dcf = trajectory_dcf(tr, args.dcf)
+    paths = write_trajectory(args.out, tr, dcf, png=not args.no_png)
+    print(f"{tr.kind}: {tr.nreadout} readouts x {tr.nsample} samples; {tr.report.summary()}")
+    for name, path in paths.items():
+        print(f"{name:<6} {path}")
+    return EXIT_OK
 def _add_batch(sub) -> None:
     p = sub.add_parser("batch", help="process the scans of a manifest (process pool or Dask cluster)")
     p.add_argument("manifest", help="CSV (id,scan,traj[,b1_scan_a,b1_scan_2a,vials,vial_mask,labels]) or TOML")
@@ -159,7 +204,7 @@ def _run_info(args) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = [_add_demo, _add_simulate, _add_recon, _add_info, _add_run, _add_batch]
+SUBCOMMANDS = [_add_demo, _add_simulate, _add_traj, _add_recon, _add_info, _add_run, _add_batch]
 
 
 def build_parser() -> argparse.ArgumentParser:

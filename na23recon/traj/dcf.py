@@ -40,7 +40,8 @@ def dcf_radial_shells(k: np.ndarray) -> np.ndarray:
 
     k : (nreadout, nsample, 3) positions along straight lines through the origin (centre-out or
         full-diameter, any spacing along the spoke, e.g. ramp sampling or density adaptation),
-        in any unit (the DCF is in that unit cubed).
+        in any unit (the DCF is in that unit cubed). Readouts that are not straight (TPI) fall
+        back to `dcf_shells` with equal solid angles (centre-out, |k| increasing).
     Along a spoke, sample j owns the signed interval [b_lo, b_hi] between the midpoints to its
     neighbours (half a spacing beyond the ends, from the centre for a sample at k = 0); its share
     of the shell volume is 4 pi (b_hi^3 - b_lo^3) / 3 divided by the number of half-spokes that
@@ -55,7 +56,13 @@ def dcf_radial_shells(k: np.ndarray) -> np.ndarray:
     r = np.linalg.norm(k, axis=-1)
     # signed position along each spoke: the sign of the projection on the spoke's far end
     far = k[np.arange(nread), np.argmax(r, axis=1)]
-    s = np.sign(np.einsum("rsd,rd->rs", k, far)) * r
+    proj = np.einsum("rsd,rd->rs", k, far) / np.maximum(np.linalg.norm(far, axis=-1), 1e-300)[:, None]
+    if ndim == 3 and np.any(np.abs(np.abs(proj) - r) > 1e-6 * r.max()):
+        # twisted readouts (TPI, a file without its own DCF): not straight spokes; per-readout
+        # shells with equal solid angles are the closest closed form
+        log.info("readouts are not straight spokes: using dcf_shells with equal solid angles")
+        return dcf_shells(k)
+    s = np.sign(proj) * r
     centre_out = bool(np.all(s >= -1e-9 * r.max()))
     mid = 0.5 * (s[:, 1:] + s[:, :-1])
     lo = np.concatenate([2 * s[:, :1] - mid[:, :1], mid], axis=1)
@@ -100,3 +107,116 @@ def dcf_analytic(k: np.ndarray, kind: str = "radial", k0: float = 0.0, kmax: flo
         raise InputError(f"DCF kind must be 'radial', 'dar' or 'tpi', found {kind!r}")
     vol = 4.0 / 3.0 * math.pi * kmax ** 3 if k.shape[-1] == 3 else math.pi * kmax ** 2
     return w * (vol / w.sum())
+
+
+def dcf_shells(k: np.ndarray, solid_angle: np.ndarray | None = None) -> np.ndarray:
+    """Analytic DCF (nreadout, nsample) of centre-out readouts whose |k| grows monotonically.
+
+    Each sample stands for the solid angle of its readout (`solid_angle` (nreadout,) sr; default
+    4 pi / nreadout, uniformly spread readouts) times the radial interval between the midpoints
+    to its neighbours: w = Omega (b_hi^3 - b_lo^3) / 3 (in k's unit cubed). For TPI (Boada 1997)
+    and DA-radial (Nagel 2009) this is |k|^2 dk Omega, i.e. ~|k|^2 inside k0 and the constant
+    k0^2 dk0 Omega beyond it, including the ramp samples near the centre; for straight spokes it
+    equals `dcf_radial_shells`. Solid angles per cone make it exact for TPI's cone-wise
+    projection counts (ceil(2 pi R p sin theta) is not exactly proportional to sin theta).
+    """
+    k = _check_k(k)
+    if k.shape[-1] != 3:
+        raise InputError(f"dcf_shells needs 3D k (nreadout, nsample, 3), found {k.shape}")
+    nread = k.shape[0]
+    r = np.linalg.norm(k, axis=-1)
+    mid = 0.5 * (r[:, 1:] + r[:, :-1])
+    lo = np.concatenate([np.zeros((nread, 1)), mid], axis=1)
+    hi = np.concatenate([mid, r[:, -1:] + (r[:, -1:] - mid[:, -1:])], axis=1)
+    if solid_angle is None:
+        solid_angle = np.full(nread, 4.0 * math.pi / nread)
+    solid_angle = np.asarray(solid_angle, dtype=np.float64)
+    if solid_angle.shape != (nread,):
+        raise InputError(f"solid_angle must have shape ({nread},), found {solid_angle.shape}")
+    return np.abs(hi ** 3 - lo ** 3) / 3.0 * solid_angle[:, None]
+
+
+def dcf_for(traj) -> np.ndarray:
+    """Analytic DCF (nreadout, nsample) in (1/m)^3 for a `GeneratedTrajectory` of any kind.
+
+    Radial: `dcf_radial_shells`; DA-radial and TPI: `dcf_shells` with the readouts' solid angles.
+    Multiply by FOV^3 (m^3) for (cycles/FOV)^3.
+    """
+    if traj.kind == "radial":
+        return dcf_radial_shells(traj.k)
+    return dcf_shells(traj.k, traj.readout_solid_angle)
+
+
+def dcf_pipe_menon(coord: np.ndarray, shape: tuple[int, ...], n_iter: int = 20, eps: float = 1e-4,
+                   pad: int | None = None, w0: np.ndarray | None = None, op=None,
+                   tol: float = 1e-3) -> np.ndarray:
+    """Iterative DCF (Pipe & Menon 1999, MRM 41:179): w <- w / (C (C^T w)), C the gridding kernel.
+
+    C^T is `Nufft.spread` (values -> oversampled grid) and C is `Nufft.interp` (grid -> values),
+    the NUFFT's own ES kernel, so C C^T convolves with the kernel's autocorrelation (Zwart, Johnson
+    & Pipe 2012, MRM 67:701 for the grid-based form). At the fixed point the density-weighted
+    kernel sum is 1 at every sample: gridding all-ones data gives a flat response.
+
+    Parameters
+    ----------
+    coord : float (nreadout, nsample, ndim) in cycles per FOV (edge of a matrix N at +-N/2).
+    shape : image shape N (ndim ints) of the reconstruction.
+    n_iter : maximum iterations; stops early once max |C C^T w - 1| < tol.
+    eps : NUFFT tolerance: sets the kernel width (1e-4 gives ~7 taps at upsampling 2, a smooth
+        density estimate at Nyquist-spaced spokes).
+    pad : k-space margin (cycles/FOV) added to each side of the grid so that samples at the edge
+        do not wrap around onto the opposite edge (the edge care REFERENCES.md mentions);
+        default the kernel's half-width + 2.
+    w0 : starting weights (nreadout, nsample); default 1 (an analytic DCF converges faster).
+    op : an existing `Nufft` plan on the padded shape to reuse (advanced).
+
+    Returns float64 (nreadout, nsample), scaled to absolute k-space volumes in (cycles/FOV)^ndim:
+    the weights add up to the volume of the ball (disc) of radius max |coord|.
+    """
+    from ..nufft import Nufft
+
+    coord = np.asarray(coord, dtype=np.float64)
+    ndim = coord.shape[-1]
+    if len(shape) != ndim:
+        raise InputError(f"shape {tuple(shape)} does not match coord's {ndim} dimensions")
+    if op is None:
+        if pad is None:
+            # half-width of the kernel in cycles/FOV at upsampling 2 is <= 4 for eps >= 1e-6
+            pad = 6
+        padded = tuple(int(n) + 2 * int(pad) for n in shape)
+        op = Nufft(coord, padded, eps=eps, upsampling=2.0, dtype=np.complex128)
+    w = np.ones(coord.shape[:-1]) if w0 is None else np.asarray(w0, dtype=np.float64).copy()
+    for it in range(n_iter):
+        d = op.interp(op.spread(w.astype(np.complex128))).real
+        d = np.maximum(d, 1e-12 * d.max())
+        err = float(np.max(np.abs(d - 1.0)))
+        log.info("Pipe-Menon iteration %d: max |C C^T w - 1| = %.2e", it, err)
+        if err < tol:
+            break
+        w = w / d
+    r = np.sqrt(np.sum(coord ** 2, axis=-1))
+    kmax = float(r.max())
+    vol = 4.0 / 3.0 * math.pi * kmax ** 3 if ndim == 3 else math.pi * kmax ** 2
+    return w * (vol / w.sum())
+
+
+def gridded_response(coord: np.ndarray, dcf: np.ndarray, shape: tuple[int, ...], eps: float = 1e-4,
+                     pad: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Grid all-ones data with `dcf` (the PSF's k-space view): returns (response, |k| of each cell).
+
+    response : float (*grid_shape) = sum_j w_j phi(u_j - g), normalised to its median inside half
+        the sampled radius; radius : same shape, |k| of each grid cell in cycles/FOV.
+    Used to check a DCF: a good one gives a flat response inside the sampled ball.
+    """
+    from ..nufft import Nufft
+
+    coord = np.asarray(coord, dtype=np.float64)
+    padded = tuple(int(n) + 2 * pad for n in shape)
+    op = Nufft(coord, padded, eps=eps, upsampling=2.0, dtype=np.complex128)
+    grid = op.spread(np.asarray(dcf, dtype=np.complex128)).real
+    axes = [(np.arange(g) - g // 2) * (n / g) for g, n in zip(op.grid_shape, padded)]
+    mesh = np.meshgrid(*axes, indexing="ij")
+    radius = np.sqrt(sum(m ** 2 for m in mesh))
+    kmax = float(np.sqrt(np.max(np.sum(coord ** 2, axis=-1))))
+    grid = grid / np.median(grid[radius < 0.5 * kmax])
+    return grid, radius

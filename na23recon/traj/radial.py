@@ -202,9 +202,10 @@ def radial_for_matrix(matrix: int, fov_mm: float, undersampling: float = 1.0, dw
     g_base[0, :, 2] = g
     k_base = np.zeros((1, nsample, 3))
     k_base[0, :, 2] = r - (r[0] if not centre_out else 0.0)
-    # a full-diameter readout starts on the plateau (the prephaser and ramp precede the ADC)
+    # a full-diameter readout, or a centre-out one without ramp sampling (idealised: the ramp's
+    # area is compensated before the ADC), starts on the plateau
     rep = check_waveforms(g_base, raster, t, k_base, kmax, gmax, slew, gamma, what="radial",
-                          from_rest=centre_out)
+                          from_rest=centre_out and ramp_sampling)
     params = dict(matrix=int(matrix), fov_mm=float(fov_mm), undersampling=float(undersampling),
                   dwell_us=float(dwell_us), readout_os=float(readout_os), ordering=ordering,
                   centre_out=bool(centre_out), gmax_mT_m=float(gmax_mT_m), slew_T_m_s=float(slew_T_m_s),

@@ -131,7 +131,7 @@ def tpi_3d(matrix: int, fov_mm: float, p: float = 0.4, gmax_mT_m: float = 40.0, 
         if g > g_nyq * (1 + 1e-3):
             raise InputError(f"TPI: G {g_mT_m} mT/m at dwell {dwell_us} us undersamples the readout "
                              f"(at most {g_nyq * 1e3:.2f} mT/m)")
-        pk = peak(g)
+        pk = _peak_slew(_tpi_base(g, k0, kmax, slew, raster, dwell, gamma, theta_u)[3], raster)
         if pk > slew * (1 + 1e-3):
             g_ok = largest_feasible(peak, g, slew)
             raise InputError(f"TPI: G {g_mT_m} mT/m needs a slew rate of {pk:.0f} T/m/s on the narrowest cone, above "
