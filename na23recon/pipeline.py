@@ -16,22 +16,32 @@ from .provenance import base_sidecar
 log = logging.getLogger(__name__)
 
 
-def trajectory_to_coord(k_per_m: np.ndarray, fov_mm, matrix: tuple[int, int, int]) -> np.ndarray:
-    """k (nreadout, nsample, 3) in 1/m -> float32 cycles/FOV for the NUFFT; refuse k far beyond kmax.
-
-    Samples out to sqrt(3) * N/2 (the corners of the Cartesian cube) are allowed; beyond the NUFFT's
-    grid would wrap, which means a trajectory in the wrong units.
-    """
+def trajectory_to_coord(k_per_m: np.ndarray, fov_mm, protocol_matrix) -> np.ndarray:
+    """k (nreadout, nsample, 3) in 1/m -> float32 cycles/FOV for the NUFFT, checked against the
+    protocol's matrix: a trajectory reaching far beyond its kmax = N/2 (more than the sqrt(3) of
+    the cube's corners) is in the wrong units."""
     fov_m = np.asarray(fov_mm, dtype=np.float64) * 1e-3
     coord = (np.asarray(k_per_m, dtype=np.float64) * fov_m).astype(np.float32)
-    kmax = np.abs(coord).max(axis=(0, 1))
-    half = np.asarray(matrix) / 2
+    kmax = np.abs(coord).max(axis=tuple(range(coord.ndim - 1)))
+    half = np.asarray(protocol_matrix, dtype=np.float64) / 2
     if np.any(kmax > half * 1.75):
-        raise InputError(f"trajectory reaches {np.round(kmax, 1).tolist()} cycles/FOV but a matrix of "
-                         f"{list(matrix)} ends at +-{half.tolist()}: is k in 1/m (DESIGN.md)?")
-    if np.any(kmax > half * 1.01):
-        log.warning("trajectory extends to %s cycles/FOV beyond the matrix edge %s", kmax, half)
+        raise InputError(f"trajectory reaches {np.round(kmax, 1).tolist()} cycles/FOV but the protocol's matrix "
+                         f"{[int(m) for m in protocol_matrix]} ends at +-{half.tolist()}: is k in 1/m (DESIGN.md)?")
+    if np.any(kmax > half * 1.02):
+        log.warning("trajectory extends to %s cycles/FOV, beyond the matrix edge %s", kmax, half)
     return coord
+
+
+def crop_to_matrix(coord: np.ndarray, n: int) -> np.ndarray | None:
+    """Samples inside the ball |k| <= n/2 (cycles/FOV) when the trajectory reaches beyond it, for a
+    reconstruction at a lower resolution than acquired; None when every sample fits.
+    Returns a boolean mask over coord.shape[:-1]."""
+    r = np.sqrt(np.sum(np.asarray(coord, dtype=np.float64) ** 2, axis=-1))
+    if r.max() <= n / 2 * 1.02:
+        return None
+    keep = r <= n / 2
+    log.info("matrix %d: keeping %d of %d samples inside |k| <= %g cycles/FOV", n, keep.sum(), keep.size, n / 2)
+    return keep
 
 
 def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_path: str | os.PathLike,
@@ -65,8 +75,11 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
     if not 8 <= n <= 512:
         raise InputError(f"matrix must be between 8 and 512, got {n}")
     shape = (n, n, n)
-    coord = trajectory_to_coord(traj.k, info.fov_mm, shape)
+    coord = trajectory_to_coord(traj.k, info.fov_mm, info.matrix)
     dcf = traj.dcf if traj.dcf is not None else dcf_radial_shells(coord)
+    keep = crop_to_matrix(coord, n)
+    if keep is not None:  # lower resolution than acquired: the samples inside the new kmax, as a list
+        coord, dcf = coord[keep], np.asarray(dcf)[keep]
     necho = scan.data.shape[1]
     echoes = [echo] if echo is not None else list(range(necho))
     if any(not 0 <= e < necho for e in echoes):
@@ -76,7 +89,8 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
     op = Nufft(coord, shape, eps=eps)
     images = []
     for e in echoes:
-        coil_imgs = adjoint_recon(scan.kspace(echo=e, rep=0), coord, dcf, shape, op=op)
+        data = scan.kspace(echo=e, rep=0)
+        coil_imgs = adjoint_recon(data if keep is None else data[:, keep], coord, dcf, shape, op=op)
         images.append(sum_of_squares(coil_imgs) if scan.ncoil > 1 else np.abs(coil_imgs[0]))
     image = images[0] if len(images) == 1 else np.stack(images, axis=-1)
     affine = affine_from_info(info, shape)
@@ -86,6 +100,7 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
     side["acquisition"] = acq
     side["recon"] = {
         "method": method, "matrix": list(shape), "eps": eps, "echoes": echoes,
+        "samples_used": int(coord.size // coord.shape[-1]),
         "dcf": "trajectory file" if traj.dcf is not None else "radial shell volumes (|k|^2 dk)",
         "coil_combine": "sum of squares" if scan.ncoil > 1 else "magnitude", "ncoil": scan.ncoil,
         "seconds": round(time.perf_counter() - t0, 3),

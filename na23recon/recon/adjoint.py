@@ -41,15 +41,17 @@ def adjoint_recon(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, shape:
                   eps: float = 1e-3, op: Nufft | None = None) -> np.ndarray:
     """Gridding reconstruction of every coil.
 
-    kspace: complex (..., nreadout, nsample), leading dims (coils, echoes) kept.
-    coord:  float (nreadout, nsample, ndim) in cycles/FOV (edge of the matrix at +-N/2).
-    dcf:    float (nreadout, nsample), any scale (normalised here).
+    kspace: complex (..., *coord.shape[:-1]), leading dims (coils, echoes) kept.
+    coord:  float (nreadout, nsample, ndim) in cycles/FOV (edge of the matrix at +-N/2), or any
+            (..., ndim) sample layout such as a flat list (M, ndim).
+    dcf:    float coord.shape[:-1], any scale (normalised here).
     shape:  image shape (x, y[, z]).
     Returns complex64 (..., *shape).
     """
-    if kspace.shape[-2:] != coord.shape[:-1]:
-        raise InputError(f"k-space has {kspace.shape[-2]} readouts x {kspace.shape[-1]} samples but the "
-                         f"trajectory has {coord.shape[0]} x {coord.shape[1]}")
+    npt = coord.ndim - 1
+    if kspace.shape[kspace.ndim - npt:] != coord.shape[:-1]:
+        raise InputError(f"k-space samples {kspace.shape[kspace.ndim - npt:]} do not match the trajectory's "
+                         f"{coord.shape[:-1]}")
     w = normalise_dcf(dcf, coord)
     if op is None:
         from ..nufft import Nufft
