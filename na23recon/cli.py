@@ -167,7 +167,39 @@ def _run_quantify(args) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = [_add_demo, _add_simulate, _add_recon]
+def _add_batch(sub) -> None:
+    p = sub.add_parser("batch", help="process the scans of a manifest (process pool or Dask cluster)")
+    p.add_argument("manifest", help="CSV (id,scan,traj[,b1_scan_a,b1_scan_2a,vials,vial_mask,labels]) or TOML")
+    p.add_argument("-o", "--out", required=True, help="output root: results in OUT/<id>/, OUT/summary.csv")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: cores / threads, capped by memory)")
+    p.add_argument("--threads-per-worker", type=int, default=None, help="threads in each worker (default: cores / workers)")
+    p.add_argument("--dask", default=None, metavar="ADDRESS", help="'local' for a LocalCluster or tcp://HOST:PORT")
+    p.add_argument("--matrix", type=int, default=None, help="reconstruction matrix (default: each scan's)")
+    p.add_argument("--method", default="adjoint", choices=["adjoint"], help="reconstruction method")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_batch)
+
+
+def _run_batch(args) -> int:
+    from .batch import run_batch
+
+    for name in ("workers", "threads_per_worker"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+    options = {"matrix": args.matrix, "method": args.method}
+    results = run_batch(args.manifest, args.out, options, workers=args.workers,
+                        threads_per_worker=args.threads_per_worker, dask=args.dask,
+                        progress=False if args.no_progress else None)
+    counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+    print(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed: {args.out}/summary.csv")
+    for r in results:
+        if r.status == "failed":
+            print(f"  {r.id}: {r.message}", file=sys.stderr)
+    return EXIT_PARTIAL if counts["failed"] else EXIT_OK
+
+
+SUBCOMMANDS = [_add_demo, _add_simulate, _add_recon, _add_batch]
 SUBCOMMANDS += [_add_b1map, _add_quantify]
 
 

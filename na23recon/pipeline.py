@@ -47,7 +47,7 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
     from .io.twix import read_scan
     from .recon.adjoint import adjoint_recon
     from .recon.coils import sum_of_squares
-    from .traj.dcf import radial_dcf
+    from .traj.dcf import dcf_radial_shells
 
     t0 = time.perf_counter()
     out_path = Path(out_path)
@@ -66,7 +66,7 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
         raise InputError(f"matrix must be between 8 and 512, got {n}")
     shape = (n, n, n)
     coord = trajectory_to_coord(traj.k, info.fov_mm, shape)
-    dcf = traj.dcf if traj.dcf is not None else radial_dcf(coord)
+    dcf = traj.dcf if traj.dcf is not None else dcf_radial_shells(coord)
     necho = scan.data.shape[1]
     echoes = [echo] if echo is not None else list(range(necho))
     if any(not 0 <= e < necho for e in echoes):
@@ -86,7 +86,7 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
     side["acquisition"] = acq
     side["recon"] = {
         "method": method, "matrix": list(shape), "eps": eps, "echoes": echoes,
-        "dcf": "trajectory file" if traj.dcf is not None else "analytic radial |k|^2",
+        "dcf": "trajectory file" if traj.dcf is not None else "radial shell volumes (|k|^2 dk)",
         "coil_combine": "sum of squares" if scan.ncoil > 1 else "magnitude", "ncoil": scan.ncoil,
         "seconds": round(time.perf_counter() - t0, 3),
     }
@@ -97,3 +97,16 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
         png_path = sidecar_path(out_path).with_suffix(".png")
         montage_png(png_path, image if image.ndim == 3 else image[..., 0], title=f"{Path(scan_path).name}: {method}")
     return out_path
+
+
+def process_scan(job, outdir: str | os.PathLike, options: dict) -> dict[str, Path]:
+    """One manifest row end to end into `outdir`: reconstruction (+ B1 map and TSC when the row
+    names them). `job` has the fields of `batch.Job`; `options` holds `matrix`, `method`, `eps`.
+    Returns the output paths by name."""
+    outdir = Path(outdir)
+    outputs: dict[str, Path] = {}
+    recon = recon_file(job.scan, job.traj, outdir / "recon.nii.gz", matrix=options.get("matrix"),
+                       method=options.get("method", "adjoint"), eps=options.get("eps", 1e-3),
+                       allow_nucleus=bool(options.get("allow_nucleus", False)))
+    outputs["recon"] = recon
+    return outputs

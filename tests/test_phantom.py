@@ -61,3 +61,28 @@ def test_nested_values_and_decay():
 def test_unknown_phantom_is_input_error():
     with pytest.raises(InputError, match="not found"):
         load_phantom("no_such_phantom")
+
+
+def test_cylinder_transform_matches_quadrature():
+    c = Compartment("c", 1, 1.0, (5.0, -3.0, 2.0), (12.0, 8.0, 20.0), rot_deg=30, shape="cylinder")
+    step = 0.5
+    ax = np.arange(-25, 25, step) + step / 2
+    r = np.stack(np.meshgrid(ax + 5, ax - 3, ax + 2, indexing="ij"), -1).reshape(-1, 3)
+    m = c.inside(r)
+    rr = r[m] * 1e-3
+    for k in np.array([[0, 0, 0.0], [30.0, -10, 5], [-20, 40, 25], [60, 0, -30]]):
+        num = np.exp(-2j * np.pi * rr @ k).sum() * (step * 1e-3) ** 3
+        ana = c.fourier(k[None])[0]
+        assert abs(num - ana) < 0.01 * abs(c.fourier(np.zeros((1, 3)))[0]), (k, num, ana)
+
+
+def test_qa_phantom_kspace_matches_fine_grid_dft():
+    ph = load_phantom("qa_cylinders")
+    assert ph.parents == [None, 0, 0, 0, 0, 0]
+    rng = np.random.default_rng(2)
+    d = rng.normal(size=(16, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    k = d * rng.uniform(0, 50, size=(16, 1))
+    ana = ph.kspace(k, 1e-3)
+    dft = _dft_of_voxelised(ph, k, 1e-3, step_mm=1.0, half_mm=100)
+    assert np.linalg.norm(ana - dft) / np.linalg.norm(ana) < 0.01

@@ -46,6 +46,12 @@ class Compartment:
     t2s_long_ms: float = 30.0
     frac_short: float = 0.6
     medium: str | None = None
+    shape: str = "ellipsoid"
+    """'ellipsoid' (semi-axes a, b, c) or 'cylinder' (elliptic cross-section a, b; half-length c along z)."""
+
+    def __post_init__(self) -> None:
+        if self.shape not in ("ellipsoid", "cylinder"):
+            raise InputError(f"compartment {self.name!r}: shape must be 'ellipsoid' or 'cylinder', got {self.shape!r}")
 
     @property
     def rotation(self) -> np.ndarray:
@@ -68,17 +74,42 @@ class Compartment:
     def inside(self, r_mm: np.ndarray) -> np.ndarray:
         """Boolean mask of points r (..., 3) in mm that lie inside the ellipsoid."""
         u = (np.asarray(r_mm, dtype=np.float64) - np.asarray(self.center_mm)) @ self.rotation
-        return np.sum((u / np.asarray(self.semi_axes_mm)) ** 2, axis=-1) <= 1.0
+        u = u / np.asarray(self.semi_axes_mm)
+        if self.shape == "cylinder":
+            return (u[..., 0] ** 2 + u[..., 1] ** 2 <= 1.0) & (np.abs(u[..., 2]) <= 1.0)
+        return np.sum(u**2, axis=-1) <= 1.0
+
+    def surface_points(self, n: int = 400, seed: int = 0) -> np.ndarray:
+        """Points (n, 3) mm on the compartment's surface (for the nesting check)."""
+        rng = np.random.default_rng(seed)
+        if self.shape == "cylinder":
+            phi = rng.uniform(0, 2 * np.pi, n)
+            z = rng.uniform(-1, 1, n)
+            u = np.stack([np.cos(phi), np.sin(phi), z], -1)
+            cap = rng.random(n) < 0.3  # some points on the end caps, anywhere on the disc
+            rho = np.sqrt(rng.random(cap.sum()))
+            u[cap, 0] *= rho
+            u[cap, 1] *= rho
+            u[cap, 2] = np.sign(u[cap, 2])
+        else:
+            u = rng.normal(size=(n, 3))
+            u /= np.linalg.norm(u, axis=1, keepdims=True)
+        return (u * np.asarray(self.semi_axes_mm)) @ self.rotation.T + np.asarray(self.center_mm)
 
     def fourier(self, k_per_m: np.ndarray) -> np.ndarray:
-        """Closed-form transform of the ellipsoid's indicator at k (..., 3) in 1/m: complex128 (...)."""
+        """Closed-form transform of the compartment's indicator at k (..., 3) in 1/m: complex128 (...).
+
+        Ellipsoid: abc B(|diag(a,b,c) R^T k|) (unit ball B). Elliptic cylinder: ab 2c D(|(a k1', b k2')|)
+        sinc(2 c k3'), with D the unit disc's transform and k' = R^T k (Koay et al. 2007)."""
         k = np.asarray(k_per_m, dtype=np.float64)
         axes_m = np.asarray(self.semi_axes_mm) * 1e-3
-        kr = (k @ self.rotation) * axes_m  # k in the ellipsoid's frame, scaled by its semi-axes
-        q = np.sqrt(np.sum(kr * kr, axis=-1))
-        ball = unit_ball_fourier(q)
+        kr = (k @ self.rotation) * axes_m  # k in the compartment's frame, scaled by its semi-axes
         phase = np.exp(-2j * np.pi * (k @ (np.asarray(self.center_mm) * 1e-3)))
-        return np.prod(axes_m) * ball * phase
+        if self.shape == "cylinder":
+            q = np.sqrt(kr[..., 0] ** 2 + kr[..., 1] ** 2)
+            return np.prod(axes_m) * unit_disc_fourier(q) * 2 * np.sinc(2 * kr[..., 2]) * phase
+        q = np.sqrt(np.sum(kr * kr, axis=-1))
+        return np.prod(axes_m) * unit_ball_fourier(q) * phase
 
 
 def unit_ball_fourier(q: np.ndarray) -> np.ndarray:
@@ -91,6 +122,17 @@ def unit_ball_fourier(q: np.ndarray) -> np.ndarray:
     out[~small] = 4 * np.pi * (np.sin(xs) - xs * np.cos(xs)) / xs**3
     xx = x[small] ** 2  # Taylor series: 4 pi (1/3 - x^2/30 + x^4/840)
     out[small] = 4 * np.pi * (1 / 3 - xx / 30 + xx * xx / 840)
+    return out
+
+
+def unit_disc_fourier(q: np.ndarray) -> np.ndarray:
+    """Fourier transform of the unit disc's indicator at radial frequency q: J1(2 pi q) / q, D(0) = pi."""
+    from scipy.special import j1
+
+    q = np.asarray(q, dtype=np.float64)
+    out = np.full_like(q, np.pi)
+    nz = q > 1e-8
+    out[nz] = j1(2 * np.pi * q[nz]) / q[nz]
     return out
 
 
@@ -186,12 +228,9 @@ class Phantom:
 
 def _find_parents(comps: list[Compartment]) -> list[int | None]:
     """For each compartment the latest earlier one that contains it; check nesting is proper."""
-    rng = np.random.default_rng(0)
-    u = rng.normal(size=(400, 3))
-    u /= np.linalg.norm(u, axis=1, keepdims=True)
     parents: list[int | None] = []
     for j, c in enumerate(comps):
-        surf = (u * np.asarray(c.semi_axes_mm)) @ c.rotation.T + np.asarray(c.center_mm)
+        surf = c.surface_points()
         parent = None
         for i in range(j - 1, -1, -1):
             ins = comps[i].inside(surf)

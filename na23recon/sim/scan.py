@@ -49,21 +49,23 @@ def simulate_kspace(phantom: Phantom, k_per_m: np.ndarray, t_s: np.ndarray, acq:
     return y / (vox_m3 * np.sqrt(float(n) ** 3))
 
 
-def noise_sigma(phantom: Phantom, dcf: np.ndarray, acq: Acquisition, snr: float) -> float:
+def noise_sigma(phantom: Phantom, dcf: np.ndarray, coord: np.ndarray, acq: Acquisition, snr: float) -> float:
     """k-space noise SD giving image SNR `snr` for the brightest compartment after a density-
-    compensated adjoint reconstruction (weights normalised to sum N^3): var_img = sigma^2 sum(w^2) / N^3."""
+    compensated adjoint reconstruction (`recon.adjoint`): var_img = sigma^2 sum(w^2) / N^3 with the
+    weights w (nreadout, nsample) in absolute units (`normalise_dcf`) and `coord` in cycles/FOV."""
+    from ..recon.adjoint import normalise_dcf
+
     if not np.isfinite(snr) or snr <= 0:
         raise InputError(f"SNR must be a positive number, got {snr}")
     n3 = float(acq.matrix) ** 3
-    w = np.asarray(dcf, dtype=np.float64)
-    w = w * (n3 / w.sum())
+    w = normalise_dcf(dcf, coord).astype(np.float64)
     peak = float(np.max(phantom.weights(np.array([acq.te_ms * 1e-3]), acq.tr_ms, np.deg2rad(acq.flip_deg))))
     return peak / snr / np.sqrt(np.sum(w * w) / n3)
 
 
 def simulate_scan(phantom: Phantom, acq: Acquisition, snr: float | None = None, seed: int = 0):
     """Simulate a centre-out 3D radial scan. Returns (Scan, trajectory dict with k [1/m], dcf, t)."""
-    from ..traj.dcf import radial_dcf
+    from ..traj.dcf import dcf_radial_shells
     from ..traj.radial import radial_for_matrix
 
     if not 8 <= acq.matrix <= 256:
@@ -71,13 +73,13 @@ def simulate_scan(phantom: Phantom, acq: Acquisition, snr: float | None = None, 
     traj = radial_for_matrix(acq.matrix, acq.fov_mm, undersampling=acq.undersampling)
     k, t = np.asarray(traj.k, dtype=np.float64), np.asarray(traj.t, dtype=np.float64)
     fov_m = acq.fov_mm * 1e-3
-    dcf = radial_dcf(k * fov_m)
+    dcf = dcf_radial_shells(k * fov_m)
     y = simulate_kspace(phantom, k, t, acq)
     rng = np.random.default_rng(seed)
     data = np.broadcast_to(y, (acq.ncoil, *y.shape)).astype(np.complex64)
     noise = None
     if snr is not None:
-        sigma = noise_sigma(phantom, dcf, acq, snr)
+        sigma = noise_sigma(phantom, dcf, k * fov_m, acq, snr)
         data = data + _cnoise(rng, data.shape, sigma)
         noise = _cnoise(rng, (acq.ncoil, 4096), sigma)
     dwell_s = float(t[1] - t[0]) if t.size > 1 else 10e-6

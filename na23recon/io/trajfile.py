@@ -1,0 +1,260 @@
+"""Trajectory files: the DESIGN.md `.npz` contract both ways, plus text/CSV and MATLAB imports.
+
+Contract: `.npz` with `k` float (nreadout, nsample, 3) in cycles per metre (1/m), k[..., i] along
+image axis i; optional `dcf` (nreadout, nsample); optional `t` (nsample,) seconds. A `.npy`
+holding only `k` is accepted. Extra scalar metadata (kind, kmax_per_m, design parameters) is
+stored as 0-d arrays beside them and returned in `Trajectory.meta`.
+
+Imports (`.txt`, `.csv`, `.mat`) need explicit units: `units='per_m'` (1/m) or `units='kmax'`
+(normalised so that |k| = 1 at kmax = matrix / (2 FOV); needs `fov_mm` and `matrix`; the
+convention of many sequence packages is |k| <= 0.5, pass `units='kmax_half'` for that).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+UNITS = ("per_m", "kmax", "kmax_half")
+#: |k| may exceed the matrix's kmax by this fraction before a warning (ramp samples, rounding).
+KMAX_TOLERANCE = 0.02
+
+
+@dataclasses.dataclass
+class Trajectory:
+    """A loaded trajectory.
+
+    k : float64 (nreadout, nsample, 3), 1/m.
+    dcf : float64 (nreadout, nsample) or None.
+    t : float64 (nsample,) s from excitation, or None.
+    meta : scalar metadata stored with the file (may be empty).
+    """
+
+    k: np.ndarray
+    dcf: np.ndarray | None = None
+    t: np.ndarray | None = None
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.k.shape[0], self.k.shape[1]
+
+    def cycles_per_fov(self, fov_mm: float) -> np.ndarray:
+        """k as float32 (nreadout, nsample, 3) in cycles per FOV (the NUFFT's units)."""
+        return (self.k * (float(fov_mm) * 1e-3)).astype(np.float32)
+
+
+def _validate(k: Any, dcf: Any, t: Any, source: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    k = np.asarray(k)
+    if k.dtype.kind not in "fiu":
+        raise InputError(f"{source}: k must be a real float array, found dtype {k.dtype}")
+    if k.ndim != 3 or k.shape[-1] != 3:
+        raise InputError(f"{source}: k must have shape (nreadout, nsample, 3), found {k.shape}")
+    k = k.astype(np.float64)
+    if not np.all(np.isfinite(k)):
+        bad = int(np.sum(~np.isfinite(k)))
+        raise InputError(f"{source}: k must be finite, found {bad} NaN/inf value(s)")
+    if dcf is not None:
+        dcf = np.asarray(dcf)
+        if dcf.shape != k.shape[:2]:
+            raise InputError(f"{source}: dcf must have shape {k.shape[:2]} (nreadout, nsample), found {dcf.shape}")
+        dcf = dcf.astype(np.float64)
+        if not np.all(np.isfinite(dcf)) or np.any(dcf < 0):
+            raise InputError(f"{source}: dcf must be finite and >= 0, found NaN/inf or negative values")
+    if t is not None:
+        t = np.asarray(t)
+        if t.shape != (k.shape[1],):
+            raise InputError(f"{source}: t must have shape ({k.shape[1]},) (nsample,), found {t.shape}")
+        t = t.astype(np.float64)
+        if not np.all(np.isfinite(t)):
+            raise InputError(f"{source}: t must be finite, found NaN/inf values")
+    return k, dcf, t
+
+
+def _check_kmax(k: np.ndarray, fov_mm: float | None, matrix: int | None, source: str) -> None:
+    if fov_mm is None or matrix is None:
+        return
+    kmax = matrix / (2.0 * fov_mm * 1e-3)
+    found = float(np.max(np.linalg.norm(k, axis=-1)))
+    if found > kmax * (1 + KMAX_TOLERANCE):
+        msg = (f"{source}: |k| reaches {found:.2f} 1/m, beyond kmax {kmax:.2f} 1/m of matrix {matrix} at FOV "
+               f"{fov_mm} mm ({found / kmax:.2f} x kmax): wrong units or FOV?")
+        log.warning(msg)
+        warnings.warn(msg, stacklevel=3)
+
+
+def save_traj(path: str | os.PathLike, k: np.ndarray, dcf: np.ndarray | None = None,
+              t: np.ndarray | None = None, **meta: Any) -> Path:
+    """Write a trajectory `.npz` atomically (DESIGN.md contract).
+
+    k : (nreadout, nsample, 3) in 1/m; dcf : (nreadout, nsample); t : (nsample,) s from excitation.
+    meta : scalars (numbers, strings, bools) stored as 0-d arrays. Returns the path written.
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise InputError(f"trajectory file must end in .npz, found {path.name!r}")
+    k, dcf, t = _validate(k, dcf, t, str(path))
+    arrays: dict[str, np.ndarray] = {"k": k}
+    if dcf is not None:
+        arrays["dcf"] = dcf
+    if t is not None:
+        arrays["t"] = t
+    for key, val in meta.items():
+        if key in arrays or key in ("k", "dcf", "t"):
+            raise InputError(f"metadata key {key!r} clashes with a trajectory array")
+        if val is None:
+            continue
+        if not np.isscalar(val):
+            raise InputError(f"metadata {key!r} must be a scalar, found {type(val).__name__}")
+        arrays[f"meta_{key}"] = np.asarray(val)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return path
+
+
+def load_traj(path: str | os.PathLike, fov_mm: float | None = None, matrix: int | None = None,
+              units: str = "per_m", key: str | None = None, nsample: int | None = None) -> Trajectory:
+    """Read a trajectory into a `Trajectory` (k in 1/m), validated.
+
+    `.npz` / `.npy`: the DESIGN.md contract (k already in 1/m; `units` must stay 'per_m').
+    `.txt` / `.csv`: rows `kx ky kz` (comma or whitespace separated, '#' comments), readouts of
+    `nsample` samples one after another (see `import_text`). `.mat`: variable `key` (default the first of 'k', 'traj',
+    'ktraj', 'kspace_traj') of shape (nreadout, nsample, 3), (3, nsample, nreadout) or
+    (nsample, nreadout, 3) per its 3-axis, converted to (nreadout, nsample, 3).
+    With `fov_mm` and `matrix`, |k| beyond kmax = matrix / (2 FOV) (+2%) warns.
+    """
+    path = Path(path)
+    if units not in UNITS:
+        raise InputError(f"units must be one of {UNITS}, found {units!r}")
+    if not path.is_file():
+        raise InputError(f"trajectory file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".npz", ".npy"):
+        if units != "per_m":
+            raise InputError(f"{path.name}: .npz/.npy trajectories hold k in 1/m by contract; units={units!r} "
+                             f"is for text/.mat imports")
+        try:
+            data = np.load(path, allow_pickle=False)
+        except Exception as exc:  # a truncated or foreign file
+            raise InputError(f"{path.name}: not a readable numpy file ({type(exc).__name__}: {exc})") from None
+        if suffix == ".npy":
+            k, dcf, t, meta = data, None, None, {}
+        else:
+            with data:
+                if "k" not in data.files:
+                    raise InputError(f"{path.name}: .npz must hold an array 'k', found {sorted(data.files)}")
+                k = data["k"]
+                dcf = data["dcf"] if "dcf" in data.files else None
+                t = data["t"] if "t" in data.files else None
+                meta = {f[5:]: data[f].item() for f in data.files if f.startswith("meta_") and data[f].ndim == 0}
+        k, dcf, t = _validate(k, dcf, t, path.name)
+        _check_kmax(k, fov_mm, matrix, path.name)
+        return Trajectory(k=k, dcf=dcf, t=t, meta=meta)
+    if suffix == ".mat":
+        return import_mat(path, units=units, fov_mm=fov_mm, matrix=matrix, key=key)
+    if suffix in (".txt", ".csv"):
+        if nsample is None:
+            raise InputError(f"{path.name}: a text trajectory needs the number of samples per readout (nsample)")
+        return import_text(path, nsample=nsample, units=units, fov_mm=fov_mm, matrix=matrix)
+    raise InputError(f"{path.name}: unknown trajectory format {suffix!r}; expected .npz, .npy, .mat, .txt or .csv")
+
+
+def _scale_units(k: np.ndarray, units: str, fov_mm: float | None, matrix: int | None, source: str) -> np.ndarray:
+    if units not in UNITS:
+        raise InputError(f"units must be one of {UNITS}, found {units!r}")
+    if units == "per_m":
+        return k
+    if fov_mm is None or matrix is None:
+        raise InputError(f"{source}: units={units!r} needs fov_mm and matrix to convert to 1/m")
+    kmax = matrix / (2.0 * fov_mm * 1e-3)
+    return k * (kmax if units == "kmax" else 2.0 * kmax)
+
+
+def import_text(path: str | os.PathLike, nsample: int, units: str, fov_mm: float | None = None,
+                matrix: int | None = None) -> Trajectory:
+    """Import a text/CSV trajectory: one sample per row `kx ky kz`, readouts one after another.
+
+    nsample : samples per readout (rows must be a multiple of it).
+    units : 'per_m' (1/m), 'kmax' (|k| = 1 at kmax) or 'kmax_half' (|k| = 0.5 at kmax); the
+        normalised ones need `fov_mm` and `matrix`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"trajectory file not found: {path}")
+    text = path.read_text()
+    delim = "," if "," in text.split("\n", 5)[-1] or path.suffix.lower() == ".csv" else None
+    try:
+        rows = np.loadtxt(path, delimiter=delim, comments="#", ndmin=2)
+    except ValueError as exc:
+        # a header line without '#': try once more skipping it
+        try:
+            rows = np.loadtxt(path, delimiter=delim, comments="#", ndmin=2, skiprows=1)
+        except ValueError:
+            raise InputError(f"{path.name}: expected numeric rows 'kx ky kz', found unparsable text ({exc})") from None
+    if rows.shape[1] != 3:
+        raise InputError(f"{path.name}: expected 3 columns (kx ky kz), found {rows.shape[1]}")
+    if nsample < 1 or rows.shape[0] % nsample:
+        raise InputError(f"{path.name}: {rows.shape[0]} rows are not a whole number of readouts of {nsample} samples")
+    k = rows.reshape(-1, nsample, 3)
+    k = _scale_units(k, units, fov_mm, matrix, path.name)
+    k, _, _ = _validate(k, None, None, path.name)
+    _check_kmax(k, fov_mm, matrix, path.name)
+    return Trajectory(k=k, meta={"imported_from": path.name, "units": units})
+
+
+def import_mat(path: str | os.PathLike, units: str, fov_mm: float | None = None, matrix: int | None = None,
+               key: str | None = None) -> Trajectory:
+    """Import a MATLAB .mat trajectory (scipy.io.loadmat; v7.3/HDF5 files are not supported).
+
+    The variable `key` (default the first of 'k', 'traj', 'ktraj', 'kspace_traj') must be 3D with
+    one axis of length 3: (nreadout, nsample, 3), (3, nsample, nreadout) (MATLAB column-major
+    habit) or (nsample, nreadout, 3). Ambiguous layouts take (nreadout, nsample, 3).
+    Optional 'dcf'/'w' (same layout minus the 3-axis) and 't' are read too. Units as `import_text`.
+    """
+    import scipy.io
+
+    path = Path(path)
+    try:
+        mat = scipy.io.loadmat(path)
+    except NotImplementedError:
+        raise InputError(f"{path.name}: MATLAB v7.3 (HDF5) files are not supported; save with -v7") from None
+    except Exception as exc:
+        raise InputError(f"{path.name}: not a readable .mat file ({type(exc).__name__}: {exc})") from None
+    names = [n for n in mat if not n.startswith("__")]
+    if key is None:
+        key = next((n for n in ("k", "traj", "ktraj", "kspace_traj") if n in mat), None)
+        if key is None:
+            raise InputError(f"{path.name}: no trajectory variable ('k', 'traj', 'ktraj'), found {names}; pass key=")
+    elif key not in mat:
+        raise InputError(f"{path.name}: variable {key!r} not found, found {names}")
+    k = np.asarray(mat[key])
+    transposed = False
+    if k.ndim == 3 and k.shape[-1] != 3 and k.shape[0] == 3:
+        k = np.transpose(k, (2, 1, 0))
+        transposed = True
+    if k.ndim != 3 or k.shape[-1] != 3:
+        raise InputError(f"{path.name}: {key!r} must be (nreadout, nsample, 3) or (3, nsample, nreadout), found {k.shape}")
+    dcf = None
+    for dn in ("dcf", "w"):
+        if dn in mat:
+            dcf = np.asarray(mat[dn])
+            if transposed and dcf.ndim == 2:
+                dcf = dcf.T
+            break
+    t = np.asarray(mat["t"]).ravel() if "t" in mat else None
+    k = _scale_units(k.astype(np.float64), units, fov_mm, matrix, path.name)
+    k, dcf, t = _validate(k, dcf, t, path.name)
+    _check_kmax(k, fov_mm, matrix, path.name)
+    return Trajectory(k=k, dcf=dcf, t=t, meta={"imported_from": path.name, "units": units})
