@@ -132,3 +132,15 @@ def test_roi_stats():
     assert [r["label"] for r in rows] == [1, 2]
     assert rows[0]["mean"] == pytest.approx(4.0) and rows[0]["median"] == 4.0 and rows[0]["voxels"] == 9
     assert rows[1]["sd"] == pytest.approx(np.std(np.arange(18, 27), ddof=1))
+
+
+def test_vial_core_is_the_centre_of_the_roi():
+    from na23recon.quant.vials import vial_core
+
+    m = np.zeros((15, 15, 15), bool)
+    m[2:13, 2:13, 2:13] = True
+    core = vial_core(m, depth_vox=1.0)
+    assert core.sum() >= 5 and np.all(m[core]) and core[7, 7, 7] and not core[2, 7, 7]
+    tiny = np.zeros((5, 5, 5), bool)
+    tiny[2, 2, 1:4] = True
+    assert np.array_equal(vial_core(tiny), tiny)

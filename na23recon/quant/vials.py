@@ -90,11 +90,12 @@ def vial_core(mask: np.ndarray, depth_vox: float = 1.0, min_voxels: int = 5) -> 
     dist = ndimage.distance_transform_edt(m)
     dmax = float(dist.max())
     d = depth_vox
-    while True:
-        core = dist >= dmax - d
+    while d < dmax:
+        core = m & (dist >= dmax - d)
         if core.sum() >= min_voxels:
             return core
         d += 0.5
+    return m
 
 
 def find_components(image: np.ndarray, threshold: float, min_voxels: int = 5) -> tuple[np.ndarray, list[int]]:
@@ -111,7 +112,7 @@ def find_components(image: np.ndarray, threshold: float, min_voxels: int = 5) ->
 
 
 def detect_vials(corrected: np.ndarray, vials: list[Vial], expected: Mapping[int, float], threshold: float,
-                 noise_sd: float, min_voxels: int = 5, min_separation: float = 3.0) -> np.ndarray:
+                 noise_sd: float, min_voxels: int = 5, min_separation: float = 1.0) -> np.ndarray:
     """Find the vials as bright components outside the head and give each its vial's label.
 
     corrected: image (x, y, z) whose intensity is proportional to concentration * `expected`
