@@ -110,6 +110,31 @@ def _run_run(args) -> int:
     return EXIT_OK
 
 
+def _add_b1map(sub) -> None:
+    p = sub.add_parser("b1map", help="double-angle B1 map (relative flip scale) from scans at flips a and 2a")
+    p.add_argument("scan_a", help="scan at flip a: twix .dat (needs --traj) or a reconstructed .nii.gz")
+    p.add_argument("scan_2a", help="scan at flip 2a, same kind as scan_a")
+    p.add_argument("--traj", default=None, help="trajectory .npz for twix scans")
+    p.add_argument("-o", "--out", required=True, help="output B1 map .nii.gz (1.0 = nominal flip)")
+    p.add_argument("--flip-deg", type=float, default=None, help="nominal flip a (default: scan a's sidecar)")
+    p.add_argument("--fit", default="poly", choices=["poly", "smooth", "none"], help="spatial regularisation")
+    p.add_argument("--order", type=int, default=3, help="polynomial order for --fit poly (default: %(default)s)")
+    p.add_argument("--snr-min", type=float, default=5.0, help="mask voxels below this SNR in scan a")
+    p.add_argument("--matrix", type=int, default=None, help="reconstruction matrix for twix scans")
+    p.add_argument("--no-png", action="store_true", help="do not write the PNG montage")
+    p.set_defaults(func=_run_b1map)
+
+
+def _run_b1map(args) -> int:
+    from .quantify import b1map_file
+
+    res = b1map_file(args.scan_a, args.scan_2a, args.out, traj_path=args.traj, flip_deg=args.flip_deg,
+                     fit=args.fit, order=args.order, snr_min=args.snr_min, matrix=args.matrix, png=not args.no_png)
+    for name, path in res.items():
+        print(f"{name:<16} {path}")
+    return EXIT_OK
+
+
 def _add_traj(sub) -> None:
     p = sub.add_parser("traj", help="generate a trajectory (radial, dar, tpi) as .npz + PNG")
     p.add_argument("kind", choices=["radial", "dar", "tpi"], help="3D radial, density-adapted radial (Nagel 2009) "
@@ -155,6 +180,58 @@ def _run_traj(args) -> int:
     for name, path in paths.items():
         print(f"{name:<6} {path}")
     return EXIT_OK
+
+
+def _parse_label_tissue(text: str | None) -> dict[int, str] | None:
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        lab, sep, name = item.partition("=")
+        if not sep or not lab.strip().lstrip("-").isdigit() or not name.strip():
+            raise InputError(f"--label-tissue expects LABEL=PRESET[,LABEL=PRESET...], got {text!r}")
+        out[int(lab)] = name.strip()
+    return out
+
+
+def _add_quantify(sub) -> None:
+    p = sub.add_parser("quantify", help="calibrated TSC map (mM) from an image and reference vials")
+    p.add_argument("image", help="reconstructed sodium image .nii.gz (with its JSON sidecar)")
+    p.add_argument("--vials", required=True, help="vials JSON (label, concentration_mM, medium)")
+    p.add_argument("--vial-mask", default=None, help="vial label mask .nii.gz (default: detect the vials)")
+    p.add_argument("--b1", default=None, help="B1 map .nii.gz (relative flip scale, from b1map)")
+    p.add_argument("--receive", default=None, help="relative receive map .nii.gz (default with --b1: reciprocity)")
+    p.add_argument("--no-reciprocity", action="store_true", help="do not use the B1 map as receive sensitivity")
+    p.add_argument("--labels", default=None, help="label image .nii.gz: ROI table <out>_roi.csv/.json")
+    p.add_argument("-o", "--out", required=True, help="output TSC map .nii.gz (mM)")
+    p.add_argument("--te-ms", type=float, default=None, help="echo time (default: the image's sidecar)")
+    p.add_argument("--tr-ms", type=float, default=None, help="repetition time (default: the image's sidecar)")
+    p.add_argument("--flip-deg", type=float, default=None, help="nominal flip (default: the image's sidecar)")
+    p.add_argument("--echo", type=int, default=0, help="echo of a multi-echo image (default: %(default)s)")
+    p.add_argument("--tissue", default="gm", help="relaxation preset for tissue voxels (default: %(default)s)")
+    p.add_argument("--label-tissue", default=None, help="per-label presets with --labels, e.g. 1=csf,2=gm,3=wm")
+    p.add_argument("--intercept", default="fit", choices=["fit", "zero", "noise-floor"], help="calibration line")
+    p.add_argument("--noise-sd", type=float, default=None, help="image noise SD (default: from the background)")
+    p.add_argument("--vial-threshold", type=float, default=None, help="detection threshold (corrected units)")
+    p.add_argument("--config", default=None, help='JSON {"relaxation": {preset: {t1_ms: ..}}} overrides')
+    p.add_argument("--no-png", action="store_true", help="do not write the QC figures")
+    p.set_defaults(func=_run_quantify)
+
+
+def _run_quantify(args) -> int:
+    from .quantify import quantify_file
+
+    res = quantify_file(args.image, args.out, args.vials, vial_mask_path=args.vial_mask, b1_path=args.b1,
+                        labels_path=args.labels, receive_path=args.receive, te_ms=args.te_ms, tr_ms=args.tr_ms,
+                        flip_deg=args.flip_deg, echo=args.echo, tissue=args.tissue,
+                        label_tissue=_parse_label_tissue(args.label_tissue), intercept=args.intercept,
+                        reciprocity=not args.no_reciprocity, noise_sd=args.noise_sd, config_path=args.config,
+                        vial_threshold=args.vial_threshold, png=not args.no_png)
+    for name, path in res.items():
+        print(f"{name:<16} {path}")
+    return EXIT_OK
+
+
 def _add_batch(sub) -> None:
     p = sub.add_parser("batch", help="process the scans of a manifest (process pool or Dask cluster)")
     p.add_argument("manifest", help="CSV (id,scan,traj[,b1_scan_a,b1_scan_2a,vials,vial_mask,labels]) or TOML")
@@ -204,7 +281,8 @@ def _run_info(args) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = [_add_demo, _add_simulate, _add_traj, _add_recon, _add_info, _add_run, _add_batch]
+SUBCOMMANDS = [_add_demo, _add_simulate, _add_traj, _add_recon, _add_info, _add_b1map, _add_quantify,
+               _add_run, _add_batch]
 
 
 def build_parser() -> argparse.ArgumentParser:
