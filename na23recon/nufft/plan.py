@@ -18,9 +18,10 @@ import itertools
 import logging
 import math
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-import numba
 import numpy as np
 import scipy.fft
 
@@ -36,6 +37,18 @@ log = logging.getLogger(__name__)
 _NS_PER_TAP = 0.7
 _NS_PER_FFT_UNIT = 0.35
 _BIN = 16  # bin edge (cells) along axes >= 1 for the sort
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(nthreads: int) -> ThreadPoolExecutor:
+    """Process-wide worker pool for the nogil numba kernels (grown on demand, never shrunk)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < nthreads:
+            _POOL = ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="na23recon-nufft")
+        return _POOL
 
 
 def _grid_size(n_img: int, upsampling: float, width: int) -> int:
@@ -61,8 +74,7 @@ class Nufft:
             below ~1e-6 whatever eps says).
         upsampling: grid oversampling factor; None picks 2.0 or 1.25, whichever a cost model
             says is faster for this number of points and grid (the choice is logged).
-        threads: threads for spreading and FFTs (default: numba's thread count for spreading,
-            os.cpu_count() for scipy.fft).
+        threads: threads for spreading, interpolation and FFTs (default os.cpu_count()).
         dtype: complex dtype used when an input is real (outputs otherwise follow the input's
             complex dtype: complex64 in, complex64 out).
 
@@ -103,9 +115,8 @@ class Nufft:
         self._coord_shape = coord.shape[:-1]
         m = int(np.prod(self._coord_shape))
         self._m = m
-        self._threads = int(threads) if threads else numba.get_num_threads()
-        self._threads = max(1, min(self._threads, numba.config.NUMBA_NUM_THREADS))
-        self._workers = int(threads) if threads else (os.cpu_count() or 1)
+        self._threads = max(1, int(threads) if threads else (os.cpu_count() or 1))
+        self._workers = self._threads
 
         if upsampling is None:
             upsampling = self._choose_upsampling(m)
@@ -113,7 +124,7 @@ class Nufft:
         self._width, self._beta = _kernel.es_params(self._eps, self._upsampling)
         self._grid_shape = tuple(_grid_size(n, self._upsampling, self._width) for n in shape)
 
-        coef = _kernel.fit_horner(self._width, self._beta, tol=min(self._eps, 1e-3) * 1e-2)
+        coef = _kernel.fit_horner(self._width, self._beta, tol=0.1 * self._eps)
         self._coef = {np.dtype(np.float64): coef, np.dtype(np.float32): coef.astype(np.float32)}
 
         # Deapodisation: 1 / Phi per axis, times the orthonormal scale, on the image grid.
@@ -218,13 +229,16 @@ class Nufft:
         b = int(np.prod(batch)) if batch else 1
         return np.ascontiguousarray(x.reshape((b,) + tuple(tail))), batch
 
-    def _run(self, fn, *args):
-        old = numba.get_num_threads()
-        numba.set_num_threads(self._threads)
-        try:
-            fn(*args)
-        finally:
-            numba.set_num_threads(old)
+    def _parallel(self, fn, ranges, *args) -> None:
+        """Run fn(*args, lo, hi) for each (lo, hi) in ranges, concurrently (kernels release the GIL)."""
+        ranges = [r for r in ranges if r[1] > r[0]]
+        if len(ranges) <= 1 or self._threads == 1:
+            for lo, hi in ranges:
+                fn(*args, lo, hi)
+            return
+        pool = _pool(self._threads)
+        for f in [pool.submit(fn, *args, lo, hi) for lo, hi in ranges]:
+            f.result()
 
     def _fft_axes(self) -> tuple[int, ...]:
         return tuple(range(-self._ndim, 0))
@@ -232,19 +246,33 @@ class Nufft:
     # ---------------------------------------------------------------- gridding
     def _interp_raw(self, grid: np.ndarray) -> np.ndarray:
         """grid (B, *grid_shape), uncentred (index 0 = k 0) -> values (B, M)."""
+        grid = np.ascontiguousarray(grid)
         out = np.empty((grid.shape[0], self._m), grid.dtype)
-        coef = self._coef[np.dtype(grid.real.dtype)]
+        rdt = grid.real.dtype
+        coef = self._coef[np.dtype(rdt)]
         fn = _spread.interp2d if self._ndim == 2 else _spread.interp3d
-        self._run(fn, grid, self._u, coef, self._width, self._perm, self._chunks, out)
+        g = grid.reshape(grid.shape[0], -1).view(rdt)
+        outf = out.view(rdt)
+        ch = self._chunks
+        ranges = list(zip(ch[:-1].tolist(), ch[1:].tolist()))
+        self._parallel(lambda lo, hi: fn(g, *self._grid_shape, self._u, coef, self._width,
+                                         self._perm, lo, hi, outf), ranges)
         return out
 
     def _spread_raw(self, vals: np.ndarray) -> np.ndarray:
         """values (B, M) -> grid (B, *grid_shape), uncentred."""
+        vals = np.ascontiguousarray(vals)
         grid = np.zeros((vals.shape[0],) + self._grid_shape, vals.dtype)
-        coef = self._coef[np.dtype(vals.real.dtype)]
+        rdt = vals.real.dtype
+        coef = self._coef[np.dtype(rdt)]
         fn = _spread.spread2d if self._ndim == 2 else _spread.spread3d
-        self._run(fn, vals, self._u, coef, self._width, self._perm, self._slab_ptr,
-                  self._task_slabs, self._task_ptr, self._ncolor, self._threads, grid)
+        v = vals.view(rdt)
+        g = grid.reshape(grid.shape[0], -1).view(rdt)
+        tp = self._task_ptr.tolist()
+        for c in range(self._ncolor):  # colours in sequence, a colour's slab lists concurrently
+            ranges = [(tp[c * self._threads + t], tp[c * self._threads + t + 1]) for t in range(self._threads)]
+            self._parallel(lambda lo, hi: fn(v, g, *self._grid_shape, self._u, coef, self._width,
+                                             self._perm, self._slab_ptr, self._task_slabs, lo, hi), ranges)
         return grid
 
     def spread(self, values: np.ndarray) -> np.ndarray:
