@@ -27,6 +27,7 @@ import scipy.fft
 
 from . import kernel as _kernel
 from . import spread as _spread
+from . import toeplitz as _toeplitz
 
 __all__ = ["Nufft"]
 
@@ -136,7 +137,8 @@ class Nufft:
         self._deapod_1d[0] = self._deapod_1d[0] * scale
         self._deapod = {}
 
-        self._setup_points(coord.reshape(m, ndim))
+        self._coord = np.array(coord.reshape(m, ndim), np.float64)  # kept for the Toeplitz psf
+        self._setup_points(self._coord)
         self._toeplitz_cache: dict = {}
         log.info(
             "Nufft %s, %d points, eps %.1e: upsampling %.2f, width %d, beta %.2f, grid %s, %d threads",
@@ -344,6 +346,63 @@ class Nufft:
         for gs, xs in self._blocks():
             np.multiply(grid[gs], d[xs], out=x[xs])
         return x.reshape(batch + self._shape)
+
+    def normal(self, x: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """A^H diag(w) A x through Toeplitz embedding (two pruned FFTs of the 2N grid per call).
+
+        The Fourier-domain kernel on the 2N grid is computed on first use for each weight vector
+        (an adjoint NUFFT at tolerance min(eps, 1e-4)) and cached (the last two weight vectors and
+        the unweighted one). Wajer & Pruessmann 2001; Fessler et al. 2005.
+
+        Args:
+            x: complex (..., *shape).
+            weights: real or complex (*coord.shape[:-1]) sample weights (e.g. density
+                compensation), or None for A^H A.
+
+        Returns:
+            complex (..., *shape), dtype of x.
+        """
+        xb, batch = self._as_batch(x, self._shape, "normal")
+        kern = self._toeplitz_kernel(weights, xb.dtype)
+        z = _toeplitz.apply_normal(kern, xb, self._ndim, self._workers)
+        return z.reshape(batch + self._shape)
+
+    def _toeplitz_kernel(self, weights, dtype) -> np.ndarray:
+        import hashlib
+
+        if weights is None:
+            key = None
+        else:
+            w = np.asarray(weights)
+            if w.size != self._m:
+                raise ValueError(f"normal: weights must have {self._coord_shape} = {self._m} entries, got shape {w.shape}")
+            key = hashlib.sha1(np.ascontiguousarray(w).view(np.uint8)).hexdigest() + str(w.dtype)
+        cached = self._toeplitz_cache.get((key, np.dtype(dtype)))
+        if cached is not None:
+            return cached
+        kern = _toeplitz.psf_kernel(Nufft, self._coord, self._shape, weights, min(self._eps, 1e-4),
+                                    self._threads, np.dtype(dtype))
+        weighted = [k for k in self._toeplitz_cache if k[0] is not None]
+        if key is not None and len(weighted) >= 2:
+            del self._toeplitz_cache[weighted[0]]
+        self._toeplitz_cache[(key, np.dtype(dtype))] = kern
+        return kern
+
+    def linop(self, batch_shape: Sequence[int] = ()):
+        """sigpy Linop for this NUFFT: ishape batch + shape, oshape batch + coord.shape[:-1].
+
+        `.H` is the adjoint, `.N` the Toeplitz normal operator A^H A; usable in sigpy.alg and
+        sigpy.app solvers.
+        """
+        from .linop import NufftLinop
+
+        return NufftLinop(self, batch_shape)
+
+    def normal_linop(self, weights: np.ndarray | None = None, batch_shape: Sequence[int] = ()):
+        """sigpy Linop of A^H diag(w) A (Toeplitz), ishape = oshape = batch + shape."""
+        from .linop import NufftNormalLinop
+
+        return NufftNormalLinop(self, batch_shape, weights)
 
     # ---------------------------------------------------------------- attributes
     @property
