@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 _NS_PER_TAP = 0.7
 _NS_PER_FFT_UNIT = 0.35
 _BIN = 16  # bin edge (cells) along axes >= 1 for the sort
+_MAX_GRID_BYTES = 2**29  # above 512 MB the automatic choice takes upsampling 1.25
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -154,6 +155,9 @@ class Nufft:
             ntot = float(np.prod(grid))
             costs[sigma] = m * w**self._ndim * _NS_PER_TAP + ntot * math.log2(ntot) * _NS_PER_FFT_UNIT
         best = min(costs, key=costs.get)
+        big = float(np.prod([_grid_size(n, 2.0, 2) for n in self._shape])) * self._dtype.itemsize
+        if best == 2.0 and big > _MAX_GRID_BYTES:
+            best = 1.25  # a 2x grid this large costs more memory than the speed is worth
         log.info("Nufft upsampling: modelled cost %s ms -> %.2f",
                  {k: round(v * 1e-6, 1) for k, v in costs.items()}, best)
         return best
