@@ -172,6 +172,8 @@ def simulate_scan(phantom: Phantom, acq: Acquisition, snr: float | None = None, 
         raise InputError(f"matrix must be between 8 and 256, got {acq.matrix}")
     if not 1 <= acq.ncoil <= 64:
         raise InputError(f"ncoil must be between 1 and 64, got {acq.ncoil}")
+    if not (np.isfinite(acq.te_ms) and acq.te_ms >= 0 and np.isfinite(acq.tr_ms) and acq.tr_ms > 0):
+        raise InputError(f"TE must be >= 0 and TR > 0 ms, got TE {acq.te_ms}, TR {acq.tr_ms}")
     flip = acq.flip_deg if flip_deg is None else float(flip_deg)
     if not 0 < flip < 180:
         raise InputError(f"flip angle must be in (0, 180) degrees, got {flip}")
