@@ -64,7 +64,8 @@ def make_trajectory(acq: Acquisition):
     Returns (k (nreadout, nsample, 3) 1/m float64, t (nsample,) s from the readout start, dcf
     (nreadout, nsample) in (1/m)^3, metadata dict). DCF: radial shell volumes for radial, the
     closed form |k|^2 below k0 and k0^2 above (`traj.dcf.dcf_analytic`, the generator's k0) for
-    DA-radial and TPI. TPI has no undersampling option of its own: with undersampling u > 1 every
+    TPI; DA-radial spokes are straight, so they get the exact shell volumes too (which follow the
+    gradient ramp at the start of the readout, unlike the closed form). TPI has no undersampling option of its own: with undersampling u > 1 every
     u-th projection is kept (evenly strided over the cones)."""
     from ..traj.dcf import dcf_analytic, dcf_radial_shells
 
@@ -88,13 +89,18 @@ def make_trajectory(acq: Acquisition):
     if acq.traj == "tpi" and acq.undersampling > 1:
         keep = np.unique(np.round(np.linspace(0, k.shape[0] - 1, int(np.ceil(k.shape[0] / acq.undersampling)))))
         k = k[keep.astype(int)]
-    if acq.traj == "radial":
+    if acq.traj in ("radial", "dar"):
+        # straight spokes: the exact shell volumes follow the ramp-sampled start, which the closed form
+        # misses (dcf_analytic 'dar' weights the first ramp samples up to 60x too much and scales
+        # extended objects ~45% too bright at matrix 32)
         dcf = dcf_radial_shells(k)
+        dcf_method = "dcf_radial_shells"
     else:
         dcf = dcf_analytic(k, kind=acq.traj, k0=float(tr.k0_per_m), kmax=float(tr.kmax_per_m))
+        dcf_method = "dcf_analytic(tpi, k0)"
     meta = {"kind": acq.traj, "kmax_per_m": float(tr.kmax_per_m), "k0_per_m": float(tr.k0_per_m),
             "te_s": acq.te_ms * 1e-3, "readout_ms": float(t[-1] * 1e3), "nreadout": int(k.shape[0]),
-            "nsample": int(k.shape[1]), "undersampling": float(acq.undersampling)}
+            "nsample": int(k.shape[1]), "undersampling": float(acq.undersampling), "dcf_method": dcf_method}
     return k, t, dcf, meta
 
 
