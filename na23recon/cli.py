@@ -53,9 +53,21 @@ def _add_simulate(sub) -> None:
     p = sub.add_parser("simulate", help="write a synthetic scan: twix + trajectory + ground truth")
     p.add_argument("phantom", nargs="?", default="brain", help="phantom name in data-sim/ or a JSON file (default: brain)")
     p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--traj", default="radial", choices=["radial", "dar", "tpi"], help="trajectory (default: %(default)s)")
     p.add_argument("--matrix", type=int, default=48, help="nominal matrix N (default: %(default)s)")
     p.add_argument("--fov-mm", type=float, default=240.0, help="field of view in mm (default: %(default)s)")
     p.add_argument("--snr", type=float, default=None, help="image SNR of the brightest compartment (default: no noise)")
+    p.add_argument("--ncoil", type=int, default=1, help="receive coils; > 1: loops on a helmet (default: %(default)s)")
+    p.add_argument("--undersampling", type=float, default=1.0, help="readouts = Nyquist / this (default: %(default)s)")
+    p.add_argument("--b1-variation", type=float, default=0.0, help="B1+ flip scale spans 1 +- this, e.g. 0.3 (default: 0)")
+    p.add_argument("--b1-model", default="birdcage", choices=["birdcage", "gradient"], help="B1+ profile (default: %(default)s)")
+    p.add_argument("--receive", default="auto", choices=["auto", "uniform", "reciprocal", "helmet"],
+                   help="receive sensitivity (auto: helmet when --ncoil > 1)")
+    p.add_argument("--flip-deg", type=float, default=90.0, help="flip angle (default: %(default)s)")
+    p.add_argument("--double-angle", action="store_true", help="also write scan_2a.dat at twice the flip angle")
+    p.add_argument("--te-ms", type=float, default=0.3, help="echo time, excitation to first sample (default: %(default)s)")
+    p.add_argument("--tr-ms", type=float, default=100.0, help="repetition time (default: %(default)s)")
+    p.add_argument("--off-resonance-hz", type=float, default=0.0, help="global frequency offset (default: 0)")
     p.add_argument("--seed", type=int, default=0, help="random seed for the noise")
     p.set_defaults(func=_run_simulate)
 
@@ -64,7 +76,10 @@ def _run_simulate(args) -> int:
     from .sim.scan import simulate_to_folder
 
     res = simulate_to_folder(args.out, phantom=args.phantom, matrix=args.matrix, fov_mm=args.fov_mm,
-                             snr=args.snr, seed=args.seed)
+                             snr=args.snr, seed=args.seed, double_angle=args.double_angle, traj=args.traj,
+                             ncoil=args.ncoil, undersampling=args.undersampling, b1_variation=args.b1_variation,
+                             b1_model=args.b1_model, receive=args.receive, flip_deg=args.flip_deg,
+                             te_ms=args.te_ms, tr_ms=args.tr_ms, off_resonance_hz=args.off_resonance_hz)
     for name, path in res.items():
         print(f"{name:<12} {path}")
     return EXIT_OK

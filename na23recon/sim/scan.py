@@ -24,7 +24,16 @@ from .phantom import Phantom, load_phantom
 
 @dataclass
 class Acquisition:
-    """Protocol of a simulated scan. Units in the names (DESIGN.md)."""
+    """Protocol of a simulated scan. Units in the names (DESIGN.md).
+
+    traj: 'radial' | 'dar' (density-adapted radial, Nagel 2009) | 'tpi' (Boada 1997).
+    b1_variation: transmit flip scale spans about 1 +- this (`sim.fields.B1Model`, `b1_model`).
+    receive: 'auto' (helmet loops when ncoil > 1, else uniform), 'uniform', 'reciprocal'
+        (s = k_B1, a transmit-receive volume coil; one coil) or 'helmet'.
+    off_resonance_hz: a global frequency offset, applied as exp(i 2 pi df t) with t from excitation.
+    noise_correlation: rho of the coil noise covariance (`sim.coils.HelmetArray.noise_covariance`).
+    field_order: total degree of the field series (None: 3 for B1, 4 with coils).
+    """
 
     matrix: int = 48
     fov_mm: float = 240.0
@@ -37,22 +46,89 @@ class Acquisition:
     slice_position_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """FOV centre in Siemens patient coordinates (Sag, Cor, Tra) = LPS, mm."""
     patient_position: str = "HFS"
+    traj: str = "radial"
+    b1_variation: float = 0.0
+    b1_model: str = "birdcage"
+    receive: str = "auto"
+    off_resonance_hz: float = 0.0
+    noise_correlation: float = 0.3
+    field_order: int | None = None
 
 
-def simulate_kspace(phantom: Phantom, k_per_m: np.ndarray, t_s: np.ndarray, acq: Acquisition) -> np.ndarray:
-    """k-space (nreadout, nsample) complex128 of `phantom` at k (nreadout, nsample, 3) 1/m and
-    times t (nsample,) s from the readout start, scaled to voxel units of `acq.matrix`."""
+TRAJECTORIES = ("radial", "dar", "tpi")
+
+
+def make_trajectory(acq: Acquisition):
+    """The scanner-like trajectory of `acq` and its analytic DCF.
+
+    Returns (k (nreadout, nsample, 3) 1/m float64, t (nsample,) s from the readout start, dcf
+    (nreadout, nsample) in (1/m)^3, metadata dict). DCF: radial shell volumes for radial, the
+    closed form |k|^2 below k0 and k0^2 above (`traj.dcf.dcf_analytic`, the generator's k0) for
+    TPI; DA-radial spokes are straight, so they get the exact shell volumes too (which follow the
+    gradient ramp at the start of the readout, unlike the closed form). TPI has no undersampling option of its own: with undersampling u > 1 every
+    u-th projection is kept (evenly strided over the cones)."""
+    from ..traj.dcf import dcf_analytic, dcf_radial_shells
+
+    if acq.traj not in TRAJECTORIES:
+        raise InputError(f"trajectory must be one of {', '.join(TRAJECTORIES)}, got {acq.traj!r}")
+    if not np.isfinite(acq.undersampling) or acq.undersampling < 1:
+        raise InputError(f"undersampling must be >= 1, got {acq.undersampling}")
+    if acq.traj == "radial":
+        from ..traj.radial import radial_for_matrix
+
+        tr = radial_for_matrix(acq.matrix, acq.fov_mm, undersampling=acq.undersampling)
+    elif acq.traj == "dar":
+        from ..traj.dar import dar_3d
+
+        tr = dar_3d(acq.matrix, acq.fov_mm, undersampling=acq.undersampling)
+    else:
+        from ..traj.tpi import tpi_3d
+
+        tr = tpi_3d(acq.matrix, acq.fov_mm)
+    k, t = np.asarray(tr.k, dtype=np.float64), np.asarray(tr.t, dtype=np.float64)
+    if acq.traj == "tpi" and acq.undersampling > 1:
+        keep = np.unique(np.round(np.linspace(0, k.shape[0] - 1, int(np.ceil(k.shape[0] / acq.undersampling)))))
+        k = k[keep.astype(int)]
+    if acq.traj in ("radial", "dar"):
+        # straight spokes: the exact shell volumes follow the ramp-sampled start, which the closed form
+        # misses (dcf_analytic 'dar' weights the first ramp samples up to 60x too much and scales
+        # extended objects ~45% too bright at matrix 32)
+        dcf = dcf_radial_shells(k)
+        dcf_method = "dcf_radial_shells"
+    else:
+        dcf = dcf_analytic(k, kind=acq.traj, k0=float(tr.k0_per_m), kmax=float(tr.kmax_per_m))
+        dcf_method = "dcf_analytic(tpi, k0)"
+    meta = {"kind": acq.traj, "kmax_per_m": float(tr.kmax_per_m), "k0_per_m": float(tr.k0_per_m),
+            "te_s": acq.te_ms * 1e-3, "readout_ms": float(t[-1] * 1e3), "nreadout": int(k.shape[0]),
+            "nsample": int(k.shape[1]), "undersampling": float(acq.undersampling), "dcf_method": dcf_method}
+    return k, t, dcf, meta
+
+
+def simulate_kspace(phantom: Phantom, k_per_m: np.ndarray, t_s: np.ndarray, acq: Acquisition,
+                    fields=None, flip_deg: float | None = None) -> np.ndarray:
+    """k-space of `phantom` at k (nreadout, nsample, 3) 1/m and times t (nsample,) s from the
+    readout start, scaled to voxel units of `acq.matrix`: (nreadout, nsample) complex128 without
+    `fields`, (ncoil, nreadout, nsample) with a `sim.kspace.FieldSet`. Exact closed forms with each
+    sample's T2* decay (`sim.kspace.analytic_kspace`), plus the global off-resonance phase."""
+    from .kspace import analytic_kspace
+
     n = acq.matrix
     vox_m3 = (acq.fov_mm * 1e-3 / n) ** 3
     t_exc = acq.te_ms * 1e-3 + np.asarray(t_s)[None, :]
-    y = phantom.kspace(k_per_m, t_exc, tr_ms=acq.tr_ms, flip_rad=np.deg2rad(acq.flip_deg))
-    return y / (vox_m3 * np.sqrt(float(n) ** 3))
+    flip = np.deg2rad(acq.flip_deg if flip_deg is None else flip_deg)
+    y = analytic_kspace(phantom, k_per_m, t_exc, acq.tr_ms, flip, fields)
+    if acq.off_resonance_hz:
+        y = y * np.exp(2j * np.pi * acq.off_resonance_hz * t_exc)
+    y /= vox_m3 * np.sqrt(float(n) ** 3)
+    return y if fields is not None else y[0]
 
 
 def noise_sigma(phantom: Phantom, dcf: np.ndarray, coord: np.ndarray, acq: Acquisition, snr: float) -> float:
     """k-space noise SD giving image SNR `snr` for the brightest compartment after a density-
     compensated adjoint reconstruction (`recon.adjoint`): var_img = sigma^2 sum(w^2) / N^3 with the
-    weights w (nreadout, nsample) in absolute units (`normalise_dcf`) and `coord` in cycles/FOV."""
+    weights w (nreadout, nsample) in absolute units (`normalise_dcf`) and `coord` in cycles/FOV.
+    With a coil array every coil gets this SD (sensitivities are scaled so that their RSS averages
+    1 over the head, `sim.coils`)."""
     from ..recon.adjoint import normalise_dcf
 
     if not np.isfinite(snr) or snr <= 0:
@@ -63,35 +139,100 @@ def noise_sigma(phantom: Phantom, dcf: np.ndarray, coord: np.ndarray, acq: Acqui
     return peak / snr / np.sqrt(np.sum(w * w) / n3)
 
 
-def simulate_scan(phantom: Phantom, acq: Acquisition, snr: float | None = None, seed: int = 0):
-    """Simulate a centre-out 3D radial scan. Returns (Scan, trajectory dict with k [1/m], dcf, t)."""
-    from ..traj.dcf import dcf_radial_shells
-    from ..traj.radial import radial_for_matrix
+def b1_model_for(phantom: Phantom, acq: Acquisition):
+    """The `B1Model` of `acq` scaled to the phantom's head, or None without B1 variation."""
+    from .fields import B1Model, head_radii_mm
+
+    if not acq.b1_variation:
+        return None
+    return B1Model(kind=acq.b1_model, variation=acq.b1_variation, radii_mm=head_radii_mm(phantom))
+
+
+def receive_model_for(phantom: Phantom, acq: Acquisition):
+    """'uniform', 'reciprocal' or a `HelmetArray` for `acq.receive` / `acq.ncoil`."""
+    from .coils import HelmetArray
+    from .fields import head_radii_mm
+
+    rx = acq.receive
+    if rx == "auto":
+        rx = "helmet" if acq.ncoil > 1 else "uniform"
+    if rx not in ("uniform", "reciprocal", "helmet"):
+        raise InputError(f"receive must be 'auto', 'uniform', 'reciprocal' or 'helmet', got {acq.receive!r}")
+    if rx != "helmet" and acq.ncoil != 1:
+        raise InputError(f"receive {rx!r} models one coil, but ncoil is {acq.ncoil} (use 'helmet')")
+    return HelmetArray(acq.ncoil, head_radii_mm(phantom)) if rx == "helmet" else rx
+
+
+def simulate_scan(phantom: Phantom, acq: Acquisition, snr: float | None = None, seed: int = 0,
+                  flip_deg: float | None = None, cache: dict | None = None):
+    """Simulate a centre-out 3D scan (radial, DA-radial or TPI) with B1+, coils and noise.
+
+    Returns (Scan, trajectory dict with k [1/m], dcf, t [s from excitation], meta, and 'sim': a
+    dict describing the fields, their fit residuals and the noise covariance).
+    flip_deg overrides acq.flip_deg (double-angle pairs). `cache`, a dict the caller keeps,
+    reuses the noiseless k-space between calls that differ only in snr and seed.
+    """
+    from .kspace import build_fields
 
     if not 8 <= acq.matrix <= 256:
         raise InputError(f"matrix must be between 8 and 256, got {acq.matrix}")
-    traj = radial_for_matrix(acq.matrix, acq.fov_mm, undersampling=acq.undersampling)
-    k, t = np.asarray(traj.k, dtype=np.float64), np.asarray(traj.t, dtype=np.float64)
+    if not 1 <= acq.ncoil <= 64:
+        raise InputError(f"ncoil must be between 1 and 64, got {acq.ncoil}")
+    if not (np.isfinite(acq.te_ms) and acq.te_ms >= 0 and np.isfinite(acq.tr_ms) and acq.tr_ms > 0):
+        raise InputError(f"TE must be >= 0 and TR > 0 ms, got TE {acq.te_ms}, TR {acq.tr_ms}")
+    flip = acq.flip_deg if flip_deg is None else float(flip_deg)
+    if not 0 < flip < 180:
+        raise InputError(f"flip angle must be in (0, 180) degrees, got {flip}")
+    key = (phantom.name, repr(acq), flip)
+    if cache is not None and key in cache:
+        k, t, dcf, meta, y, rx, sim_info = cache[key]
+    else:
+        k, t, dcf, meta = make_trajectory(acq)
+        b1 = b1_model_for(phantom, acq)
+        rx = receive_model_for(phantom, acq)
+        fields = build_fields(phantom, np.deg2rad(flip), acq.tr_ms, b1, rx, order=acq.field_order)
+        y = simulate_kspace(phantom, k, t, acq, fields=fields, flip_deg=flip)
+        sim_info = {
+            "b1": b1.describe() if b1 is not None else None,
+            "receive": rx.describe() if hasattr(rx, "describe") else rx,
+            "field_series": {"order": fields.basis.order, "nterms": fields.basis.nterms,
+                             "period_mm": fields.basis.period_m * 1e3},
+            "field_fit_residual": {c.name: round(float(r), 5) for c, r in zip(phantom.compartments, fields.residual)},
+            "off_resonance_hz": acq.off_resonance_hz,
+        }
+        if cache is not None:
+            cache[key] = (k, t, dcf, meta, y, rx, sim_info)
     fov_m = acq.fov_mm * 1e-3
-    dcf = dcf_radial_shells(k * fov_m)
-    y = simulate_kspace(phantom, k, t, acq)
     rng = np.random.default_rng(seed)
-    data = np.broadcast_to(y, (acq.ncoil, *y.shape)).astype(np.complex64)
+    data = y.astype(np.complex64)
     noise = None
+    sim_info = dict(sim_info)
     if snr is not None:
         sigma = noise_sigma(phantom, dcf, k * fov_m, acq, snr)
-        data = data + _cnoise(rng, data.shape, sigma)
-        noise = _cnoise(rng, (acq.ncoil, 4096), sigma)
+        cov = rx.noise_covariance(sigma, acq.noise_correlation) if hasattr(rx, "noise_covariance") else \
+            np.eye(acq.ncoil) * sigma**2
+        chol = np.linalg.cholesky(cov)
+        data = data + _correlated_noise(rng, chol, data.shape)
+        noise = _correlated_noise(rng, chol, (acq.ncoil, 4096))
+        sim_info["noise"] = {"sigma": sigma, "covariance_real": cov.real.tolist(), "covariance_imag": cov.imag.tolist()}
     dwell_s = float(t[1] - t[0]) if t.size > 1 else 10e-6
     info = ScanInfo(
         nucleus="23Na", b0_T=acq.b0_T, larmor_hz=GAMMA_BAR_NA23_HZ_PER_T * acq.b0_T, te_ms=[acq.te_ms],
-        tr_ms=acq.tr_ms, flip_deg=acq.flip_deg, dwell_us=dwell_s * 1e6, fov_mm=(acq.fov_mm,) * 3,
+        tr_ms=acq.tr_ms, flip_deg=flip, dwell_us=dwell_s * 1e6, fov_mm=(acq.fov_mm,) * 3,
         matrix=(acq.matrix,) * 3, coil_names=[f"Na{c + 1:02d}" for c in range(acq.ncoil)],
         slice_position_mm=tuple(float(v) for v in acq.slice_position_mm), patient_position=acq.patient_position,
-        software_version="na23recon-sim", protocol_name=f"sim_{phantom.name}_radial",
+        software_version="na23recon-sim", protocol_name=f"sim_{phantom.name}_{acq.traj}",
     )
     scan = Scan(data=data[None, None], info=info, noise=noise)
-    return scan, {"k": k.astype(np.float32), "dcf": dcf.astype(np.float32), "t": t.astype(np.float32)}
+    return scan, {"k": k.astype(np.float32), "dcf": dcf.astype(np.float32),
+                  "t": (acq.te_ms * 1e-3 + t).astype(np.float32), "meta": meta, "sim": sim_info}
+
+
+def _correlated_noise(rng: np.random.Generator, chol: np.ndarray, shape) -> np.ndarray:
+    """Complex Gaussian noise (ncoil, ...) whose real and imaginary parts each have covariance
+    chol chol^H (as `_cnoise`: sigma is the SD of each part)."""
+    z = _cnoise(rng, (shape[0], int(np.prod(shape[1:]))), 1.0)
+    return (chol.astype(np.complex64) @ z).reshape(shape).astype(np.complex64)
 
 
 def _cnoise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
@@ -100,9 +241,19 @@ def _cnoise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
 
 
 def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: int = 48, fov_mm: float = 240.0,
-                       snr: float | None = None, seed: int = 0, **acq_kw) -> dict[str, Path]:
-    """Write a complete synthetic scan into `out`: scan.dat (twix), traj.npz, truth_conc.nii.gz (mM),
-    truth_labels.nii.gz, vials.json and phantom.json. Returns the paths by name."""
+                       snr: float | None = None, seed: int = 0, double_angle: bool = False,
+                       cache: dict | None = None, **acq_kw) -> dict[str, Path]:
+    """Write a complete synthetic scan into `out`: scan.dat (twix), traj.npz (k 1/m, analytic dcf,
+    t from excitation), truth_conc.nii.gz (mM), truth_labels.nii.gz, truth_b1.nii.gz (relative
+    flip scale of the B1+ model, 1.0 = nominal), vials.json and phantom.json (the protocol, the
+    phantom, the fields and their fit residuals, the noise covariance).
+
+    double_angle: also write scan_2a.dat at twice the flip angle (noise seed + 1), the pair the
+    double-angle B1 map needs (Insko & Bolinger 1993; choose tr_ms >> T1 for it).
+    acq_kw: the other `Acquisition` fields (traj, te_ms, tr_ms, flip_deg, ncoil, undersampling,
+    b1_variation, off_resonance_hz, ...). Returns the paths by name.
+    """
+    from ..io.atomic import write_text_atomic
     from ..io.geometry import affine_from_info
     from ..io.nifti import save_nifti
     from ..io.trajfile import save_traj
@@ -113,13 +264,22 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
     if not np.isfinite(fov_mm) or not 20 <= fov_mm <= 600:
         raise InputError(f"FOV must be between 20 and 600 mm, got {fov_mm}")
     acq = Acquisition(matrix=matrix, fov_mm=fov_mm, **acq_kw)
-    scan, traj = simulate_scan(ph, acq, snr=snr, seed=seed)
+    if double_angle and not 0 < acq.flip_deg < 90:
+        raise InputError(f"a double-angle pair needs a flip angle below 90 degrees (2a < 180), got {acq.flip_deg}")
+    scan, traj = simulate_scan(ph, acq, snr=snr, seed=seed, cache=cache)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"scan": out / "scan.dat", "traj": out / "traj.npz", "truth": out / "truth_conc.nii.gz",
-             "labels": out / "truth_labels.nii.gz", "vials": out / "vials.json", "phantom": out / "phantom.json"}
+             "labels": out / "truth_labels.nii.gz", "b1": out / "truth_b1.nii.gz", "vials": out / "vials.json",
+             "phantom": out / "phantom.json"}
     write_scan(paths["scan"], scan)
-    save_traj(paths["traj"], traj["k"], dcf=traj["dcf"], t=traj["t"])
+    sims = {"scan": traj["sim"]}
+    if double_angle:
+        scan2, traj2 = simulate_scan(ph, acq, snr=snr, seed=seed + 1, flip_deg=2 * acq.flip_deg, cache=cache)
+        paths["scan_2a"] = out / "scan_2a.dat"
+        write_scan(paths["scan_2a"], scan2)
+        sims["scan_2a"] = traj2["sim"]
+    save_traj(paths["traj"], traj["k"], dcf=traj["dcf"], t=traj["t"], **traj["meta"])
     shape = (matrix,) * 3
     affine = affine_from_info(scan.info, shape)
     side = base_sidecar(inputs=[])
@@ -128,12 +288,16 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
     save_nifti(paths["truth"], ph.truth(shape, fov_mm, "conc", supersample=3), affine, {**side, "unit": "mM"})
     save_nifti(paths["labels"], ph.truth(shape, fov_mm, "label"), affine, {**side, "labels": {
         str(lab): names for lab, names in ph.labels.items()}})
+    b1 = b1_model_for(ph, acq)
+    r = ph.voxel_centres_mm(shape, fov_mm)
+    b1map = b1(r) if b1 is not None else np.ones(shape)
+    save_nifti(paths["b1"], b1map.astype(np.float32), affine, {
+        **side, "unit": "relative flip scale (1.0 = nominal)", "b1_model": b1.describe() if b1 else None})
     vials = [{"label": c.label, "concentration_mM": c.conc_mM, "medium": c.medium}
              for c in ph.compartments if c.medium is not None]
-    from ..io.atomic import write_text_atomic
-
     write_text_atomic(paths["vials"], json.dumps({"vials": vials}, indent=2) + "\n")
     write_text_atomic(paths["phantom"], json.dumps({
-        "phantom": ph.name, "acquisition": acq.__dict__, "snr": snr, "seed": seed,
-        "compartments": [c.__dict__ for c in ph.compartments]}, indent=2, default=str) + "\n")
+        "phantom": ph.name, "acquisition": acq.__dict__, "snr": snr, "seed": seed, "trajectory": traj["meta"],
+        "simulation": sims, "compartments": [c.__dict__ for c in ph.compartments]},
+        indent=2, default=str) + "\n")
     return paths
