@@ -105,8 +105,30 @@ def dcf_analytic(k: np.ndarray, kind: str = "radial", k0: float = 0.0, kmax: flo
         w = np.minimum(np.maximum(r, floor), k0) ** (k.shape[-1] - 1)
     else:
         raise InputError(f"DCF kind must be 'radial', 'dar' or 'tpi', found {kind!r}")
+    # The closed forms assume a constant radial step wherever they use |k|^2: inside k0 (and
+    # everywhere for plain radial). Samples on the gradient ramp (ultra-short-TE ramp sampling)
+    # are closer together; weight them by their step relative to the plateau's, else the first
+    # samples of every readout are weighted up to tens of times too much.
+    step = _radial_step(r)
+    ramp = step / np.maximum(step.max(axis=1, keepdims=True), 1e-30)
+    if floor_frac is None:  # the centre sample's floor from its own step (its ball: step^3 / 24)
+        rr = np.maximum(r, step / (2 * math.sqrt(6.0)))
+        w = (rr if kind == "radial" else np.minimum(rr, k0)) ** (k.shape[-1] - 1)
+    if kind != "radial":
+        ramp = np.where(r < k0, ramp, 1.0)
+    w = w * ramp
     vol = 4.0 / 3.0 * math.pi * kmax ** 3 if k.shape[-1] == 3 else math.pi * kmax ** 2
     return w * (vol / w.sum())
+
+
+def _radial_step(r: np.ndarray) -> np.ndarray:
+    """Centred difference of |k| along each readout (nreadout, nsample): the local radial step."""
+    d = np.abs(np.diff(r, axis=1))
+    step = np.empty_like(r)
+    step[:, 0] = d[:, 0]
+    step[:, -1] = d[:, -1]
+    step[:, 1:-1] = 0.5 * (d[:, 1:] + d[:, :-1])
+    return step
 
 
 def dcf_shells(k: np.ndarray, solid_angle: np.ndarray | None = None) -> np.ndarray:
