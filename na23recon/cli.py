@@ -227,7 +227,7 @@ def _add_quantify(sub) -> None:
     p.add_argument("--label-tissue", default=None, help="per-label presets with --labels, e.g. 1=csf,2=gm,3=wm")
     p.add_argument("--intercept", default="fit", choices=["fit", "zero", "noise-floor"], help="calibration line")
     p.add_argument("--noise-sd", type=float, default=None, help="image noise SD (default: from the background)")
-    p.add_argument("--vial-threshold", type=float, default=None, help="detection threshold (corrected units)")
+    p.add_argument("--vial-threshold", type=float, default=None, help="least smoothed peak of a detected vial (corrected units; default: 6 background SDs)")
     p.add_argument("--config", default=None, help='JSON {"relaxation": {preset: {t1_ms: ..}}} overrides')
     p.add_argument("--no-png", action="store_true", help="do not write the QC figures")
     p.set_defaults(func=_run_quantify)

