@@ -129,7 +129,18 @@ def fingerprint(job: Job, options: dict) -> str:
 
 
 def run_job(job: Job, outroot: str, options: dict) -> Result:
-    """Process one scan into OUTROOT/<id>/ (runs in a worker). Never raises: failures are results."""
+    """Process one scan into OUTROOT/<id>/ (runs in a worker). Never raises: failures are results.
+
+    A pool worker that receives SIGTERM while in here unwinds the job (removing its temporary
+    files) and then ends its process, so it cannot go on with another queued scan."""
+    try:
+        return _run_job(job, outroot, options)
+    finally:
+        if _TERMINATED:
+            os._exit(128 + signal.SIGTERM)
+
+
+def _run_job(job: Job, outroot: str, options: dict) -> Result:
     from .pipeline import process_scan
 
     _apply_thread_limit()
@@ -186,6 +197,20 @@ def _init_worker(threads: int, ignore_sigint: bool = True) -> None:
         os.environ[var] = str(threads)
     if ignore_sigint:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
+        # the parent stops workers with SIGTERM: unwind so that temporary files are removed
+        signal.signal(signal.SIGTERM, _exit_on_term)
+
+
+_TERMINATED = False
+
+
+def _exit_on_term(signum, frame) -> None:
+    """SIGTERM in a pool worker: unwind the running job (its temporary files are removed on the
+    way out), then `run_job` ends the process; the pool would otherwise catch the SystemExit and
+    go on with the next queued scan."""
+    global _TERMINATED
+    _TERMINATED = True
+    raise SystemExit(128 + signum)
 
 
 def _apply_thread_limit() -> None:
@@ -323,9 +348,13 @@ def _run_pool(jobs, outroot, options, w, t, record) -> None:
                 except Exception as exc:  # the worker died (killed, out of memory)
                     record(Result(j.id, "failed", 0.0, f"worker died: {type(exc).__name__}: {exc}"))
     except BaseException:
-        for p in list(getattr(ex, "_processes", {}).values()):
+        procs = list(getattr(ex, "_processes", {}).values())
+        for p in procs:
             p.terminate()
-        ex.shutdown(wait=False, cancel_futures=True)
+        for p in procs:  # let each worker unwind (remove its temporary files) before we go on
+            p.join(timeout=10)
+        # wait for the pool's manager thread to see the dead workers, or it fails at interpreter exit
+        ex.shutdown(wait=True, cancel_futures=True)
         raise
     ex.shutdown(wait=True)
 
