@@ -172,3 +172,45 @@ def test_automatic_upsampling_prefers_small_grid_for_few_points():
     assert Nufft(np.zeros((10, 3)), (64, 64, 64), eps=1e-3).upsampling == 1.25
     k = radial_coord(32, 2000, 16)
     assert Nufft(k, (32, 32, 32), eps=1e-3).upsampling == 2.0
+
+
+@pytest.mark.parametrize("shape", [(20, 18), (14, 12, 16)], ids=["2d", "3d"])
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_toeplitz_normal_matches_adjoint_of_forward(shape, dtype):
+    k, x, _ = random_case(shape, 1500, seed=17)
+    rng = np.random.default_rng(4)
+    w = rng.random(1500) + 0.5
+    op = Nufft(k, shape, eps=1e-5 if dtype == np.complex128 else 1e-4)
+    xs = np.stack([x, 2 * x.conj()]).astype(dtype)
+    for weights in (None, w):
+        ref = op.adjoint((1 if weights is None else weights) * op.forward(xs))
+        z = op.normal(xs, weights=weights)
+        assert z.dtype == dtype and z.shape == xs.shape
+        assert rel(z, ref) < 1e-3
+    a = nudft_matrix(k, shape)
+    exact = a.conj().T @ (w * (a @ x.ravel()))
+    assert rel(op.normal(x.astype(dtype), w).ravel(), exact) < 1e-3
+    with pytest.raises(ValueError, match="weights"):
+        op.normal(x, weights=np.ones(3))
+
+
+def test_sigpy_linop_and_solver():
+    sp = pytest.importorskip("sigpy")
+    shape = (12, 12, 12)
+    k = radial_coord(12, 400, 8, seed=3)
+    op = Nufft(k, shape, eps=1e-4)
+    A = op.linop(batch_shape=(2,))
+    assert tuple(A.ishape) == (2,) + shape and tuple(A.oshape) == (2, 400, 8)
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((2,) + shape) + 1j * rng.standard_normal((2,) + shape)).astype(np.complex64)
+    y = A(x)
+    np.testing.assert_allclose(y, op.forward(x), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(A.H(y), op.adjoint(y), rtol=0, atol=1e-6)
+    assert rel(A.N(x), op.adjoint(op.forward(x))) < 1e-3
+    # Least squares with sigpy's CG on the normal equations recovers a band-limited image.
+    b = op.forward(x[0])
+    A1 = op.linop()
+    xhat = sp.app.LinearLeastSquares(A1, b, max_iter=60, show_pbar=False).run()
+    assert rel(A1(xhat), b) < 0.05
+    N = op.normal_linop(weights=np.ones(k.shape[:-1]))
+    assert rel(N(x[0]), A1.N(x[0])) < 1e-5

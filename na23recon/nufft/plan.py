@@ -18,14 +18,16 @@ import itertools
 import logging
 import math
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-import numba
 import numpy as np
 import scipy.fft
 
 from . import kernel as _kernel
 from . import spread as _spread
+from . import toeplitz as _toeplitz
 
 __all__ = ["Nufft"]
 
@@ -36,6 +38,19 @@ log = logging.getLogger(__name__)
 _NS_PER_TAP = 0.7
 _NS_PER_FFT_UNIT = 0.35
 _BIN = 16  # bin edge (cells) along axes >= 1 for the sort
+_MAX_GRID_BYTES = 2**29  # above 512 MB the automatic choice takes upsampling 1.25
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(nthreads: int) -> ThreadPoolExecutor:
+    """Process-wide worker pool for the nogil numba kernels (grown on demand, never shrunk)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < nthreads:
+            _POOL = ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="na23recon-nufft")
+        return _POOL
 
 
 def _grid_size(n_img: int, upsampling: float, width: int) -> int:
@@ -61,8 +76,7 @@ class Nufft:
             below ~1e-6 whatever eps says).
         upsampling: grid oversampling factor; None picks 2.0 or 1.25, whichever a cost model
             says is faster for this number of points and grid (the choice is logged).
-        threads: threads for spreading and FFTs (default: numba's thread count for spreading,
-            os.cpu_count() for scipy.fft).
+        threads: threads for spreading, interpolation and FFTs (default os.cpu_count()).
         dtype: complex dtype used when an input is real (outputs otherwise follow the input's
             complex dtype: complex64 in, complex64 out).
 
@@ -103,9 +117,8 @@ class Nufft:
         self._coord_shape = coord.shape[:-1]
         m = int(np.prod(self._coord_shape))
         self._m = m
-        self._threads = int(threads) if threads else numba.get_num_threads()
-        self._threads = max(1, min(self._threads, numba.config.NUMBA_NUM_THREADS))
-        self._workers = int(threads) if threads else (os.cpu_count() or 1)
+        self._threads = max(1, int(threads) if threads else (os.cpu_count() or 1))
+        self._workers = self._threads
 
         if upsampling is None:
             upsampling = self._choose_upsampling(m)
@@ -113,7 +126,7 @@ class Nufft:
         self._width, self._beta = _kernel.es_params(self._eps, self._upsampling)
         self._grid_shape = tuple(_grid_size(n, self._upsampling, self._width) for n in shape)
 
-        coef = _kernel.fit_horner(self._width, self._beta, tol=min(self._eps, 1e-3) * 1e-2)
+        coef = _kernel.fit_horner(self._width, self._beta, tol=0.1 * self._eps)
         self._coef = {np.dtype(np.float64): coef, np.dtype(np.float32): coef.astype(np.float32)}
 
         # Deapodisation: 1 / Phi per axis, times the orthonormal scale, on the image grid.
@@ -125,7 +138,8 @@ class Nufft:
         self._deapod_1d[0] = self._deapod_1d[0] * scale
         self._deapod = {}
 
-        self._setup_points(coord.reshape(m, ndim))
+        self._coord = np.array(coord.reshape(m, ndim), np.float64)  # kept for the Toeplitz psf
+        self._setup_points(self._coord)
         self._toeplitz_cache: dict = {}
         log.info(
             "Nufft %s, %d points, eps %.1e: upsampling %.2f, width %d, beta %.2f, grid %s, %d threads",
@@ -141,6 +155,9 @@ class Nufft:
             ntot = float(np.prod(grid))
             costs[sigma] = m * w**self._ndim * _NS_PER_TAP + ntot * math.log2(ntot) * _NS_PER_FFT_UNIT
         best = min(costs, key=costs.get)
+        big = float(np.prod([_grid_size(n, 2.0, 2) for n in self._shape])) * self._dtype.itemsize
+        if best == 2.0 and big > _MAX_GRID_BYTES:
+            best = 1.25  # a 2x grid this large costs more memory than the speed is worth
         log.info("Nufft upsampling: modelled cost %s ms -> %.2f",
                  {k: round(v * 1e-6, 1) for k, v in costs.items()}, best)
         return best
@@ -148,7 +165,8 @@ class Nufft:
     def _setup_points(self, coord: np.ndarray) -> None:
         n = np.array(self._grid_shape, np.int64)
         scale = n / np.array(self._shape, np.float64)
-        u = coord.astype(np.float64) * scale
+        u = np.mod(coord.astype(np.float64) * scale, n)  # wrap once: the kernels assume [0, n)
+        u[u >= n] = 0.0  # np.mod(-tiny, n) rounds to n
         n0 = self._grid_shape[0]
         nslab = max(1, n0 // self._width)
         if nslab < 2:
@@ -218,13 +236,16 @@ class Nufft:
         b = int(np.prod(batch)) if batch else 1
         return np.ascontiguousarray(x.reshape((b,) + tuple(tail))), batch
 
-    def _run(self, fn, *args):
-        old = numba.get_num_threads()
-        numba.set_num_threads(self._threads)
-        try:
-            fn(*args)
-        finally:
-            numba.set_num_threads(old)
+    def _parallel(self, fn, ranges, *args) -> None:
+        """Run fn(*args, lo, hi) for each (lo, hi) in ranges, concurrently (kernels release the GIL)."""
+        ranges = [r for r in ranges if r[1] > r[0]]
+        if len(ranges) <= 1 or self._threads == 1:
+            for lo, hi in ranges:
+                fn(*args, lo, hi)
+            return
+        pool = _pool(self._threads)
+        for f in [pool.submit(fn, *args, lo, hi) for lo, hi in ranges]:
+            f.result()
 
     def _fft_axes(self) -> tuple[int, ...]:
         return tuple(range(-self._ndim, 0))
@@ -232,19 +253,33 @@ class Nufft:
     # ---------------------------------------------------------------- gridding
     def _interp_raw(self, grid: np.ndarray) -> np.ndarray:
         """grid (B, *grid_shape), uncentred (index 0 = k 0) -> values (B, M)."""
+        grid = np.ascontiguousarray(grid)
         out = np.empty((grid.shape[0], self._m), grid.dtype)
-        coef = self._coef[np.dtype(grid.real.dtype)]
+        rdt = grid.real.dtype
+        coef = self._coef[np.dtype(rdt)]
         fn = _spread.interp2d if self._ndim == 2 else _spread.interp3d
-        self._run(fn, grid, self._u, coef, self._width, self._perm, self._chunks, out)
+        g = grid.reshape(grid.shape[0], -1).view(rdt)
+        outf = out.view(rdt)
+        ch = self._chunks
+        ranges = list(zip(ch[:-1].tolist(), ch[1:].tolist()))
+        self._parallel(lambda lo, hi: fn(g, *self._grid_shape, self._u, coef, self._width,
+                                         self._perm, lo, hi, outf), ranges)
         return out
 
     def _spread_raw(self, vals: np.ndarray) -> np.ndarray:
         """values (B, M) -> grid (B, *grid_shape), uncentred."""
+        vals = np.ascontiguousarray(vals)
         grid = np.zeros((vals.shape[0],) + self._grid_shape, vals.dtype)
-        coef = self._coef[np.dtype(vals.real.dtype)]
+        rdt = vals.real.dtype
+        coef = self._coef[np.dtype(rdt)]
         fn = _spread.spread2d if self._ndim == 2 else _spread.spread3d
-        self._run(fn, vals, self._u, coef, self._width, self._perm, self._slab_ptr,
-                  self._task_slabs, self._task_ptr, self._ncolor, self._threads, grid)
+        v = vals.view(rdt)
+        g = grid.reshape(grid.shape[0], -1).view(rdt)
+        tp = self._task_ptr.tolist()
+        for c in range(self._ncolor):  # colours in sequence, a colour's slab lists concurrently
+            ranges = [(tp[c * self._threads + t], tp[c * self._threads + t + 1]) for t in range(self._threads)]
+            self._parallel(lambda lo, hi: fn(v, g, *self._grid_shape, self._u, coef, self._width,
+                                             self._perm, self._slab_ptr, self._task_slabs, lo, hi), ranges)
         return grid
 
     def spread(self, values: np.ndarray) -> np.ndarray:
@@ -316,6 +351,63 @@ class Nufft:
         for gs, xs in self._blocks():
             np.multiply(grid[gs], d[xs], out=x[xs])
         return x.reshape(batch + self._shape)
+
+    def normal(self, x: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """A^H diag(w) A x through Toeplitz embedding (two pruned FFTs of the 2N grid per call).
+
+        The Fourier-domain kernel on the 2N grid is computed on first use for each weight vector
+        (an adjoint NUFFT at tolerance min(eps, 1e-4)) and cached (the last two weight vectors and
+        the unweighted one). Wajer & Pruessmann 2001; Fessler et al. 2005.
+
+        Args:
+            x: complex (..., *shape).
+            weights: real or complex (*coord.shape[:-1]) sample weights (e.g. density
+                compensation), or None for A^H A.
+
+        Returns:
+            complex (..., *shape), dtype of x.
+        """
+        xb, batch = self._as_batch(x, self._shape, "normal")
+        kern = self._toeplitz_kernel(weights, xb.dtype)
+        z = _toeplitz.apply_normal(kern, xb, self._ndim, self._workers)
+        return z.reshape(batch + self._shape)
+
+    def _toeplitz_kernel(self, weights, dtype) -> np.ndarray:
+        import hashlib
+
+        if weights is None:
+            key = None
+        else:
+            w = np.asarray(weights)
+            if w.size != self._m:
+                raise ValueError(f"normal: weights must have {self._coord_shape} = {self._m} entries, got shape {w.shape}")
+            key = hashlib.sha1(np.ascontiguousarray(w).view(np.uint8)).hexdigest() + str(w.dtype)
+        cached = self._toeplitz_cache.get((key, np.dtype(dtype)))
+        if cached is not None:
+            return cached
+        kern = _toeplitz.psf_kernel(Nufft, self._coord, self._shape, weights, min(self._eps, 1e-4),
+                                    self._threads, np.dtype(dtype))
+        weighted = [k for k in self._toeplitz_cache if k[0] is not None]
+        if key is not None and len(weighted) >= 2:
+            del self._toeplitz_cache[weighted[0]]
+        self._toeplitz_cache[(key, np.dtype(dtype))] = kern
+        return kern
+
+    def linop(self, batch_shape: Sequence[int] = ()):
+        """sigpy Linop for this NUFFT: ishape batch + shape, oshape batch + coord.shape[:-1].
+
+        `.H` is the adjoint, `.N` the Toeplitz normal operator A^H A; usable in sigpy.alg and
+        sigpy.app solvers.
+        """
+        from .linop import NufftLinop
+
+        return NufftLinop(self, batch_shape)
+
+    def normal_linop(self, weights: np.ndarray | None = None, batch_shape: Sequence[int] = ()):
+        """sigpy Linop of A^H diag(w) A (Toeplitz), ishape = oshape = batch + shape."""
+        from .linop import NufftNormalLinop
+
+        return NufftNormalLinop(self, batch_shape, weights)
 
     # ---------------------------------------------------------------- attributes
     @property

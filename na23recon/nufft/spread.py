@@ -1,14 +1,18 @@
 """numba kernels: bin sorting, spreading (points -> grid) and interpolation (grid -> points).
 
-All kernels are module-level `@njit(cache=True)` functions, so a fresh process loads them from
-numba's cache instead of recompiling. Conventions shared by every kernel:
+All kernels are module-level serial `@njit(cache=True, nogil=True)` functions, so a fresh process
+loads them from numba's cache instead of recompiling, and the plan runs them in a thread pool.
+Not `parallel=True`: with numba 0.61 the prange versions of these loops ran ~2x slower when
+loaded from the cache than freshly compiled (numba issue #8085); serial nogil kernels keep
+their speed from the cache and let the plan schedule the threads itself. Conventions shared by every kernel:
 
 - `u` (M, ndim) float64: point coordinates in oversampled-grid cells, already in sorted order;
   the grid is periodic, index = floor-based tap index modulo the grid size.
 - `coef` (P, w): Horner coefficients of the kernel (see kernel.fit_horner), in the weight dtype
   (float32 for complex64 data, float64 for complex128).
 - `perm` (M,) int64: sorted position -> original sample index.
-- grids are (B, n0, n1[, n2]) complex, values are (B, M) complex, B = flattened batch dims.
+- grids (B, n0, n1[, n2]) and values (B, M) are complex arrays passed as float views
+  (B, 2 * n0 * n1 [* n2]) and (B, 2 * M), B = flattened batch dims.
 
 Spreading is race-free without atomics: points are sorted into slabs along axis 0, each slab at
 least w planes thick, so slabs of the same colour (even / odd, plus a third colour for the last
@@ -22,17 +26,23 @@ the gridding / min-max interpolation background).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 _FASTMATH = {"contract", "arcp", "nsz", "reassoc"}
 
 
 @njit(cache=True, fastmath=_FASTMATH, inline="always")
 def _axis_weights(u, n, coef, width, wts, idx):
-    """Kernel weights and wrapped grid indices of the w taps of one point along one axis."""
+    """Kernel weights and wrapped grid indices of the w taps of one point along one axis.
+
+    u must lie in [0, n) (the plan wraps the points once), so the first tap index needs one
+    conditional add instead of an integer modulo.
+    """
     i0f = np.floor(u - 0.5 * width) + 1.0
     t = 2.0 * (u - i0f) - width + 1.0
-    i0 = int(i0f) % n
+    i0 = int(i0f)
+    if i0 < 0:
+        i0 += n
     npow = coef.shape[0]
     for j in range(width):
         v = coef[0, j] * 1.0
@@ -93,118 +103,175 @@ def bin_sort(u, grid_shape, slab_of_plane, bin_size, width):
     return perm, slab_ptr
 
 
-@njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def interp2d(grid, u, coef, width, perm, chunks, out):
-    """out[b, perm[j]] = sum over taps of phi * grid[b, taps] for sorted points j."""
-    nb, n0, n1 = grid.shape
-    nch = chunks.shape[0] - 1
-    for c in prange(nch):
-        w0 = np.empty(width, coef.dtype)
-        w1 = np.empty(width, coef.dtype)
-        i0 = np.empty(width, np.int64)
-        i1 = np.empty(width, np.int64)
-        for j in range(chunks[c], chunks[c + 1]):
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def interp2d(g, n0, n1, u, coef, width, perm, j0, j1, out):
+    """out[b, perm[j]] = sum over taps of phi * grid[b, taps] for sorted points j.
+
+    Points j0 .. j1-1 (sorted order); callers run disjoint ranges in threads (the GIL is
+    released). g is the complex grid (B, n0, n1) viewed as float (B, 2 n0 n1), out the complex values (B, M)
+    viewed as float (B, 2 M): separate real/imaginary chains compile to much faster code than
+    numba's complex arithmetic (4x measured).
+    """
+    nb = g.shape[0]
+    w0 = np.empty(width, coef.dtype)
+    w1 = np.empty(width, coef.dtype)
+    i0 = np.empty(width, np.int64)
+    i1 = np.empty(width, np.int64)
+    for j in range(j0, j1):
+        _axis_weights(u[j, 0], n0, coef, width, w0, i0)
+        _axis_weights(u[j, 1], n1, coef, width, w1, i1)
+        p = perm[j]
+        contig = i1[0] + width <= n1
+        for b in range(nb):
+            gb = g[b]
+            zr = gb[0] - gb[0]
+            ar = zr
+            ai = zr
+            for a in range(width):
+                o0 = i0[a] * n1
+                cr = zr
+                ci = zr
+                if contig:
+                    base = 2 * (o0 + i1[0])
+                    for d in range(width):
+                        cr += w1[d] * gb[base + 2 * d]
+                        ci += w1[d] * gb[base + 2 * d + 1]
+                else:
+                    for d in range(width):
+                        q = 2 * (o0 + i1[d])
+                        cr += w1[d] * gb[q]
+                        ci += w1[d] * gb[q + 1]
+                ar += w0[a] * cr
+                ai += w0[a] * ci
+            out[b, 2 * p] = ar
+            out[b, 2 * p + 1] = ai
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def interp3d(g, n0, n1, n2, u, coef, width, perm, j0, j1, out):
+    """3D version of interp2d; g is (B, 2 n0 n1 n2) float."""
+    nb = g.shape[0]
+    w0 = np.empty(width, coef.dtype)
+    w1 = np.empty(width, coef.dtype)
+    w2 = np.empty(width, coef.dtype)
+    i0 = np.empty(width, np.int64)
+    i1 = np.empty(width, np.int64)
+    i2 = np.empty(width, np.int64)
+    for j in range(j0, j1):
+        _axis_weights(u[j, 0], n0, coef, width, w0, i0)
+        _axis_weights(u[j, 1], n1, coef, width, w1, i1)
+        _axis_weights(u[j, 2], n2, coef, width, w2, i2)
+        p = perm[j]
+        contig = i2[0] + width <= n2
+        for b in range(nb):
+            gb = g[b]
+            zr = gb[0] - gb[0]
+            ar = zr
+            ai = zr
+            for a in range(width):
+                o0 = i0[a] * n1
+                br = zr
+                bi = zr
+                for e in range(width):
+                    o1 = (o0 + i1[e]) * n2
+                    cr = zr
+                    ci = zr
+                    if contig:
+                        base = 2 * (o1 + i2[0])
+                        for d in range(width):
+                            cr += w2[d] * gb[base + 2 * d]
+                            ci += w2[d] * gb[base + 2 * d + 1]
+                    else:
+                        for d in range(width):
+                            q = 2 * (o1 + i2[d])
+                            cr += w2[d] * gb[q]
+                            ci += w2[d] * gb[q + 1]
+                    br += w1[e] * cr
+                    bi += w1[e] * ci
+                ar += w0[a] * br
+                ai += w0[a] * bi
+            out[b, 2 * p] = ar
+            out[b, 2 * p + 1] = ai
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def spread2d(vals, g, n0, n1, u, coef, width, perm, slab_ptr, task_slabs, k0, k1):
+    """grid[b, taps] += phi * vals[b, perm[j]] for the points of slabs task_slabs[k0:k1].
+
+    Callers run the slab lists of one colour in concurrent threads (GIL released), colour after
+    colour (see the module doc).
+
+    vals (B, M) complex viewed as float (B, 2 M); g the grid (B, n0, n1) viewed as (B, 2 n0 n1).
+    """
+    nb = g.shape[0]
+    w0 = np.empty(width, coef.dtype)
+    w1 = np.empty(width, coef.dtype)
+    i0 = np.empty(width, np.int64)
+    i1 = np.empty(width, np.int64)
+    for k in range(k0, k1):
+        s = task_slabs[k]
+        for j in range(slab_ptr[s], slab_ptr[s + 1]):
             _axis_weights(u[j, 0], n0, coef, width, w0, i0)
             _axis_weights(u[j, 1], n1, coef, width, w1, i1)
             p = perm[j]
+            contig = i1[0] + width <= n1
             for b in range(nb):
-                z = grid[b, 0, 0]
-                acc = z - z
+                gb = g[b]
+                vr = vals[b, 2 * p]
+                vi = vals[b, 2 * p + 1]
                 for a in range(width):
-                    row = grid[b, i0[a]]
-                    accr = z - z
-                    for d in range(width):
-                        accr += w1[d] * row[i1[d]]
-                    acc += w0[a] * accr
-                out[b, p] = acc
+                    o0 = i0[a] * n1
+                    ar = w0[a] * vr
+                    ai = w0[a] * vi
+                    if contig:
+                        base = 2 * (o0 + i1[0])
+                        for d in range(width):
+                            gb[base + 2 * d] += w1[d] * ar
+                            gb[base + 2 * d + 1] += w1[d] * ai
+                    else:
+                        for d in range(width):
+                            r = 2 * (o0 + i1[d])
+                            gb[r] += w1[d] * ar
+                            gb[r + 1] += w1[d] * ai
 
 
-@njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def interp3d(grid, u, coef, width, perm, chunks, out):
-    """3D version of interp2d."""
-    nb, n0, n1, n2 = grid.shape
-    nch = chunks.shape[0] - 1
-    for c in prange(nch):
-        w0 = np.empty(width, coef.dtype)
-        w1 = np.empty(width, coef.dtype)
-        w2 = np.empty(width, coef.dtype)
-        i0 = np.empty(width, np.int64)
-        i1 = np.empty(width, np.int64)
-        i2 = np.empty(width, np.int64)
-        for j in range(chunks[c], chunks[c + 1]):
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def spread3d(vals, g, n0, n1, n2, u, coef, width, perm, slab_ptr, task_slabs, k0, k1):
+    """3D version of spread2d; g is (B, 2 n0 n1 n2) float."""
+    nb = g.shape[0]
+    w0 = np.empty(width, coef.dtype)
+    w1 = np.empty(width, coef.dtype)
+    w2 = np.empty(width, coef.dtype)
+    i0 = np.empty(width, np.int64)
+    i1 = np.empty(width, np.int64)
+    i2 = np.empty(width, np.int64)
+    for k in range(k0, k1):
+        s = task_slabs[k]
+        for j in range(slab_ptr[s], slab_ptr[s + 1]):
             _axis_weights(u[j, 0], n0, coef, width, w0, i0)
             _axis_weights(u[j, 1], n1, coef, width, w1, i1)
             _axis_weights(u[j, 2], n2, coef, width, w2, i2)
             p = perm[j]
+            contig = i2[0] + width <= n2
             for b in range(nb):
-                z = grid[b, 0, 0, 0]
-                acc = z - z
+                gb = g[b]
+                vr = vals[b, 2 * p]
+                vi = vals[b, 2 * p + 1]
                 for a in range(width):
-                    plane = grid[b, i0[a]]
-                    acca = z - z
+                    o0 = i0[a] * n1
+                    ar = w0[a] * vr
+                    ai = w0[a] * vi
                     for e in range(width):
-                        row = plane[i1[e]]
-                        acce = z - z
-                        for d in range(width):
-                            acce += w2[d] * row[i2[d]]
-                        acca += w1[e] * acce
-                    acc += w0[a] * acca
-                out[b, p] = acc
-
-
-@njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def spread2d(vals, u, coef, width, perm, slab_ptr, task_slabs, task_ptr, ncolor, nthread, grid):
-    """grid[b, taps] += phi * vals[b, perm[j]]; slabs of one colour in parallel (see module doc)."""
-    nb, n0, n1 = grid.shape
-    for color in range(ncolor):
-        for t in prange(nthread):
-            w0 = np.empty(width, coef.dtype)
-            w1 = np.empty(width, coef.dtype)
-            i0 = np.empty(width, np.int64)
-            i1 = np.empty(width, np.int64)
-            q = color * nthread + t
-            for k in range(task_ptr[q], task_ptr[q + 1]):
-                s = task_slabs[k]
-                for j in range(slab_ptr[s], slab_ptr[s + 1]):
-                    _axis_weights(u[j, 0], n0, coef, width, w0, i0)
-                    _axis_weights(u[j, 1], n1, coef, width, w1, i1)
-                    p = perm[j]
-                    for b in range(nb):
-                        v = vals[b, p]
-                        for a in range(width):
-                            row = grid[b, i0[a]]
-                            va = w0[a] * v
+                        o1 = (o0 + i1[e]) * n2
+                        er = w1[e] * ar
+                        ei = w1[e] * ai
+                        if contig:
+                            base = 2 * (o1 + i2[0])
                             for d in range(width):
-                                row[i1[d]] += w1[d] * va
-
-
-@njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def spread3d(vals, u, coef, width, perm, slab_ptr, task_slabs, task_ptr, ncolor, nthread, grid):
-    """3D version of spread2d."""
-    nb, n0, n1, n2 = grid.shape
-    for color in range(ncolor):
-        for t in prange(nthread):
-            w0 = np.empty(width, coef.dtype)
-            w1 = np.empty(width, coef.dtype)
-            w2 = np.empty(width, coef.dtype)
-            i0 = np.empty(width, np.int64)
-            i1 = np.empty(width, np.int64)
-            i2 = np.empty(width, np.int64)
-            q = color * nthread + t
-            for k in range(task_ptr[q], task_ptr[q + 1]):
-                s = task_slabs[k]
-                for j in range(slab_ptr[s], slab_ptr[s + 1]):
-                    _axis_weights(u[j, 0], n0, coef, width, w0, i0)
-                    _axis_weights(u[j, 1], n1, coef, width, w1, i1)
-                    _axis_weights(u[j, 2], n2, coef, width, w2, i2)
-                    p = perm[j]
-                    for b in range(nb):
-                        v = vals[b, p]
-                        for a in range(width):
-                            plane = grid[b, i0[a]]
-                            va = w0[a] * v
-                            for e in range(width):
-                                row = plane[i1[e]]
-                                vae = w1[e] * va
-                                for d in range(width):
-                                    row[i2[d]] += w2[d] * vae
+                                gb[base + 2 * d] += w2[d] * er
+                                gb[base + 2 * d + 1] += w2[d] * ei
+                        else:
+                            for d in range(width):
+                                r = 2 * (o1 + i2[d])
+                                gb[r] += w2[d] * er
+                                gb[r + 1] += w2[d] * ei

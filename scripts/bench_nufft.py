@@ -1,0 +1,208 @@
+#!/usr/bin/env python
+"""Benchmark the na23recon NUFFT against sigpy and FINUFFT: same process, same data.
+
+Centre-out 3D radial samples (Saff-Kuijlaars spoke directions), complex64 image. For every size
+and eps: ms per forward / adjoint (min over --repeat runs, ours and FINUFFT interleaved), errors
+against the exact NUDFT on a subset (forward: random samples, adjoint: random voxels), the
+Toeplitz normal operator against one forward+inverse FFT pair of the 2N grid (scipy.fft), and
+the ratios. sigpy has no tolerance knob: it runs once per size at its defaults (slow: ~5 s/call).
+
+    python scripts/bench_nufft.py            # 64^3 x 1.28 M and 128^3 x 4.1 M, eps 1e-3 and 1e-6
+    python scripts/bench_nufft.py --quick    # 32^3 x 160 k, a few seconds
+    python scripts/bench_nufft.py --json     # machine-readable
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+import scipy.fft
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from na23recon.nufft import Nufft  # noqa: E402
+
+SIZES = {32: (2500, 64), 64: (10000, 128), 128: (16000, 256)}
+
+
+def radial(n: int, nspoke: int, nsamp: int) -> np.ndarray:
+    """(nspoke, nsamp, 3) float32 centre-out spokes to |k| < n/2, in cycles/FOV."""
+    i = np.arange(nspoke) + 0.5
+    z = 1 - 2 * i / nspoke
+    phi = np.pi * (1 + 5**0.5) * i
+    r = np.sqrt(1 - z * z)
+    d = np.stack([r * np.cos(phi), r * np.sin(phi), z], 1)
+    return (d[:, None, :] * (np.arange(nsamp) / nsamp * n / 2)[None, :, None]).astype(np.float32)
+
+
+def exact_forward(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Exact NUDFT at points k (P, 3), separable contraction, complex128."""
+    n = x.shape
+    e = [np.exp(-2j * np.pi * np.multiply.outer(k[:, a], np.arange(n[a]) - n[a] // 2) / n[a]) for a in range(3)]
+    t = np.tensordot(e[0], x.astype(np.complex128), (1, 0))
+    return np.einsum("pjk,pj,pk->p", t, e[1], e[2]) / np.sqrt(np.prod(n))
+
+
+def exact_adjoint(y: np.ndarray, k: np.ndarray, shape, vox: np.ndarray) -> np.ndarray:
+    """Exact adjoint NUDFT at voxels vox (V, 3) of the image."""
+    out = np.empty(len(vox), np.complex128)
+    yk = y.astype(np.complex128)
+    for i, v in enumerate(vox):
+        ph = sum(k[:, a].astype(np.float64) * (v[a] - shape[a] // 2) / shape[a] for a in range(3))
+        out[i] = np.dot(np.exp(2j * np.pi * ph), yk)
+    return out / np.sqrt(np.prod(shape))
+
+
+def rel(a, b) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def timeit(fn, repeat: int) -> tuple[float, object]:
+    best, out = np.inf, None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best * 1e3, out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one small size (32^3 x 160 k)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="matrix sizes (32, 64, 128)")
+    ap.add_argument("--eps", type=float, nargs="+", default=[1e-3, 1e-6])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-sigpy", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = ap.parse_args(argv)
+    sizes = args.sizes or ([32] if args.quick else [64, 128])
+    try:
+        import finufft
+    except ImportError:
+        finufft = None
+    try:
+        import sigpy
+    except ImportError:
+        sigpy = None
+    if args.no_sigpy:
+        sigpy = None
+
+    rows, summary = [], []
+    rng = np.random.default_rng(0)
+    for n in sizes:
+        nspoke, nsamp = SIZES[n]
+        shape = (n, n, n)
+        k = radial(n, nspoke, nsamp)
+        kf = k.reshape(-1, 3)
+        m = kf.shape[0]
+        x = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+        y = (rng.standard_normal(m) + 1j * rng.standard_normal(m)).astype(np.complex64)
+        sub = rng.choice(m, 256, replace=False)
+        vox = rng.integers(0, n, (32, 3))
+        ref_f = exact_forward(x, kf[sub].astype(np.float64))
+        ref_a = exact_adjoint(y, kf, shape, vox)
+        vi = tuple(vox.T)
+
+        big = tuple(2 * s for s in shape)
+        g = np.zeros(big, np.complex64)
+        fft_ms, _ = timeit(lambda: scipy.fft.ifftn(scipy.fft.fftn(g, workers=args.threads, overwrite_x=True),
+                                                   workers=args.threads, overwrite_x=True), args.repeat)
+        del g
+        for eps in args.eps:
+            t = time.perf_counter()
+            op = Nufft(k, shape, eps=eps, threads=args.threads)
+            plan_ms = (time.perf_counter() - t) * 1e3
+            op.forward(x), op.adjoint(y.reshape(k.shape[:-1]))  # warm (numba cache load / compile)
+            res = {"ours": {"plan_ms": plan_ms}, "finufft": {}}
+            if finufft is not None:
+                pts = [(2 * np.pi * kf[:, a] / n).astype(np.float32) for a in range(3)]
+                t = time.perf_counter()
+                p2 = finufft.Plan(2, shape, eps=eps, isign=-1, nthreads=args.threads, dtype="complex64")
+                p2.setpts(*pts)
+                p1 = finufft.Plan(1, shape, eps=eps, isign=1, nthreads=args.threads, dtype="complex64")
+                p1.setpts(*pts)
+                res["finufft"]["plan_ms"] = (time.perf_counter() - t) * 1e3
+                scale = np.float32(1 / np.sqrt(np.prod(shape)))
+            fo, ad, ff, fa = [], [], [], []
+            for _ in range(args.repeat):
+                t_, yo = timeit(lambda: op.forward(x), 1); fo.append(t_)
+                if finufft is not None:
+                    t_, yf = timeit(lambda: p2.execute(x), 1); ff.append(t_)
+                t_, xo = timeit(lambda: op.adjoint(y.reshape(k.shape[:-1])), 1); ad.append(t_)
+                if finufft is not None:
+                    t_, xf = timeit(lambda: p1.execute(y), 1); fa.append(t_)
+            res["ours"].update(fwd_ms=min(fo), adj_ms=min(ad), fwd_err=rel(yo.reshape(-1)[sub], ref_f),
+                               adj_err=rel(xo[vi], ref_a))
+            if n == sizes[0] and eps == args.eps[0]:
+                res["ours"]["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            t = time.perf_counter()
+            op.normal(x)
+            res["ours"]["toeplitz_build_ms"] = (time.perf_counter() - t) * 1e3
+            nm, _ = timeit(lambda: op.normal(x), args.repeat)
+            res["ours"]["normal_ms"] = nm
+            if finufft is not None:
+                res["finufft"].update(fwd_ms=min(ff), adj_ms=min(fa), fwd_err=rel(yf[sub] * scale, ref_f),
+                                      adj_err=rel(xf[vi] * scale, ref_a))
+                del p1, p2
+            else:
+                del res["finufft"]
+            for lib, r in res.items():
+                rows.append(dict(size=n, points=m, eps=eps, lib=lib, **r))
+            s = dict(size=n, points=m, eps=eps, upsampling=op.upsampling, width=op.width,
+                     fft_pair_2n_ms=fft_ms, normal_over_fft_pair=res["ours"]["normal_ms"] / fft_ms)
+            if "finufft" in res:
+                s["ours_over_finufft_fwd_adj"] = ((res["ours"]["fwd_ms"] + res["ours"]["adj_ms"])
+                                                  / (res["finufft"]["fwd_ms"] + res["finufft"]["adj_ms"]))
+            summary.append(s)
+            del op
+        if sigpy is not None:
+            sigpy.nufft(np.ones((4, 4, 4), np.complex64), kf[:10] * (4 / n))  # warm its numba jit
+            sigpy.nufft_adjoint(np.ones(10, np.complex64), kf[:10] * (4 / n), oshape=(4, 4, 4))
+            t = time.perf_counter(); ys = sigpy.nufft(x, k); fs = (time.perf_counter() - t) * 1e3
+            t = time.perf_counter(); xs = sigpy.nufft_adjoint(y.reshape(k.shape[:-1]), k, oshape=shape)
+            as_ = (time.perf_counter() - t) * 1e3
+            rows.append(dict(size=n, points=m, eps=None, lib="sigpy", fwd_ms=fs, adj_ms=as_,
+                             fwd_err=rel(ys.reshape(-1)[sub], ref_f), adj_err=rel(xs[vi], ref_a)))
+            for s in summary:
+                if s["size"] == n:
+                    ours = next(r for r in rows if r["size"] == n and r["eps"] == s["eps"] and r["lib"] == "ours")
+                    s["sigpy_over_ours_fwd_adj"] = (fs + as_) / (ours["fwd_ms"] + ours["adj_ms"])
+
+    if args.json:
+        print(json.dumps({"threads": args.threads, "rows": rows, "summary": summary}, indent=1))
+        return 0
+    print(f"threads={args.threads}, complex64, centre-out 3D radial; ms = min of {args.repeat}; "
+          "errors vs exact NUDFT (256 samples / 32 voxels)")
+    hdr = f"{'size':>5} {'points':>9} {'eps':>7} {'lib':>8} {'plan':>8} {'fwd':>8} {'adj':>8} {'normal':>8} {'fwd_err':>9} {'adj_err':>9}"
+    print(hdr)
+    print("-" * len(hdr))
+
+    def f(v, fmt):
+        return format(v, fmt) if v is not None else "-"
+
+    for r in rows:
+        print(f"{r['size']:>4}^3 {r['points']:>9} {f(r['eps'], '7.0e'):>7} {r['lib']:>8} "
+              f"{f(r.get('plan_ms'), '8.1f'):>8} {r['fwd_ms']:8.1f} {r['adj_ms']:8.1f} "
+              f"{f(r.get('normal_ms'), '8.1f'):>8} {r['fwd_err']:9.1e} {r['adj_err']:9.1e}")
+    print()
+    for s in summary:
+        line = (f"{s['size']:>4}^3 eps {s['eps']:.0e} (upsampling {s['upsampling']:g}, width {s['width']}): ")
+        if "ours_over_finufft_fwd_adj" in s:
+            line += f"ours/FINUFFT fwd+adj {s['ours_over_finufft_fwd_adj']:.2f}x; "
+        if "sigpy_over_ours_fwd_adj" in s:
+            line += f"sigpy/ours fwd+adj {s['sigpy_over_ours_fwd_adj']:.1f}x; "
+        line += f"normal / FFT pair of 2N grid ({s['fft_pair_2n_ms']:.1f} ms) {s['normal_over_fft_pair']:.2f}x"
+        print(line)
+    peak = next((r["peak_rss_mb"] for r in rows if "peak_rss_mb" in r), None)
+    if peak is not None:
+        print(f"peak RSS after our plan+forward+adjoint at {sizes[0]}^3: {peak:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
