@@ -46,14 +46,15 @@ def _norm(a: np.ndarray) -> float:
     return float(np.sqrt(np.sum(np.abs(a.astype(np.complex128, copy=False)) ** 2)))
 
 
-def decay_weights(t_s: np.ndarray, t2s_ms: float | tuple[float, float], frac_short: float = 0.0,
-                  te_ms: float = 0.0) -> np.ndarray:
+def decay_weights(t_s: np.ndarray, t2s_ms: float | tuple[float, float], frac_short: float = 0.0) -> np.ndarray:
     """Per-sample signal factor d(t) for a decay-aware forward model y = d(t) A S x.
 
     t_s: (nsample,) or (nreadout, nsample) time of each sample from the readout start, s.
     t2s_ms: one T2* (mono-exponential) or (short, long) with `frac_short` of the signal short.
-    x is then the magnetisation at the echo time TE (d = 1 at t = 0), T2* blurring of the long
-    sodium readout is modelled for a uniform T2* (Boada et al. 1994 for the biexponential decay).
+    x is then the magnetisation at the readout start (d = 1 at t = 0); the T2* blurring of the long
+    sodium readout is modelled for one T2* over the whole object (Boada et al. 1994 for the
+    biexponential decay). The model only reweights samples: E^H W E stays a Toeplitz operator
+    with weights dcf * d^2, so it costs nothing per iteration.
     """
     t = np.asarray(t_s, np.float64) * 1e3
     if isinstance(t2s_ms, (tuple, list)):
@@ -63,7 +64,6 @@ def decay_weights(t_s: np.ndarray, t2s_ms: float | tuple[float, float], frac_sho
         frac_short = 0.0
     if min(ts, tl) <= 0:
         raise ValueError(f"T2* must be positive, got {t2s_ms} ms")
-    _ = te_ms  # x is referred to the echo: only the time after it matters
     return (frac_short * np.exp(-t / ts) + (1 - frac_short) * np.exp(-t / tl)).astype(np.float32)
 
 
