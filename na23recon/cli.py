@@ -91,7 +91,17 @@ def _add_recon(sub) -> None:
     p.add_argument("--traj", required=True, help="trajectory .npz (k in 1/m, DESIGN.md) or .npy")
     p.add_argument("-o", "--out", required=True, help="output image .nii.gz")
     p.add_argument("--matrix", type=int, default=None, help="matrix N (default: the scan's)")
-    p.add_argument("--method", default="adjoint", choices=["adjoint"], help="reconstruction method")
+    p.add_argument("--method", default="adjoint", help="adjoint | cg | cs-tv | cs-wavelet (default: %(default)s)")
+    p.add_argument("--lam", type=float, default=None,
+                   help="regularisation relative to the image noise SD (cs-*: default 1.0), Tikhonov weight (cg: default 0)")
+    p.add_argument("--iters", type=int, default=None, help="maximum iterations (default: cg 15, cs-* 30)")
+    p.add_argument("--tol", type=float, default=1e-4, help="stopping tolerance (default: %(default)s)")
+    p.add_argument("--coil-compress", type=int, default=None, metavar="N", help="SVD-compress to N virtual coils")
+    p.add_argument("--coil-combine", default=None,
+                   help="adjoint: sos | adaptive | sense (default sos); iterative methods use sense")
+    p.add_argument("--maps", default="walsh", help="sensitivity maps: walsh | espirit (default: %(default)s)")
+    p.add_argument("--t2s-ms", type=float, nargs="+", default=None, metavar="T2S",
+                   help="decay-aware model: one T2* or short and long T2* in ms (needs 't' in the trajectory file)")
     p.add_argument("--echo", type=int, default=None, help="reconstruct only this echo (default: all)")
     p.add_argument("--allow-nucleus", action="store_true", help="accept a scan whose nucleus is not 23Na")
     p.add_argument("--no-png", action="store_true", help="do not write the PNG montage")
@@ -101,8 +111,14 @@ def _add_recon(sub) -> None:
 def _run_recon(args) -> int:
     from .pipeline import recon_file
 
+    t2s = args.t2s_ms
+    if t2s is not None and len(t2s) not in (1, 2):
+        raise InputError(f"--t2s-ms takes one or two values (short, long), got {len(t2s)}")
+    t2s = None if t2s is None else (t2s[0] if len(t2s) == 1 else tuple(t2s))
     out = recon_file(args.scan, args.traj, args.out, matrix=args.matrix, method=args.method,
-                     echo=args.echo, allow_nucleus=args.allow_nucleus, png=not args.no_png)
+                     echo=args.echo, allow_nucleus=args.allow_nucleus, png=not args.no_png, lam=args.lam,
+                     iters=args.iters, tol=args.tol, coil_compress=args.coil_compress,
+                     coil_combine=args.coil_combine, maps=args.maps, t2s_ms=t2s)
     print(out)
     return EXIT_OK
 

@@ -46,25 +46,29 @@ def crop_to_matrix(coord: np.ndarray, n: int) -> np.ndarray | None:
 
 def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_path: str | os.PathLike,
                matrix: int | None = None, method: str = "adjoint", echo: int | None = None,
-               allow_nucleus: bool = False, png: bool = True, eps: float = 1e-3) -> Path:
+               allow_nucleus: bool = False, png: bool = True, eps: float = 1e-3, lam: float | None = None,
+               iters: int | None = None, tol: float = 1e-4, coil_compress: int | None = None,
+               coil_combine: str | None = None, maps: str = "walsh", t2s_ms=None,
+               progress: bool | None = None) -> Path:
     """Reconstruct a twix scan with its trajectory file into `out_path` (.nii.gz) + sidecar (+ PNG).
 
-    The image is the coil-combined (sum of squares) magnitude, (x, y, z) or (x, y, z, echo) for
-    several echoes, on the scan's FOV with `matrix`^3 voxels (default: the protocol's matrix).
+    The image is the coil-combined magnitude, (x, y, z) or (x, y, z, echo) for several echoes, on
+    the scan's FOV with `matrix`^3 voxels (default: the protocol's matrix). `method` is adjoint,
+    cg, cs-tv or cs-wavelet; the other options go to `recon.app.reconstruct` (noise prewhitening
+    from the scan's noise-adjust samples, coil compression, maps, lambda relative to the noise).
     """
     from .io.geometry import affine_from_info
     from .io.trajfile import load_traj
     from .io.twix import read_scan
-    from .recon.adjoint import adjoint_recon
-    from .recon.coils import sum_of_squares
     from .traj.dcf import dcf_radial_shells
 
     t0 = time.perf_counter()
     out_path = Path(out_path)
     if not (out_path.name.endswith(".nii.gz") or out_path.name.endswith(".nii")):
         raise InputError(f"output must be a .nii.gz or .nii file, got {out_path.name}")
-    if method != "adjoint":
-        raise InputError(f"unknown method {method!r}")
+    from .recon.app import check_options
+
+    check_options(method, coil_combine, lam, iters, coil_compress, maps, tol, t2s_ms)
     scan = read_scan(scan_path, allow_nucleus=allow_nucleus)
     traj = load_traj(traj_path)
     info = scan.info
@@ -78,20 +82,25 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
     coord = trajectory_to_coord(traj.k, info.fov_mm, info.matrix)
     dcf = traj.dcf if traj.dcf is not None else dcf_radial_shells(coord)
     keep = crop_to_matrix(coord, n)
-    if keep is not None:  # lower resolution than acquired: the samples inside the new kmax, as a list
-        coord, dcf = coord[keep], np.asarray(dcf)[keep]
+    if keep is not None:  # lower resolution than acquired: the samples inside the new kmax, as one
+        coord, dcf = coord[keep][None], np.asarray(dcf)[keep][None]  # "readout" (1, M) of all of them
     necho = scan.data.shape[1]
     echoes = [echo] if echo is not None else list(range(necho))
     if any(not 0 <= e < necho for e in echoes):
         raise InputError(f"echo {echo} requested but the scan has {necho} echo(es)")
-    from .nufft import Nufft
+    from .recon.app import reconstruct
 
-    op = Nufft(coord, shape, eps=eps)
-    images = []
-    for e in echoes:
-        data = scan.kspace(echo=e, rep=0)
-        coil_imgs = adjoint_recon(data if keep is None else data[:, keep], coord, dcf, shape, op=op)
-        images.append(sum_of_squares(coil_imgs) if scan.ncoil > 1 else np.abs(coil_imgs[0]))
+    ksp = np.stack([scan.kspace(echo=e, rep=0) if keep is None else scan.kspace(echo=e, rep=0)[:, keep][:, None]
+                    for e in echoes])
+    t_s = None
+    if getattr(traj, "t", None) is not None:  # sample times from the first sample (the echo)
+        t_s = np.asarray(traj.t, np.float64) - float(np.min(traj.t))
+        if keep is not None:
+            t_s = np.broadcast_to(t_s, keep.shape)[keep][None]
+    image, recon_info = reconstruct(ksp, coord, dcf, shape, method=method, lam=lam, iters=iters, tol=tol,
+                                    coil_compress=coil_compress, coil_combine=coil_combine, maps=maps,
+                                    noise=scan.noise, t_s=t_s, t2s_ms=t2s_ms, eps=eps, progress=progress)
+    images = [image] if image.ndim == 3 else [image[..., i] for i in range(image.shape[-1])]
     image = images[0] if len(images) == 1 else np.stack(images, axis=-1)
     affine = affine_from_info(info, shape)
     side = base_sidecar(inputs=[scan_path, traj_path])
@@ -102,7 +111,7 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
         "method": method, "matrix": list(shape), "eps": eps, "echoes": echoes,
         "samples_used": int(coord.size // coord.shape[-1]),
         "dcf": "trajectory file" if traj.dcf is not None else "radial shell volumes (|k|^2 dk)",
-        "coil_combine": "sum of squares" if scan.ncoil > 1 else "magnitude", "ncoil": scan.ncoil,
+        "ncoil_scan": scan.ncoil, **recon_info,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     save_nifti(out_path, image, affine, side)

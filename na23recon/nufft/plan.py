@@ -165,7 +165,8 @@ class Nufft:
     def _setup_points(self, coord: np.ndarray) -> None:
         n = np.array(self._grid_shape, np.int64)
         scale = n / np.array(self._shape, np.float64)
-        u = coord.astype(np.float64) * scale
+        u = np.mod(coord.astype(np.float64) * scale, n)  # wrap once: the kernels assume [0, n)
+        u[u >= n] = 0.0  # np.mod(-tiny, n) rounds to n
         n0 = self._grid_shape[0]
         nslab = max(1, n0 // self._width)
         if nslab < 2:

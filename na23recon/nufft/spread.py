@@ -33,10 +33,16 @@ _FASTMATH = {"contract", "arcp", "nsz", "reassoc"}
 
 @njit(cache=True, fastmath=_FASTMATH, inline="always")
 def _axis_weights(u, n, coef, width, wts, idx):
-    """Kernel weights and wrapped grid indices of the w taps of one point along one axis."""
+    """Kernel weights and wrapped grid indices of the w taps of one point along one axis.
+
+    u must lie in [0, n) (the plan wraps the points once), so the first tap index needs one
+    conditional add instead of an integer modulo.
+    """
     i0f = np.floor(u - 0.5 * width) + 1.0
     t = 2.0 * (u - i0f) - width + 1.0
-    i0 = int(i0f) % n
+    i0 = int(i0f)
+    if i0 < 0:
+        i0 += n
     npow = coef.shape[0]
     for j in range(width):
         v = coef[0, j] * 1.0
