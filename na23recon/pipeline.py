@@ -32,16 +32,35 @@ def trajectory_to_coord(k_per_m: np.ndarray, fov_mm, protocol_matrix) -> np.ndar
     return coord
 
 
-def crop_to_matrix(coord: np.ndarray, n: int) -> np.ndarray | None:
-    """Samples inside the ball |k| <= n/2 (cycles/FOV) when the trajectory reaches beyond it, for a
-    reconstruction at a lower resolution than acquired; None when every sample fits.
-    Returns a boolean mask over coord.shape[:-1]."""
+def crop_to_matrix(coord: np.ndarray, n: int) -> tuple[slice, ...] | np.ndarray | None:
+    """Which samples to keep for a reconstruction at a lower matrix n than acquired: those inside
+    the ball |k| <= n/2 (cycles/FOV). None when every sample fits.
+
+    Centre-out readouts that share one radial profile (radial, DA-radial, TPI) are cut at one
+    sample index, keeping the (nreadout, nsample) layout: returns an index tuple. Otherwise a
+    boolean mask over coord.shape[:-1] (the caller flattens the kept samples into one list).
+    """
     r = np.sqrt(np.sum(np.asarray(coord, dtype=np.float64) ** 2, axis=-1))
     if r.max() <= n / 2 * 1.02:
         return None
+    if r.ndim == 2 and np.all(np.diff(r, axis=1) >= -1e-6) and np.ptp(r, axis=0).max() < 1e-3 * r.max():
+        s = int(np.searchsorted(r.max(axis=0), n / 2, side="right"))
+        log.info("matrix %d: keeping the first %d of %d samples of each readout", n, s, r.shape[1])
+        return (slice(None), slice(0, s))
     keep = r <= n / 2
     log.info("matrix %d: keeping %d of %d samples inside |k| <= %g cycles/FOV", n, keep.sum(), keep.size, n / 2)
     return keep
+
+
+def _select(a: np.ndarray, keep, lead: int = 0) -> np.ndarray:
+    """Apply `crop_to_matrix`'s selection to the sample axes of `a` (after `lead` leading axes);
+    a boolean mask gives one "readout" (1, M) holding every kept sample."""
+    if keep is None:
+        return a
+    idx = (slice(None),) * lead
+    if isinstance(keep, tuple):
+        return a[idx + keep]
+    return a[idx + (keep,)][idx + (None,)]
 
 
 def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_path: str | os.PathLike,
@@ -81,22 +100,20 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
     shape = (n, n, n)
     coord = trajectory_to_coord(traj.k, info.fov_mm, info.matrix)
     dcf = traj.dcf if traj.dcf is not None else dcf_radial_shells(coord)
-    keep = crop_to_matrix(coord, n)
-    if keep is not None:  # lower resolution than acquired: the samples inside the new kmax, as one
-        coord, dcf = coord[keep][None], np.asarray(dcf)[keep][None]  # "readout" (1, M) of all of them
+    keep = crop_to_matrix(coord, n)  # lower resolution than acquired: the samples inside the new kmax
+    coord, dcf = _select(coord, keep), _select(np.asarray(dcf), keep)
     necho = scan.data.shape[1]
     echoes = [echo] if echo is not None else list(range(necho))
     if any(not 0 <= e < necho for e in echoes):
         raise InputError(f"echo {echo} requested but the scan has {necho} echo(es)")
     from .recon.app import reconstruct
 
-    ksp = np.stack([scan.kspace(echo=e, rep=0) if keep is None else scan.kspace(echo=e, rep=0)[:, keep][:, None]
-                    for e in echoes])
+    ksp = np.stack([_select(scan.kspace(echo=e, rep=0), keep, lead=1) for e in echoes])
     t_s = None
     if getattr(traj, "t", None) is not None:  # sample times from the first sample (the echo)
         t_s = np.asarray(traj.t, np.float64) - float(np.min(traj.t))
         if keep is not None:
-            t_s = np.broadcast_to(t_s, keep.shape)[keep][None]
+            t_s = _select(np.broadcast_to(t_s, (scan.nreadout, scan.nsample)), keep)
     image, recon_info = reconstruct(ksp, coord, dcf, shape, method=method, lam=lam, iters=iters, tol=tol,
                                     coil_compress=coil_compress, coil_combine=coil_combine, maps=maps,
                                     noise=scan.noise, t_s=t_s, t2s_ms=t2s_ms, eps=eps, progress=progress)

@@ -38,6 +38,8 @@ def test_quick_validation_numbers(quick):
     rows = {(r["traj"], r["method"]): r for r in res["rows"]}
     assert {t for t, _ in rows} == {"radial", "dar", "tpi"}
     for (traj, method), r in rows.items():
+        if method != "adjoint":
+            continue
         assert 0.2 < r["nrmse"] < 0.45, (traj, r["nrmse"])
         assert 0.70 < r["ssim"] < 0.95, (traj, r["ssim"])
         assert r["calibration"]["r2"] > 0.98, (traj, r["calibration"])
@@ -45,9 +47,17 @@ def test_quick_validation_numbers(quick):
         assert -45 < wm["bias_pct"] < 0, (traj, wm)
         assert abs(les["bias_pct"]) < 20, (traj, les)
         assert 2 < wm["sd"] < 10, (traj, wm)  # SNR 30 on the brightest (CSF, ~120 mM-signal) compartment
-    # the methods the pipeline does not know yet are skipped with a note, not failed
-    for m in ("cg", "cs-tv", "cs-wavelet"):
-        assert m in res["methods_run"] or m in res["methods_skipped"]
+    # iterative methods (written with NRMSE 0.24 for CS-TV against 0.32-0.36 for the adjoint, and
+    # calibration R^2 0.95-0.999): CS-TV must beat the adjoint clearly on every trajectory
+    assert set(res["methods_run"]) == {"adjoint", "cg", "cs-tv", "cs-wavelet"}
+    for traj in ("radial", "dar", "tpi"):
+        adj = rows[(traj, "adjoint")]["nrmse"]
+        assert rows[(traj, "cs-tv")]["nrmse"] < 0.85 * adj, (traj, rows[(traj, "cs-tv")]["nrmse"], adj)
+        assert rows[(traj, "cs-wavelet")]["nrmse"] < adj, traj
+        for method in ("cg", "cs-tv", "cs-wavelet"):
+            r = rows[(traj, method)]
+            assert r["calibration"]["r2"] > 0.93, (traj, method, r["calibration"])
+            assert abs(r["compartments"]["lesion"]["bias_pct"]) < 25, (traj, method)
 
 
 def test_quick_validation_report_files(quick):

@@ -21,17 +21,26 @@ if TYPE_CHECKING:
 
 
 def normalise_dcf(dcf: np.ndarray, coord: np.ndarray) -> np.ndarray:
-    """Scale density weights (nreadout, nsample) of any scale to absolute k-space volumes.
+    """Scale density weights of any scale to absolute k-space volumes in (cycles/FOV)^ndim.
 
-    coord: (nreadout, nsample, ndim) in cycles/FOV. The weights are scaled so that they add up to
-    the volume of the ball (disc in 2D) of radius max |coord|.
+    coord: (nreadout, nsample, ndim) in cycles/FOV, or a flat (M, ndim) list; dcf: coord.shape[:-1].
+    The weights are scaled to add up to the volume of the ball (disc in 2D) that the samples cover:
+    radius max |k| plus half the radial step of the readouts' last samples (each sample owns the
+    interval to the midpoints between it and its neighbours); max |k| for a flat list.
     """
     dcf = np.asarray(dcf, dtype=np.float64)
+    coord = np.asarray(coord)
     if dcf.shape != coord.shape[:-1]:
         raise InputError(f"density compensation has shape {dcf.shape} but the trajectory {coord.shape[:-1]}")
     if not np.all(np.isfinite(dcf)) or np.any(dcf < 0) or dcf.sum() <= 0:
         raise InputError("density compensation weights must be finite, non-negative and not all zero")
-    kmax = float(np.sqrt(np.max(np.sum(np.asarray(coord, dtype=np.float64) ** 2, axis=-1))))
+    r = np.sqrt(np.sum(coord.astype(np.float64) ** 2, axis=-1))
+    kmax = float(r.max())
+    if coord.ndim == 3 and coord.shape[1] >= 2:
+        end = np.argmax(r, axis=1)  # the outermost sample of each readout and its inner neighbour
+        rows = np.arange(r.shape[0])
+        step = np.abs(r[rows, end] - r[rows, np.where(end > 0, end - 1, 1)])
+        kmax += 0.5 * float(np.median(step))
     ndim = coord.shape[-1]
     vol = 4.0 / 3.0 * np.pi * kmax**3 if ndim == 3 else np.pi * kmax**2
     return (dcf * (vol / dcf.sum())).astype(np.float32)
