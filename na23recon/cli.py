@@ -85,11 +85,8 @@ def _run_simulate(args) -> int:
     return EXIT_OK
 
 
-def _add_recon(sub) -> None:
-    p = sub.add_parser("recon", help="reconstruct a scan with its trajectory into a NIfTI")
-    p.add_argument("scan", help="Siemens twix .dat file")
-    p.add_argument("--traj", required=True, help="trajectory .npz (k in 1/m, DESIGN.md) or .npy")
-    p.add_argument("-o", "--out", required=True, help="output image .nii.gz")
+def _add_recon_options(p) -> None:
+    """The reconstruction options shared by `recon` and `batch`."""
     p.add_argument("--matrix", type=int, default=None, help="matrix N (default: the scan's)")
     p.add_argument("--method", default="adjoint", help="adjoint | cg | cs-tv | cs-wavelet (default: %(default)s)")
     p.add_argument("--lam", type=float, default=None,
@@ -102,8 +99,27 @@ def _add_recon(sub) -> None:
     p.add_argument("--maps", default="walsh", help="sensitivity maps: walsh | espirit (default: %(default)s)")
     p.add_argument("--t2s-ms", type=float, nargs="+", default=None, metavar="T2S",
                    help="decay-aware model: one T2* or short and long T2* in ms (needs 't' in the trajectory file)")
-    p.add_argument("--echo", type=int, default=None, help="reconstruct only this echo (default: all)")
     p.add_argument("--allow-nucleus", action="store_true", help="accept a scan whose nucleus is not 23Na")
+
+
+def _recon_options(args) -> dict:
+    """recon_file keyword arguments from the shared options."""
+    t2s = args.t2s_ms
+    if t2s is not None and len(t2s) not in (1, 2):
+        raise InputError(f"--t2s-ms takes one or two values (short, long), got {len(t2s)}")
+    t2s = None if t2s is None else (t2s[0] if len(t2s) == 1 else tuple(t2s))
+    return {"matrix": args.matrix, "method": args.method, "lam": args.lam, "iters": args.iters, "tol": args.tol,
+            "coil_compress": args.coil_compress, "coil_combine": args.coil_combine, "maps": args.maps,
+            "t2s_ms": t2s, "allow_nucleus": args.allow_nucleus}
+
+
+def _add_recon(sub) -> None:
+    p = sub.add_parser("recon", help="reconstruct a scan with its trajectory into a NIfTI")
+    p.add_argument("scan", help="Siemens twix .dat file")
+    p.add_argument("--traj", required=True, help="trajectory .npz (k in 1/m, DESIGN.md) or .npy")
+    p.add_argument("-o", "--out", required=True, help="output image .nii.gz")
+    _add_recon_options(p)
+    p.add_argument("--echo", type=int, default=None, help="reconstruct only this echo (default: all)")
     p.add_argument("--no-png", action="store_true", help="do not write the PNG montage")
     p.set_defaults(func=_run_recon)
 
@@ -111,14 +127,7 @@ def _add_recon(sub) -> None:
 def _run_recon(args) -> int:
     from .pipeline import recon_file
 
-    t2s = args.t2s_ms
-    if t2s is not None and len(t2s) not in (1, 2):
-        raise InputError(f"--t2s-ms takes one or two values (short, long), got {len(t2s)}")
-    t2s = None if t2s is None else (t2s[0] if len(t2s) == 1 else tuple(t2s))
-    out = recon_file(args.scan, args.traj, args.out, matrix=args.matrix, method=args.method,
-                     echo=args.echo, allow_nucleus=args.allow_nucleus, png=not args.no_png, lam=args.lam,
-                     iters=args.iters, tol=args.tol, coil_compress=args.coil_compress,
-                     coil_combine=args.coil_combine, maps=args.maps, t2s_ms=t2s)
+    out = recon_file(args.scan, args.traj, args.out, echo=args.echo, png=not args.no_png, **_recon_options(args))
     print(out)
     return EXIT_OK
 
@@ -270,8 +279,7 @@ def _add_batch(sub) -> None:
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: cores / threads, capped by memory)")
     p.add_argument("--threads-per-worker", type=int, default=None, help="threads in each worker (default: cores / workers)")
     p.add_argument("--dask", default=None, metavar="ADDRESS", help="'local' for a LocalCluster or tcp://HOST:PORT")
-    p.add_argument("--matrix", type=int, default=None, help="reconstruction matrix (default: each scan's)")
-    p.add_argument("--method", default="adjoint", choices=["adjoint"], help="reconstruction method")
+    _add_recon_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_batch)
 
@@ -283,7 +291,11 @@ def _run_batch(args) -> int:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
-    options = {"matrix": args.matrix, "method": args.method}
+    from .recon.app import check_options
+
+    options = _recon_options(args)
+    check_options(options["method"], options["coil_combine"], options["lam"], options["iters"],
+                  options["coil_compress"], options["maps"], options["tol"], options["t2s_ms"])
     results = run_batch(args.manifest, args.out, options, workers=args.workers,
                         threads_per_worker=args.threads_per_worker, dask=args.dask,
                         progress=False if args.no_progress else None)

@@ -140,13 +140,18 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
     return out_path
 
 
+RECON_OPTIONS = ("matrix", "method", "eps", "lam", "iters", "tol", "coil_compress", "coil_combine", "maps",
+                 "t2s_ms", "allow_nucleus")
+
+
 def process_scan(job, outdir: str | os.PathLike, options: dict) -> dict[str, Path]:
     """One scan end to end into `outdir`: reconstruction, then the double-angle B1 map when the job
     names a scan pair, then the TSC map when it names vials, then `report.html`.
 
     job: an object with the fields of `batch.Job` (scan, traj, b1_scan_a, b1_scan_2a, vials,
-    vial_mask, labels; absolute paths or None). options: `matrix`, `method`, `eps`,
-    `allow_nucleus`, and for quantification `tissue`, `intercept`. Returns output paths by name.
+    vial_mask, labels; absolute paths or None). options: `recon_file` keywords (matrix, method,
+    eps, lam, iters, tol, coil_compress, coil_combine, maps, t2s_ms, allow_nucleus) and for
+    quantification `tissue`, `intercept`. Returns output paths by name.
     """
     if bool(job.b1_scan_a) != bool(job.b1_scan_2a):
         raise InputError("a B1 map needs both b1_scan_a and b1_scan_2a")
@@ -155,9 +160,8 @@ def process_scan(job, outdir: str | os.PathLike, options: dict) -> dict[str, Pat
     outdir = Path(outdir)
     outputs: dict[str, Path] = {}
     matrix = options.get("matrix")
-    outputs["recon"] = recon_file(job.scan, job.traj, outdir / "recon.nii.gz", matrix=matrix,
-                                  method=options.get("method", "adjoint"), eps=options.get("eps", 1e-3),
-                                  allow_nucleus=bool(options.get("allow_nucleus", False)))
+    rec = {k: v for k, v in options.items() if k in RECON_OPTIONS and v is not None}
+    outputs["recon"] = recon_file(job.scan, job.traj, outdir / "recon.nii.gz", **rec)
     b1 = None
     if job.b1_scan_a:
         from .quantify import b1map_file
@@ -210,8 +214,15 @@ def load_run_config(path: str | os.PathLike):
             raise InputError(f"config {path.name}: {f} not found: {p}")
     job = Job(id=path.stem, **paths)
     rec, qua = cfg.get("recon", {}), cfg.get("quant", {})
-    options = {"matrix": rec.get("matrix"), "method": rec.get("method", "adjoint"), "eps": rec.get("eps", 1e-3),
-               "allow_nucleus": bool(rec.get("allow_nucleus", False)), "tissue": qua.get("tissue", "gm"),
-               "intercept": qua.get("intercept", "fit")}
+    bad = set(rec) - set(RECON_OPTIONS)
+    if bad:
+        raise InputError(f"config {path.name} [recon]: unknown key(s) {sorted(bad)}; known: {list(RECON_OPTIONS)}")
+    from .recon.app import check_options
+
+    if isinstance(rec.get("t2s_ms"), list):  # TOML arrays: (short, long) T2* in ms
+        rec["t2s_ms"] = tuple(rec["t2s_ms"]) if len(rec["t2s_ms"]) == 2 else rec["t2s_ms"][0]
+    options = {**rec, "tissue": qua.get("tissue", "gm"), "intercept": qua.get("intercept", "fit")}
+    check_options(rec.get("method", "adjoint"), rec.get("coil_combine"), rec.get("lam"), rec.get("iters"),
+                  rec.get("coil_compress"), rec.get("maps", "walsh"), rec.get("tol", 1e-4), rec.get("t2s_ms"))
     outdir = path.parent / cfg.get("output", {}).get("dir", path.stem + "-out")
     return job, options, outdir
