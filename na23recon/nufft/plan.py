@@ -138,7 +138,9 @@ class Nufft:
         self._deapod_1d[0] = self._deapod_1d[0] * scale
         self._deapod = {}
 
-        self._coord = np.array(coord.reshape(m, ndim), np.float64)  # kept for the Toeplitz psf
+        if coord.dtype not in (np.float32, np.float64):
+            coord = coord.astype(np.float64)
+        self._coord = np.array(coord.reshape(m, ndim))  # own copy, kept for the Toeplitz psf
         self._setup_points(self._coord)
         self._toeplitz_cache: dict = {}
         log.info(
@@ -165,15 +167,14 @@ class Nufft:
     def _setup_points(self, coord: np.ndarray) -> None:
         n = np.array(self._grid_shape, np.int64)
         scale = n / np.array(self._shape, np.float64)
-        u = np.mod(coord.astype(np.float64) * scale, n)  # wrap once: the kernels assume [0, n)
-        u[u >= n] = 0.0  # np.mod(-tiny, n) rounds to n
+        u = _spread.to_grid_units(coord, scale, n)  # wrapped once: the kernels assume [0, n)
         n0 = self._grid_shape[0]
         nslab = max(1, n0 // self._width)
         if nslab < 2:
             nslab = 1
         slab_of_plane = (np.arange(n0, dtype=np.int64) * nslab) // n0
         perm, slab_ptr = _spread.bin_sort(u, n, slab_of_plane, _BIN, self._width)
-        self._u = np.ascontiguousarray(u[perm])
+        self._u = _spread.take_rows(u, perm)
         self._perm = perm
         # Colours: neighbouring slabs differ; with an odd count the last slab gets its own colour.
         if nslab == 1:

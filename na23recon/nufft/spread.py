@@ -56,6 +56,31 @@ def _axis_weights(u, n, coef, width, wts, idx):
 
 
 @njit(cache=True)
+def to_grid_units(coord, scale, n):
+    """u = coord * scale wrapped into [0, n) per axis, float64 (M, ndim)."""
+    m, ndim = coord.shape
+    u = np.empty((m, ndim), np.float64)
+    for i in range(m):
+        for a in range(ndim):
+            v = coord[i, a] * scale[a]
+            v = v - np.floor(v / n[a]) * n[a]
+            if v >= n[a] or v < 0:  # rounding at the period edge
+                v = 0.0
+            u[i, a] = v
+    return u
+
+
+@njit(cache=True)
+def take_rows(u, perm):
+    """u[perm] for a 2D array (numba: faster than numpy's fancy indexing here)."""
+    out = np.empty_like(u)
+    for i in range(perm.shape[0]):
+        for a in range(u.shape[1]):
+            out[i, a] = u[perm[i], a]
+    return out
+
+
+@njit(cache=True)
 def bin_sort(u, grid_shape, slab_of_plane, bin_size, width):
     """Stable counting sort of points by (slab along axis 0, bin along axis 1, bin along axis 2).
 
