@@ -224,6 +224,29 @@ class Nufft:
         for combo in itertools.product(*per_axis):
             yield (Ellipsis,) + tuple(c[0] for c in combo), (Ellipsis,) + tuple(c[1] for c in combo)
 
+    def _fft_pruned(self, grid: np.ndarray, inverse: bool) -> None:
+        """In-place FFT (unnormalised both ways) of grid (B, *grid_shape) over the image axes,
+        skipping lines that are zero (forward: only the wrapped image blocks hold data) or whose
+        output is cropped away (inverse): ~0.58 of a full 3D FFT, 0.75 in 2D.
+
+        Axis a is transformed only on the image-block slices of the axes before it; forward runs
+        the last axis first, inverse the first axis first.
+        """
+        nd = self._ndim
+        per_axis = []
+        for n_img, n_grid in zip(self._shape, self._grid_shape):
+            h = n_img // 2
+            per_axis.append([sl for sl in (slice(0, n_img - h), slice(n_grid - h, n_grid)) if sl.stop > sl.start])
+        fn = scipy.fft.ifft if inverse else scipy.fft.fft
+        kw = dict(workers=self._workers, overwrite_x=True, norm="forward" if inverse else "backward")
+        order = range(nd) if inverse else range(nd - 1, -1, -1)
+        for a in order:
+            for combo in itertools.product(*per_axis[:a]):
+                view = grid[(slice(None),) + combo]
+                out = fn(view, axis=1 + a, **kw)
+                if not np.shares_memory(out, view):
+                    view[...] = out
+
     def _as_batch(self, x: np.ndarray, tail: tuple, what: str) -> tuple[np.ndarray, tuple]:
         x = np.asarray(x)
         k = len(tail)
@@ -331,7 +354,7 @@ class Nufft:
         grid = np.zeros((xb.shape[0],) + self._grid_shape, xb.dtype)
         for gs, xs in self._blocks():
             np.multiply(xb[xs], d[xs], out=grid[gs])
-        grid = scipy.fft.fftn(grid, axes=self._fft_axes(), workers=self._workers, overwrite_x=True)
+        self._fft_pruned(grid, inverse=False)
         return self._interp_raw(grid).reshape(batch + self._coord_shape)
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
@@ -345,8 +368,7 @@ class Nufft:
         """
         yb, batch = self._as_batch(y, self._coord_shape, "adjoint")
         grid = self._spread_raw(yb.reshape(yb.shape[0], self._m))
-        grid = scipy.fft.ifftn(grid, axes=self._fft_axes(), norm="forward", workers=self._workers,
-                               overwrite_x=True)
+        self._fft_pruned(grid, inverse=True)
         d = self._deapod_for(np.dtype(yb.real.dtype))
         x = np.empty((yb.shape[0],) + self._shape, yb.dtype)
         for gs, xs in self._blocks():
