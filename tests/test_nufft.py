@@ -214,3 +214,16 @@ def test_sigpy_linop_and_solver():
     assert rel(A1(xhat), b) < 0.05
     N = op.normal_linop(weights=np.ones(k.shape[:-1]))
     assert rel(N(x[0]), A1.N(x[0])) < 1e-5
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["2d", "3d"])
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_stored_weights_match_on_the_fly(shape, dtype):
+    k, x, y = random_case(shape, 900, seed=21)
+    on = Nufft(k, shape, eps=1e-5, precompute=True)
+    off = Nufft(k, shape, eps=1e-5, precompute=False)
+    xs, ys = x.astype(dtype), y.astype(dtype)
+    scale = np.abs(off.forward(xs)).max()
+    np.testing.assert_allclose(on.forward(xs), off.forward(xs), rtol=0, atol=1e-6 * scale)
+    scale = np.abs(off.adjoint(ys)).max()
+    np.testing.assert_allclose(on.adjoint(ys), off.adjoint(ys), rtol=0, atol=1e-6 * scale)

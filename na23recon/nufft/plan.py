@@ -39,6 +39,7 @@ _NS_PER_TAP = 0.7
 _NS_PER_FFT_UNIT = 0.35
 _BIN = 16  # bin edge (cells) along axes >= 1 for the sort
 _MAX_GRID_BYTES = 2**29  # above 512 MB the automatic choice takes upsampling 1.25
+_MAX_PRECOMPUTE_BYTES = 2**28  # stored kernel weights up to 256 MB by default
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -79,6 +80,10 @@ class Nufft:
         threads: threads for spreading, interpolation and FFTs (default os.cpu_count()).
         dtype: complex dtype used when an input is real (outputs otherwise follow the input's
             complex dtype: complex64 in, complex64 out).
+        precompute: store each point's per-axis kernel weights (float32) and first-tap indices
+            at plan time, 4 (ndim w + ndim) bytes per point (~77 MB for 1.28 M points in 3D at
+            eps 1e-3): ~25% faster transforms. None: store them when they take <= 256 MB and
+            eps >= 1e-6 (float32 weights would limit tighter tolerances).
 
     Attributes (read-only): eps, width, upsampling, grid_shape, dtype, shape, ndim, coord_shape.
 
@@ -94,6 +99,7 @@ class Nufft:
         upsampling: float | None = None,
         threads: int | None = None,
         dtype: np.dtype | type = np.complex64,
+        precompute: bool | None = None,
     ) -> None:
         coord = np.asarray(coord)
         shape = tuple(int(s) for s in shape)
@@ -142,6 +148,20 @@ class Nufft:
             coord = coord.astype(np.float64)
         self._coord = np.array(coord.reshape(m, ndim))  # own copy, kept for the Toeplitz psf
         self._setup_points(self._coord)
+        nbytes = 4 * m * ndim * (self._width + 1)
+        if precompute is None:
+            precompute = nbytes <= _MAX_PRECOMPUTE_BYTES and self._eps >= 1e-6
+        self._wst = np.zeros((0, ndim, self._width), np.float32)
+        self._ist = np.zeros((0, ndim), np.int32)
+        if precompute:
+            wst = np.empty((m, ndim, self._width), np.float32)
+            ist = np.empty((m, ndim), np.int32)
+            ch = self._chunks
+            gs = np.array(self._grid_shape, np.int64)
+            self._parallel(lambda lo, hi: _spread.precompute_weights(
+                self._u, self._coef[np.dtype(np.float64)], self._width, gs, wst, ist, lo, hi),
+                list(zip(ch[:-1].tolist(), ch[1:].tolist())))
+            self._wst, self._ist = wst, ist
         self._toeplitz_cache: dict = {}
         log.info(
             "Nufft %s, %d points, eps %.1e: upsampling %.2f, width %d, beta %.2f, grid %s, %d threads",
@@ -286,8 +306,8 @@ class Nufft:
         outf = out.view(rdt)
         ch = self._chunks
         ranges = list(zip(ch[:-1].tolist(), ch[1:].tolist()))
-        self._parallel(lambda lo, hi: fn(g, *self._grid_shape, self._u, coef, self._width,
-                                         self._perm, lo, hi, outf), ranges)
+        self._parallel(lambda lo, hi: fn(g, *self._grid_shape, self._u, coef, self._wst, self._ist,
+                                         self._width, self._perm, lo, hi, outf), ranges)
         return out
 
     def _spread_raw(self, vals: np.ndarray) -> np.ndarray:
@@ -302,8 +322,9 @@ class Nufft:
         tp = self._task_ptr.tolist()
         for c in range(self._ncolor):  # colours in sequence, a colour's slab lists concurrently
             ranges = [(tp[c * self._threads + t], tp[c * self._threads + t + 1]) for t in range(self._threads)]
-            self._parallel(lambda lo, hi: fn(v, g, *self._grid_shape, self._u, coef, self._width,
-                                             self._perm, self._slab_ptr, self._task_slabs, lo, hi), ranges)
+            self._parallel(lambda lo, hi: fn(v, g, *self._grid_shape, self._u, coef, self._wst, self._ist,
+                                             self._width, self._perm, self._slab_ptr, self._task_slabs,
+                                             lo, hi), ranges)
         return grid
 
     def spread(self, values: np.ndarray) -> np.ndarray:
