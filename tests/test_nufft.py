@@ -227,3 +227,34 @@ def test_stored_weights_match_on_the_fly(shape, dtype):
     np.testing.assert_allclose(on.forward(xs), off.forward(xs), rtol=0, atol=1e-6 * scale)
     scale = np.abs(off.adjoint(ys)).max()
     np.testing.assert_allclose(on.adjoint(ys), off.adjoint(ys), rtol=0, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("shape", [(16, 15), (8, 9, 10)], ids=["2d", "3d"])
+def test_points_on_the_period_edge_and_odd_sizes(shape):
+    # k = +-N/2 exactly (the sigpy convention's edge), just inside, and beyond (wraps periodically).
+    rng = np.random.default_rng(23)
+    nd = len(shape)
+    half = np.array(shape) / 2
+    k = np.concatenate([
+        np.tile(half, (3, 1)), np.tile(-half, (3, 1)), np.tile(half - 1e-12, (2, 1)),
+        (rng.random((50, nd)) - 0.5) * np.array(shape) * 1.6,
+    ])
+    x = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    op = Nufft(k, shape, eps=1e-6, dtype=np.complex128)
+    assert rel(op.forward(x), nudft_matrix(k, shape) @ x.ravel()) < 3e-6
+
+
+@pytest.mark.slow
+def test_full_size_radial_64():
+    n = 64
+    k = radial_coord(n, 10000, 128, seed=0)
+    shape = (n, n, n)
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    op = Nufft(k, shape, eps=1e-3)
+    y = op.forward(x).reshape(-1)
+    sub = rng.choice(y.size, 200, replace=False)
+    exact = nudft_matrix(k.reshape(-1, 3)[sub].astype(np.float64), shape) @ x.ravel()
+    assert rel(y[sub], exact) < 3e-3
+    z = op.normal(x)
+    assert rel(z, op.adjoint(op.forward(x))) < 3e-3

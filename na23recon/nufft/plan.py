@@ -206,22 +206,28 @@ class Nufft:
         ncolor = int(colors.max()) + 1
         counts = np.diff(slab_ptr)
         nthread = self._threads
-        task_slabs, task_ptr = [], [0]
+        # Per colour, the slabs are dealt (longest first) into up to 4 tasks per thread of similar
+        # point counts; the pool hands tasks out dynamically, so a thread that the OS delays does
+        # not hold up the colour's barrier.
+        task_slabs, color_ranges = [], []
         for c in range(ncolor):
             slabs = np.flatnonzero(colors == c)
-            loads = np.zeros(nthread)
-            lists = [[] for _ in range(nthread)]
-            for s in slabs[np.argsort(-counts[slabs], kind="stable")]:  # longest first (LPT)
+            ntask = max(1, min(len(slabs), 4 * nthread if nthread > 1 else 1))
+            loads = np.zeros(ntask)
+            lists = [[] for _ in range(ntask)]
+            for s in slabs[np.argsort(-counts[slabs], kind="stable")]:
                 t = int(np.argmin(loads))
                 lists[t].append(int(s))
                 loads[t] += counts[s]
-            for t in range(nthread):
+            ranges = []
+            for t in np.argsort(-loads, kind="stable"):  # biggest tasks first
+                lo = len(task_slabs)
                 task_slabs.extend(sorted(lists[t]))
-                task_ptr.append(len(task_slabs))
+                ranges.append((lo, len(task_slabs)))
+            color_ranges.append(ranges)
         self._slab_ptr = slab_ptr
         self._task_slabs = np.array(task_slabs, np.int64)
-        self._task_ptr = np.array(task_ptr, np.int64)
-        self._ncolor = ncolor
+        self._color_ranges = color_ranges
         nch = max(1, min(self._m, 8 * nthread))
         self._chunks = (np.arange(nch + 1, dtype=np.int64) * self._m) // nch
 
@@ -319,9 +325,7 @@ class Nufft:
         fn = _spread.spread2d if self._ndim == 2 else _spread.spread3d
         v = vals.view(rdt)
         g = grid.reshape(grid.shape[0], -1).view(rdt)
-        tp = self._task_ptr.tolist()
-        for c in range(self._ncolor):  # colours in sequence, a colour's slab lists concurrently
-            ranges = [(tp[c * self._threads + t], tp[c * self._threads + t + 1]) for t in range(self._threads)]
+        for ranges in self._color_ranges:  # colours in sequence, a colour's slab lists concurrently
             self._parallel(lambda lo, hi: fn(v, g, *self._grid_shape, self._u, coef, self._wst, self._ist,
                                              self._width, self._perm, self._slab_ptr, self._task_slabs,
                                              lo, hi), ranges)

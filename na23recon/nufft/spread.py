@@ -21,7 +21,7 @@ their speed from the cache and let the plan schedule the threads itself. Convent
 Spreading is race-free without atomics: points are sorted into slabs along axis 0, each slab at
 least w planes thick, so slabs of the same colour (even / odd, plus a third colour for the last
 slab when the count is odd) never touch the same grid plane; slabs of one colour are spread in
-parallel, colour by colour, with the slabs dealt to threads by point count at plan time
+parallel, colour by colour, with the slabs dealt into balanced tasks by point count at plan time
 (Barnett et al. 2019 spread by subproblems into private subgrids; the colouring gets the same
 race freedom without the private grids or their reduction).
 Interpolation is parallel over chunks of points (Beatty et al. 2005, Fessler & Sutton 2003 for
