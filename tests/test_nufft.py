@@ -38,7 +38,7 @@ SHAPES = [(16, 20), (12, 10, 14)]
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["2d", "3d"])
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
-@pytest.mark.parametrize("eps", [1e-2, 1e-3, 1e-4, 1e-6])
+@pytest.mark.parametrize("eps", [1e-2, 1e-3, 1e-6])
 @pytest.mark.parametrize("upsampling", [2.0, 1.25])
 def test_forward_adjoint_match_exact_nudft(shape, dtype, eps, upsampling):
     if dtype == np.complex64 and eps < 1e-5:

@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 import scipy.fft
 
+from . import _kernels
 from . import kernel as _kernel
 from . import spread as _spread
 from . import toeplitz as _toeplitz
@@ -307,7 +308,7 @@ class Nufft:
         out = np.empty((grid.shape[0], self._m), grid.dtype)
         rdt = grid.real.dtype
         coef = self._coef[np.dtype(rdt)]
-        fn = _spread.interp2d if self._ndim == 2 else _spread.interp3d
+        fn = (_kernels.INTERP2D if self._ndim == 2 else _kernels.INTERP3D)[self._width]
         g = grid.reshape(grid.shape[0], -1).view(rdt)
         outf = out.view(rdt)
         ch = self._chunks
@@ -322,7 +323,7 @@ class Nufft:
         grid = np.zeros((vals.shape[0],) + self._grid_shape, vals.dtype)
         rdt = vals.real.dtype
         coef = self._coef[np.dtype(rdt)]
-        fn = _spread.spread2d if self._ndim == 2 else _spread.spread3d
+        fn = (_kernels.SPREAD2D if self._ndim == 2 else _kernels.SPREAD3D)[self._width]
         v = vals.view(rdt)
         g = grid.reshape(grid.shape[0], -1).view(rdt)
         for ranges in self._color_ranges:  # colours in sequence, a colour's slab lists concurrently
