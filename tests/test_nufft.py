@@ -258,3 +258,15 @@ def test_full_size_radial_64():
     assert rel(y[sub], exact) < 3e-3
     z = op.normal(x)
     assert rel(z, op.adjoint(op.forward(x))) < 3e-3
+
+
+def test_toeplitz_kernel_follows_new_weights():
+    shape = (12, 14)
+    k, x, _ = random_case(shape, 500, seed=29)
+    op = Nufft(k, shape, eps=1e-4)
+    w1 = np.linspace(0.5, 1.5, 500)
+    w2 = w1.copy()
+    w2[::3] *= 2
+    for w in (w1, w2, w1):
+        ref = op.adjoint(w * op.forward(x))
+        assert rel(op.normal(x, w), ref) < 1e-3

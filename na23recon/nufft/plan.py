@@ -164,6 +164,7 @@ class Nufft:
                 list(zip(ch[:-1].tolist(), ch[1:].tolist())))
             self._wst, self._ist = wst, ist
         self._toeplitz_cache: dict = {}
+        self._weights_key_memo: dict = {}
         log.info(
             "Nufft %s, %d points, eps %.1e: upsampling %.2f, width %d, beta %.2f, grid %s, %d threads",
             shape, m, self._eps, self._upsampling, self._width, self._beta, self._grid_shape, self._threads,
@@ -406,7 +407,9 @@ class Nufft:
 
         The Fourier-domain kernel on the 2N grid is computed on first use for each weight vector
         (an adjoint NUFFT at tolerance min(eps, 1e-4)) and cached (the last two weight vectors and
-        the unweighted one). Wajer & Pruessmann 2001; Fessler et al. 2005.
+        the unweighted one), keyed by a SHA-1 of the weights; the hash is remembered for the same
+        array object while its sum and a sample of its entries are unchanged, so pass a new array
+        rather than editing the old one in place. Wajer & Pruessmann 2001; Fessler et al. 2005.
 
         Args:
             x: complex (..., *shape).
@@ -429,8 +432,16 @@ class Nufft:
         else:
             w = np.asarray(weights)
             if w.size != self._m:
-                raise ValueError(f"normal: weights must have {self._coord_shape} = {self._m} entries, got shape {w.shape}")
-            key = hashlib.sha1(np.ascontiguousarray(w).view(np.uint8)).hexdigest() + str(w.dtype)
+                raise ValueError(f"normal: weights must have {self._coord_shape} = {self._m} entries, "
+                                 f"got shape {w.shape}")
+            # The full hash costs ~ms per call; an iterative solver passes the same array every
+            # time, so remember the hash by identity plus a cheap fingerprint of the contents.
+            quick = (id(w), w.shape, w.dtype.str, complex(np.sum(w, dtype=np.complex128)),
+                     w.reshape(-1)[:: max(1, w.size // 64)].tobytes())
+            key = self._weights_key_memo.get(quick)
+            if key is None:
+                key = hashlib.sha1(np.ascontiguousarray(w).view(np.uint8)).hexdigest() + str(w.dtype)
+                self._weights_key_memo = {quick: key}
         cached = self._toeplitz_cache.get((key, np.dtype(dtype)))
         if cached is not None:
             return cached
