@@ -38,7 +38,7 @@ SHAPES = [(16, 20), (12, 10, 14)]
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["2d", "3d"])
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
-@pytest.mark.parametrize("eps", [1e-2, 1e-3, 1e-4, 1e-6])
+@pytest.mark.parametrize("eps", [1e-2, 1e-3, 1e-6])
 @pytest.mark.parametrize("upsampling", [2.0, 1.25])
 def test_forward_adjoint_match_exact_nudft(shape, dtype, eps, upsampling):
     if dtype == np.complex64 and eps < 1e-5:
@@ -214,3 +214,59 @@ def test_sigpy_linop_and_solver():
     assert rel(A1(xhat), b) < 0.05
     N = op.normal_linop(weights=np.ones(k.shape[:-1]))
     assert rel(N(x[0]), A1.N(x[0])) < 1e-5
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["2d", "3d"])
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_stored_weights_match_on_the_fly(shape, dtype):
+    k, x, y = random_case(shape, 900, seed=21)
+    on = Nufft(k, shape, eps=1e-5, precompute=True)
+    off = Nufft(k, shape, eps=1e-5, precompute=False)
+    xs, ys = x.astype(dtype), y.astype(dtype)
+    scale = np.abs(off.forward(xs)).max()
+    np.testing.assert_allclose(on.forward(xs), off.forward(xs), rtol=0, atol=1e-6 * scale)
+    scale = np.abs(off.adjoint(ys)).max()
+    np.testing.assert_allclose(on.adjoint(ys), off.adjoint(ys), rtol=0, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("shape", [(16, 15), (8, 9, 10)], ids=["2d", "3d"])
+def test_points_on_the_period_edge_and_odd_sizes(shape):
+    # k = +-N/2 exactly (the sigpy convention's edge), just inside, and beyond (wraps periodically).
+    rng = np.random.default_rng(23)
+    nd = len(shape)
+    half = np.array(shape) / 2
+    k = np.concatenate([
+        np.tile(half, (3, 1)), np.tile(-half, (3, 1)), np.tile(half - 1e-12, (2, 1)),
+        (rng.random((50, nd)) - 0.5) * np.array(shape) * 1.6,
+    ])
+    x = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    op = Nufft(k, shape, eps=1e-6, dtype=np.complex128)
+    assert rel(op.forward(x), nudft_matrix(k, shape) @ x.ravel()) < 3e-6
+
+
+@pytest.mark.slow
+def test_full_size_radial_64():
+    n = 64
+    k = radial_coord(n, 10000, 128, seed=0)
+    shape = (n, n, n)
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    op = Nufft(k, shape, eps=1e-3)
+    y = op.forward(x).reshape(-1)
+    sub = rng.choice(y.size, 200, replace=False)
+    exact = nudft_matrix(k.reshape(-1, 3)[sub].astype(np.float64), shape) @ x.ravel()
+    assert rel(y[sub], exact) < 3e-3
+    z = op.normal(x)
+    assert rel(z, op.adjoint(op.forward(x))) < 3e-3
+
+
+def test_toeplitz_kernel_follows_new_weights():
+    shape = (12, 14)
+    k, x, _ = random_case(shape, 500, seed=29)
+    op = Nufft(k, shape, eps=1e-4)
+    w1 = np.linspace(0.5, 1.5, 500)
+    w2 = w1.copy()
+    w2[::3] *= 2
+    for w in (w1, w2, w1):
+        ref = op.adjoint(w * op.forward(x))
+        assert rel(op.normal(x, w), ref) < 1e-3

@@ -1,4 +1,16 @@
-"""Non-uniform FFT: numba spreading/interpolation with an ES kernel, the `Nufft` plan, Toeplitz normal op."""
+"""Non-uniform FFT for 2D/3D MRI: ES-kernel numba gridding, the `Nufft` plan, Toeplitz normal operator.
+
+    from na23recon.nufft import Nufft
+    op = Nufft(coord, shape, eps=1e-3)   # coord (..., ndim) in cycles/FOV, edge of the matrix at +-N/2
+    y = op.forward(x)                    # (..., *shape) -> (..., *coord.shape[:-1]), = sigpy.nufft
+    x = op.adjoint(y)                    # exact adjoint, = sigpy.nufft_adjoint
+    z = op.normal(x, weights=None)       # A^H diag(w) A x by Toeplitz embedding
+    g = op.spread(v); v = op.interp(g)   # gridding only (kernel convolution on the oversampled grid)
+    A = op.linop()                       # sigpy Linop (A.H, A.N)
+
+Modules: kernel (ES kernel, Horner fit, Fourier transform), spread (numba kernels), plan (`Nufft`),
+toeplitz (normal operator), linop (sigpy wrappers).
+"""
 from .plan import Nufft
 
 __all__ = ["Nufft"]

@@ -1,5 +1,7 @@
-"""numba kernels: bin sorting, spreading (points -> grid) and interpolation (grid -> points).
+"""numba helpers for gridding: point preparation, bin sorting, kernel weights per point and axis.
 
+The spreading (points -> grid) and interpolation (grid -> points) kernels themselves live in
+`_kernels.py`, generated per kernel width by `_gen_kernels.py`, and follow the conventions below.
 All kernels are module-level serial `@njit(cache=True, nogil=True)` functions, so a fresh process
 loads them from numba's cache instead of recompiling, and the plan runs them in a thread pool.
 Not `parallel=True`: with numba 0.61 the prange versions of these loops ran ~2x slower when
@@ -11,13 +13,17 @@ their speed from the cache and let the plan schedule the threads itself. Convent
 - `coef` (P, w): Horner coefficients of the kernel (see kernel.fit_horner), in the weight dtype
   (float32 for complex64 data, float64 for complex128).
 - `perm` (M,) int64: sorted position -> original sample index.
+- `wst` (M, ndim, w) float32 and `ist` (M, ndim) int32: per-point, per-axis kernel weights and
+  first-tap indices stored at plan time (see precompute_weights); zero-length arrays mean
+  "evaluate the polynomial on the fly". Storing them costs 4 (ndim w + ndim) bytes per point and
+  saves the ~1/3 of a transform that the Horner evaluation takes.
 - grids (B, n0, n1[, n2]) and values (B, M) are complex arrays passed as float views
   (B, 2 * n0 * n1 [* n2]) and (B, 2 * M), B = flattened batch dims.
 
 Spreading is race-free without atomics: points are sorted into slabs along axis 0, each slab at
 least w planes thick, so slabs of the same colour (even / odd, plus a third colour for the last
 slab when the count is odd) never touch the same grid plane; slabs of one colour are spread in
-parallel, colour by colour, with the slabs dealt to threads by point count at plan time
+parallel, colour by colour, with the slabs dealt into balanced tasks by point count at plan time
 (Barnett et al. 2019 spread by subproblems into private subgrids; the colouring gets the same
 race freedom without the private grids or their reduction).
 Interpolation is parallel over chunks of points (Beatty et al. 2005, Fessler & Sutton 2003 for
@@ -53,6 +59,63 @@ def _axis_weights(u, n, coef, width, wts, idx):
         if k >= n:
             k -= n
         idx[j] = k
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _axis_weights_call(u, n, coef, width, wts, idx):
+    """_axis_weights as a real call: the width-specialised kernels stay small and vectorise."""
+    _axis_weights(u, n, coef, width, wts, idx)
+
+
+@njit(cache=True, inline="always")
+def _stored_weights(wst, ist, j, a, n, width, wts, idx):
+    """Weights and wrapped tap indices of point j along axis a from the plan's stored tables."""
+    i0 = ist[j, a]
+    for jj in range(width):
+        wts[jj] = wst[j, a, jj]
+        k = i0 + jj
+        if k >= n:
+            k -= n
+        idx[jj] = k
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def precompute_weights(u, coef, width, grid_shape, wst, ist, j0, j1):
+    """Fill wst[j] (ndim, w) kernel weights and ist[j] (ndim,) first-tap indices for j0 <= j < j1."""
+    ndim = u.shape[1]
+    wts = np.empty(width, coef.dtype)
+    idx = np.empty(width, np.int64)
+    for j in range(j0, j1):
+        for a in range(ndim):
+            _axis_weights(u[j, a], grid_shape[a], coef, width, wts, idx)
+            for jj in range(width):
+                wst[j, a, jj] = wts[jj]
+            ist[j, a] = idx[0]
+
+
+@njit(cache=True)
+def to_grid_units(coord, scale, n):
+    """u = coord * scale wrapped into [0, n) per axis, float64 (M, ndim)."""
+    m, ndim = coord.shape
+    u = np.empty((m, ndim), np.float64)
+    for i in range(m):
+        for a in range(ndim):
+            v = coord[i, a] * scale[a]
+            v = v - np.floor(v / n[a]) * n[a]
+            if v >= n[a] or v < 0:  # rounding at the period edge
+                v = 0.0
+            u[i, a] = v
+    return u
+
+
+@njit(cache=True)
+def take_rows(u, perm):
+    """u[perm] for a 2D array (numba: faster than numpy's fancy indexing here)."""
+    out = np.empty_like(u)
+    for i in range(perm.shape[0]):
+        for a in range(u.shape[1]):
+            out[i, a] = u[perm[i], a]
+    return out
 
 
 @njit(cache=True)
@@ -101,177 +164,3 @@ def bin_sort(u, grid_shape, slab_of_plane, bin_size, width):
         perm[counts[k]] = i
         counts[k] += 1
     return perm, slab_ptr
-
-
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def interp2d(g, n0, n1, u, coef, width, perm, j0, j1, out):
-    """out[b, perm[j]] = sum over taps of phi * grid[b, taps] for sorted points j.
-
-    Points j0 .. j1-1 (sorted order); callers run disjoint ranges in threads (the GIL is
-    released). g is the complex grid (B, n0, n1) viewed as float (B, 2 n0 n1), out the complex values (B, M)
-    viewed as float (B, 2 M): separate real/imaginary chains compile to much faster code than
-    numba's complex arithmetic (4x measured).
-    """
-    nb = g.shape[0]
-    w0 = np.empty(width, coef.dtype)
-    w1 = np.empty(width, coef.dtype)
-    i0 = np.empty(width, np.int64)
-    i1 = np.empty(width, np.int64)
-    for j in range(j0, j1):
-        _axis_weights(u[j, 0], n0, coef, width, w0, i0)
-        _axis_weights(u[j, 1], n1, coef, width, w1, i1)
-        p = perm[j]
-        contig = i1[0] + width <= n1
-        for b in range(nb):
-            gb = g[b]
-            zr = gb[0] - gb[0]
-            ar = zr
-            ai = zr
-            for a in range(width):
-                o0 = i0[a] * n1
-                cr = zr
-                ci = zr
-                if contig:
-                    base = 2 * (o0 + i1[0])
-                    for d in range(width):
-                        cr += w1[d] * gb[base + 2 * d]
-                        ci += w1[d] * gb[base + 2 * d + 1]
-                else:
-                    for d in range(width):
-                        q = 2 * (o0 + i1[d])
-                        cr += w1[d] * gb[q]
-                        ci += w1[d] * gb[q + 1]
-                ar += w0[a] * cr
-                ai += w0[a] * ci
-            out[b, 2 * p] = ar
-            out[b, 2 * p + 1] = ai
-
-
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def interp3d(g, n0, n1, n2, u, coef, width, perm, j0, j1, out):
-    """3D version of interp2d; g is (B, 2 n0 n1 n2) float."""
-    nb = g.shape[0]
-    w0 = np.empty(width, coef.dtype)
-    w1 = np.empty(width, coef.dtype)
-    w2 = np.empty(width, coef.dtype)
-    i0 = np.empty(width, np.int64)
-    i1 = np.empty(width, np.int64)
-    i2 = np.empty(width, np.int64)
-    for j in range(j0, j1):
-        _axis_weights(u[j, 0], n0, coef, width, w0, i0)
-        _axis_weights(u[j, 1], n1, coef, width, w1, i1)
-        _axis_weights(u[j, 2], n2, coef, width, w2, i2)
-        p = perm[j]
-        contig = i2[0] + width <= n2
-        for b in range(nb):
-            gb = g[b]
-            zr = gb[0] - gb[0]
-            ar = zr
-            ai = zr
-            for a in range(width):
-                o0 = i0[a] * n1
-                br = zr
-                bi = zr
-                for e in range(width):
-                    o1 = (o0 + i1[e]) * n2
-                    cr = zr
-                    ci = zr
-                    if contig:
-                        base = 2 * (o1 + i2[0])
-                        for d in range(width):
-                            cr += w2[d] * gb[base + 2 * d]
-                            ci += w2[d] * gb[base + 2 * d + 1]
-                    else:
-                        for d in range(width):
-                            q = 2 * (o1 + i2[d])
-                            cr += w2[d] * gb[q]
-                            ci += w2[d] * gb[q + 1]
-                    br += w1[e] * cr
-                    bi += w1[e] * ci
-                ar += w0[a] * br
-                ai += w0[a] * bi
-            out[b, 2 * p] = ar
-            out[b, 2 * p + 1] = ai
-
-
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread2d(vals, g, n0, n1, u, coef, width, perm, slab_ptr, task_slabs, k0, k1):
-    """grid[b, taps] += phi * vals[b, perm[j]] for the points of slabs task_slabs[k0:k1].
-
-    Callers run the slab lists of one colour in concurrent threads (GIL released), colour after
-    colour (see the module doc).
-
-    vals (B, M) complex viewed as float (B, 2 M); g the grid (B, n0, n1) viewed as (B, 2 n0 n1).
-    """
-    nb = g.shape[0]
-    w0 = np.empty(width, coef.dtype)
-    w1 = np.empty(width, coef.dtype)
-    i0 = np.empty(width, np.int64)
-    i1 = np.empty(width, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
-        for j in range(slab_ptr[s], slab_ptr[s + 1]):
-            _axis_weights(u[j, 0], n0, coef, width, w0, i0)
-            _axis_weights(u[j, 1], n1, coef, width, w1, i1)
-            p = perm[j]
-            contig = i1[0] + width <= n1
-            for b in range(nb):
-                gb = g[b]
-                vr = vals[b, 2 * p]
-                vi = vals[b, 2 * p + 1]
-                for a in range(width):
-                    o0 = i0[a] * n1
-                    ar = w0[a] * vr
-                    ai = w0[a] * vi
-                    if contig:
-                        base = 2 * (o0 + i1[0])
-                        for d in range(width):
-                            gb[base + 2 * d] += w1[d] * ar
-                            gb[base + 2 * d + 1] += w1[d] * ai
-                    else:
-                        for d in range(width):
-                            r = 2 * (o0 + i1[d])
-                            gb[r] += w1[d] * ar
-                            gb[r + 1] += w1[d] * ai
-
-
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread3d(vals, g, n0, n1, n2, u, coef, width, perm, slab_ptr, task_slabs, k0, k1):
-    """3D version of spread2d; g is (B, 2 n0 n1 n2) float."""
-    nb = g.shape[0]
-    w0 = np.empty(width, coef.dtype)
-    w1 = np.empty(width, coef.dtype)
-    w2 = np.empty(width, coef.dtype)
-    i0 = np.empty(width, np.int64)
-    i1 = np.empty(width, np.int64)
-    i2 = np.empty(width, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
-        for j in range(slab_ptr[s], slab_ptr[s + 1]):
-            _axis_weights(u[j, 0], n0, coef, width, w0, i0)
-            _axis_weights(u[j, 1], n1, coef, width, w1, i1)
-            _axis_weights(u[j, 2], n2, coef, width, w2, i2)
-            p = perm[j]
-            contig = i2[0] + width <= n2
-            for b in range(nb):
-                gb = g[b]
-                vr = vals[b, 2 * p]
-                vi = vals[b, 2 * p + 1]
-                for a in range(width):
-                    o0 = i0[a] * n1
-                    ar = w0[a] * vr
-                    ai = w0[a] * vi
-                    for e in range(width):
-                        o1 = (o0 + i1[e]) * n2
-                        er = w1[e] * ar
-                        ei = w1[e] * ai
-                        if contig:
-                            base = 2 * (o1 + i2[0])
-                            for d in range(width):
-                                gb[base + 2 * d] += w2[d] * er
-                                gb[base + 2 * d + 1] += w2[d] * ei
-                        else:
-                            for d in range(width):
-                                r = 2 * (o1 + i2[d])
-                                gb[r] += w2[d] * er
-                                gb[r + 1] += w2[d] * ei
