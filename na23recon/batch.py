@@ -19,42 +19,20 @@ import io
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from . import __version__
 from .errors import InputError
 from .io.atomic import write_text_atomic
+from .jobs import FIELDS, ID_RE, PATH_FIELDS, Job, load_toml
 from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
-
-FIELDS = ("id", "scan", "traj", "b1_scan_a", "b1_scan_2a", "vials", "vial_mask", "labels")
-PATH_FIELDS = FIELDS[1:]
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-@dataclass
-class Job:
-    """One scan of a manifest; paths are absolute."""
-
-    id: str
-    scan: str
-    traj: str
-    b1_scan_a: str | None = None
-    b1_scan_2a: str | None = None
-    vials: str | None = None
-    vial_mask: str | None = None
-    labels: str | None = None
-
-    def inputs(self) -> list[str]:
-        return [getattr(self, f) for f in PATH_FIELDS if getattr(self, f)]
-
 
 @dataclass
 class Result:
@@ -73,19 +51,12 @@ def read_manifest(path: str | os.PathLike) -> list[Job]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest not found: {path}")
-    text = path.read_text(errors="replace")
     if path.suffix.lower() == ".toml":
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-        try:
-            rows = tomllib.loads(text).get("scan", [])
-        except Exception as exc:
-            raise InputError(f"manifest {path.name} is not valid TOML: {exc}") from None
-        if not isinstance(rows, list):
+        rows = load_toml(path, "manifest").get("scan", [])
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise InputError(f"manifest {path.name}: expected [[scan]] tables")
     else:
+        text = path.read_text(errors="replace")
         reader = csv.DictReader(io.StringIO(text))
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [f for f in ("id", "scan", "traj") if f not in header]
@@ -94,13 +65,18 @@ def read_manifest(path: str | os.PathLike) -> list[Job]:
         unknown = [h for h in header if h not in FIELDS]
         if unknown:
             raise InputError(f"manifest {path.name} has unknown column(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+        rows = []
+        for n, r in enumerate(reader, start=2):
+            if None in r:  # more fields than the header names
+                raise InputError(f"manifest {path.name} row {n} has {len(header) + len(r[None])} fields but the "
+                                 f"header names {len(header)}")
+            rows.append({(k or "").strip(): (v or "").strip() for k, v in r.items()})
     jobs, seen = [], set()
     for n, row in enumerate(rows, start=2):
         if not any(str(v).strip() for v in row.values()):
             continue
         jid = str(row.get("id", "")).strip()
-        if not _ID_RE.match(jid):
+        if not ID_RE.match(jid):
             raise InputError(f"manifest {path.name} row {n}: id {jid!r} must be letters, digits, '_', '-', '.'")
         if jid in seen:
             raise InputError(f"manifest {path.name} row {n}: id {jid!r} appears twice")
@@ -153,6 +129,7 @@ def _run_job(job: Job, outroot: str, options: dict) -> Result:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("na23recon")
     root.addHandler(handler)
+    old_level = root.level
     root.setLevel(logging.INFO)
     try:
         missing = [p for p in job.inputs() if not Path(p).is_file()]
@@ -187,6 +164,7 @@ def _run_job(job: Job, outroot: str, options: dict) -> Result:
         return Result(job.id, "failed", time.perf_counter() - t0, msg)
     finally:
         root.removeHandler(handler)
+        root.setLevel(old_level)
         handler.close()
 
 
@@ -281,8 +259,9 @@ def run_batch(manifest: str | os.PathLike, outroot: str | os.PathLike, options: 
     """
     jobs = read_manifest(manifest)
     options = dict(options or {})
-    outroot = Path(outroot)
-    outroot.mkdir(parents=True, exist_ok=True)
+    from .io.atomic import ensure_writable_dir
+
+    outroot = ensure_writable_dir(outroot)
     w, t = plan_workers(jobs, options, workers, threads_per_worker)
     log.info("batch: %d scan(s), %d worker(s) x %d thread(s)%s", len(jobs), w, t, f", dask {dask}" if dask else "")
     results: dict[str, Result] = {}
@@ -396,7 +375,3 @@ def _run_dask(jobs, outroot, options, address, w, t, record) -> None:
         client.close()
         if cluster is not None:
             cluster.close()
-
-
-def results_json(results: list[Result]) -> str:
-    return json.dumps([asdict(r) for r in results], indent=2)

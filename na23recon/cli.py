@@ -100,6 +100,8 @@ def _add_recon_options(p) -> None:
     p.add_argument("--t2s-ms", type=float, nargs="+", default=None, metavar="T2S",
                    help="decay-aware model: one T2* or short and long T2* in ms (needs 't' in the trajectory file)")
     p.add_argument("--allow-nucleus", action="store_true", help="accept a scan whose nucleus is not 23Na")
+    p.add_argument("--rep", type=int, default=None,
+                   help="reconstruct this repetition/average only (default: average all in k-space)")
 
 
 def _recon_options(args) -> dict:
@@ -110,7 +112,7 @@ def _recon_options(args) -> dict:
     t2s = None if t2s is None else (t2s[0] if len(t2s) == 1 else tuple(t2s))
     return {"matrix": args.matrix, "method": args.method, "lam": args.lam, "iters": args.iters, "tol": args.tol,
             "coil_compress": args.coil_compress, "coil_combine": args.coil_combine, "maps": args.maps,
-            "t2s_ms": t2s, "allow_nucleus": args.allow_nucleus}
+            "t2s_ms": t2s, "allow_nucleus": args.allow_nucleus, "rep": args.rep}
 
 
 def _add_recon(sub) -> None:
@@ -291,11 +293,10 @@ def _run_batch(args) -> int:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
-    from .recon.app import check_options
+    from .pipeline import check_recon_options
 
     options = _recon_options(args)
-    check_options(options["method"], options["coil_combine"], options["lam"], options["iters"],
-                  options["coil_compress"], options["maps"], options["tol"], options["t2s_ms"])
+    check_recon_options({k: v for k, v in options.items() if k != "allow_nucleus"})
     results = run_batch(args.manifest, args.out, options, workers=args.workers,
                         threads_per_worker=args.threads_per_worker, dask=args.dask,
                         progress=False if args.no_progress else None)
@@ -340,7 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .provenance import set_command
+
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    set_command(["na23recon", *argv])
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

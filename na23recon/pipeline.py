@@ -16,19 +16,21 @@ from .provenance import base_sidecar
 log = logging.getLogger(__name__)
 
 
-def trajectory_to_coord(k_per_m: np.ndarray, fov_mm, protocol_matrix) -> np.ndarray:
+def trajectory_to_coord(k_per_m: np.ndarray, fov_mm, base_matrix: int) -> np.ndarray:
     """k (nreadout, nsample, 3) in 1/m -> float32 cycles/FOV for the NUFFT, checked against the
-    protocol's matrix: a trajectory reaching far beyond its kmax = N/2 (more than the sqrt(3) of
-    the cube's corners) is in the wrong units."""
+    protocol's base resolution N (`ScanInfo.matrix[0]`): its kmax is N/2 cycles/FOV along every
+    axis of these isotropic 3D acquisitions. A trajectory reaching far beyond N/2 (more than the
+    sqrt(3) of the cube's corners), or not even to half of it, is in the wrong units (cycles/FOV
+    or 1/mm instead of 1/m, or normalised to kmax)."""
     fov_m = np.asarray(fov_mm, dtype=np.float64) * 1e-3
     coord = (np.asarray(k_per_m, dtype=np.float64) * fov_m).astype(np.float32)
-    kmax = np.abs(coord).max(axis=tuple(range(coord.ndim - 1)))
-    half = np.asarray(protocol_matrix, dtype=np.float64) / 2
-    if np.any(kmax > half * 1.75):
-        raise InputError(f"trajectory reaches {np.round(kmax, 1).tolist()} cycles/FOV but the protocol's matrix "
-                         f"{[int(m) for m in protocol_matrix]} ends at +-{half.tolist()}: is k in 1/m (DESIGN.md)?")
-    if np.any(kmax > half * 1.02):
-        log.warning("trajectory extends to %s cycles/FOV, beyond the matrix edge %s", kmax, half)
+    reach = float(np.sqrt(np.max(np.sum(coord.astype(np.float64) ** 2, axis=-1))))
+    half = float(base_matrix) / 2
+    if not 0.5 * half <= reach <= 1.75 * half:
+        raise InputError(f"trajectory reaches |k| = {reach:.3g} cycles/FOV but the protocol's matrix {int(base_matrix)} "
+                         f"ends at {half:g}: is k in 1/m (DESIGN.md)?")
+    if reach > half * 1.02:
+        log.warning("trajectory extends to %.3g cycles/FOV, beyond the matrix edge %g", reach, half)
     return coord
 
 
@@ -63,8 +65,50 @@ def _select(a: np.ndarray, keep, lead: int = 0) -> np.ndarray:
     return a[idx + (keep,)][idx + (None,)]
 
 
+RECON_OPTIONS = ("matrix", "method", "eps", "lam", "iters", "tol", "coil_compress", "coil_combine", "maps",
+                 "t2s_ms", "allow_nucleus", "rep")
+
+
+def check_recon_options(opts: dict) -> None:
+    """Refuse bad `recon_file` options (InputError) before any work: `opts` holds RECON_OPTIONS keys."""
+    from .recon.app import check_options
+
+    unknown = set(opts) - set(RECON_OPTIONS)
+    if unknown:
+        raise InputError(f"unknown reconstruction option(s) {sorted(unknown)}; known: {list(RECON_OPTIONS)}")
+    for key in ("matrix", "iters", "coil_compress", "rep"):
+        v = opts.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+            raise InputError(f"{key} must be a whole number, got {v!r}")
+    for key in ("lam", "tol", "eps"):
+        v = opts.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise InputError(f"{key} must be a number, got {v!r}")
+    m = opts.get("matrix")
+    if m is not None and not 8 <= m <= 512:
+        raise InputError(f"matrix must be between 8 and 512, got {m}")
+    eps = opts.get("eps")
+    if eps is not None and not 1e-7 <= eps <= 0.1:
+        raise InputError(f"NUFFT tolerance eps must be between 1e-7 and 0.1, got {eps}")
+    if opts.get("rep") is not None and opts["rep"] < 0:
+        raise InputError(f"repetition must be >= 0, got {opts['rep']}")
+    check_options(opts.get("method", "adjoint"), opts.get("coil_combine"), opts.get("lam"), opts.get("iters"),
+                  opts.get("coil_compress"), opts.get("maps", "walsh"), opts.get("tol", 1e-4), opts.get("t2s_ms"))
+
+
+def check_output_path(path: Path, suffixes: tuple[str, ...] | None = None) -> None:
+    """Refuse, before any work, an output whose name or folder cannot be used (InputError)."""
+    from .io.atomic import ensure_writable_dir
+
+    if suffixes and not any(path.name.endswith(s) for s in suffixes):
+        raise InputError(f"output must end in {' or '.join(suffixes)}, got {path.name}")
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder, expected a file name")
+    ensure_writable_dir(path.parent)
+
+
 def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_path: str | os.PathLike,
-               matrix: int | None = None, method: str = "adjoint", echo: int | None = None,
+               matrix: int | None = None, method: str = "adjoint", echo: int | None = None, rep: int | None = None,
                allow_nucleus: bool = False, png: bool = True, eps: float = 1e-3, lam: float | None = None,
                iters: int | None = None, tol: float = 1e-4, coil_compress: int | None = None,
                coil_combine: str | None = None, maps: str = "walsh", t2s_ms=None,
@@ -83,11 +127,10 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
 
     t0 = time.perf_counter()
     out_path = Path(out_path)
-    if not (out_path.name.endswith(".nii.gz") or out_path.name.endswith(".nii")):
-        raise InputError(f"output must be a .nii.gz or .nii file, got {out_path.name}")
-    from .recon.app import check_options
-
-    check_options(method, coil_combine, lam, iters, coil_compress, maps, tol, t2s_ms)
+    check_recon_options({"matrix": matrix, "method": method, "eps": eps, "lam": lam, "iters": iters, "tol": tol,
+                         "coil_compress": coil_compress, "coil_combine": coil_combine, "maps": maps,
+                         "t2s_ms": t2s_ms, "rep": rep})
+    check_output_path(out_path, (".nii.gz", ".nii"))
     scan = read_scan(scan_path, allow_nucleus=allow_nucleus)
     traj = load_traj(traj_path)
     info = scan.info
@@ -98,7 +141,7 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
     if not 8 <= n <= 512:
         raise InputError(f"matrix must be between 8 and 512, got {n}")
     shape = (n, n, n)
-    coord = trajectory_to_coord(traj.k, info.fov_mm, info.matrix)
+    coord = trajectory_to_coord(traj.k, info.fov_mm, info.matrix[0])
     dcf = traj.dcf if traj.dcf is not None else dcf_radial_shells(coord)
     keep = crop_to_matrix(coord, n)  # lower resolution than acquired: the samples inside the new kmax
     coord, dcf = _select(coord, keep), _select(np.asarray(dcf), keep)
@@ -108,7 +151,18 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
         raise InputError(f"echo {echo} requested but the scan has {necho} echo(es)")
     from .recon.app import reconstruct
 
-    ksp = np.stack([_select(scan.kspace(echo=e, rep=0), keep, lead=1) for e in echoes])
+    nrep = scan.data.shape[0]
+    if rep is not None and not 0 <= rep < nrep:
+        raise InputError(f"repetition {rep} requested but the scan has {nrep} repetition(s)/average(s)")
+
+    def _echo_kspace(e: int) -> np.ndarray:
+        # repetitions and averages (twix Rep x Ave) are averaged in k-space unless one is chosen
+        k = scan.data[rep, e] if rep is not None else (scan.data[0, e] if nrep == 1 else scan.data[:, e].mean(axis=0))
+        return _select(k, keep, lead=1)
+
+    if rep is None and nrep > 1:
+        log.info("averaging %d repetitions/averages in k-space", nrep)
+    ksp = np.stack([_echo_kspace(e) for e in echoes])
     t_s = None
     if getattr(traj, "t", None) is not None:  # sample times from the first sample (the echo)
         t_s = np.asarray(traj.t, np.float64) - float(np.min(traj.t))
@@ -129,6 +183,8 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
         "samples_used": int(coord.size // coord.shape[-1]),
         "dcf": "trajectory file" if traj.dcf is not None else "radial shell volumes (|k|^2 dk)",
         "ncoil_scan": scan.ncoil, **recon_info,
+        "repetitions": {"in_scan": nrep, "used": [rep] if rep is not None else list(range(nrep)),
+                        "combined": "single" if rep is not None or nrep == 1 else "k-space mean"},
         "seconds": round(time.perf_counter() - t0, 3),
     }
     save_nifti(out_path, image, affine, side)
@@ -140,8 +196,6 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
     return out_path
 
 
-RECON_OPTIONS = ("matrix", "method", "eps", "lam", "iters", "tol", "coil_compress", "coil_combine", "maps",
-                 "t2s_ms", "allow_nucleus")
 
 
 def process_scan(job, outdir: str | os.PathLike, options: dict) -> dict[str, Path]:
@@ -186,41 +240,40 @@ def load_run_config(path: str | os.PathLike):
     """Read a `na23recon run` TOML config: [input] (scan, traj, b1_scan_a, b1_scan_2a, vials,
     vial_mask, labels; relative to the config file), [recon] (method, matrix, eps, allow_nucleus),
     [quant] (tissue, intercept), [output] (dir). Returns (job, options, outdir)."""
-    from .batch import PATH_FIELDS, Job
+    from .jobs import PATH_FIELDS, Job, load_toml
 
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"config not found: {path}")
-    try:
-        cfg = tomllib.loads(path.read_text())
-    except Exception as exc:
-        raise InputError(f"config {path.name} is not valid TOML: {' '.join(str(exc).split())}") from None
-    known = {"input", "recon", "quant", "output"}
-    if set(cfg) - known:
-        raise InputError(f"config {path.name}: unknown section(s) {sorted(set(cfg) - known)}; known: {sorted(known)}")
+    cfg = load_toml(path, "config")
+    known = {"input": PATH_FIELDS, "recon": RECON_OPTIONS, "quant": ("tissue", "intercept"), "output": ("dir",)}
+    for sec, val in cfg.items():
+        if sec not in known:
+            raise InputError(f"config {path.name}: unknown section [{sec}]; known: {sorted(known)}")
+        if not isinstance(val, dict):
+            raise InputError(f"config {path.name}: [{sec}] must be a table of keys")
+        bad = set(val) - set(known[sec])
+        if bad:
+            raise InputError(f"config {path.name} [{sec}]: unknown key(s) {sorted(bad)}; known: {list(known[sec])}")
     inp = cfg.get("input", {})
-    bad = set(inp) - set(PATH_FIELDS)
-    if bad:
-        raise InputError(f"config {path.name} [input]: unknown key(s) {sorted(bad)}; known: {list(PATH_FIELDS)}")
     if not inp.get("scan") or not inp.get("traj"):
         raise InputError(f"config {path.name} [input] needs scan and traj")
+    for f, v in inp.items():
+        if not isinstance(v, str):
+            raise InputError(f"config {path.name} [input]: {f} must be a path string, got {v!r}")
     paths = {f: str((path.parent / str(inp[f])).resolve()) if inp.get(f) else None for f in PATH_FIELDS}
     for f, p in paths.items():
         if p and not Path(p).is_file():
             raise InputError(f"config {path.name}: {f} not found: {p}")
     job = Job(id=path.stem, **paths)
     rec, qua = cfg.get("recon", {}), cfg.get("quant", {})
-    bad = set(rec) - set(RECON_OPTIONS)
-    if bad:
-        raise InputError(f"config {path.name} [recon]: unknown key(s) {sorted(bad)}; known: {list(RECON_OPTIONS)}")
+    if qua.get("intercept", "fit") not in ("fit", "zero", "noise-floor"):
+        raise InputError(f"config {path.name} [quant]: intercept must be fit, zero or noise-floor, got {qua['intercept']!r}")
+    if not isinstance(qua.get("tissue", "gm"), str):
+        raise InputError(f"config {path.name} [quant]: tissue must be a preset name, got {qua['tissue']!r}")
     from .recon.app import check_options
 
     if isinstance(rec.get("t2s_ms"), list):  # TOML arrays: (short, long) T2* in ms
         rec["t2s_ms"] = tuple(rec["t2s_ms"]) if len(rec["t2s_ms"]) == 2 else rec["t2s_ms"][0]
+    check_recon_options(rec)
     options = {**rec, "tissue": qua.get("tissue", "gm"), "intercept": qua.get("intercept", "fit")}
     check_options(rec.get("method", "adjoint"), rec.get("coil_combine"), rec.get("lam"), rec.get("iters"),
                   rec.get("coil_compress"), rec.get("maps", "walsh"), rec.get("tol", 1e-4), rec.get("t2s_ms"))

@@ -5,10 +5,20 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 
 from . import __version__
+
+
+_COMMAND: list[str] | None = None
+
+
+def set_command(argv: list[str]) -> None:
+    """Record the command line that the sidecars name (the CLI calls this with its own argv)."""
+    global _COMMAND
+    _COMMAND = [str(a) for a in argv]
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -38,10 +48,11 @@ def library_versions() -> dict[str, str]:
 
 
 def base_sidecar(inputs: list[str | os.PathLike] | None = None, command: list[str] | None = None) -> dict:
-    """The common part of every sidecar: version, command, input checksums, library versions."""
+    """The common part of every sidecar: version, command, input checksums (by absolute path, so
+    the sidecar resolves wherever it is read from), library versions."""
     return {
         "na23recon_version": __version__,
-        "command": " ".join(command if command is not None else sys.argv),
-        "inputs": {str(Path(p)): sha256_file(p) for p in (inputs or [])},
+        "command": " ".join(shlex.quote(a) for a in (command if command is not None else _COMMAND or sys.argv)),
+        "inputs": {str(Path(p).resolve()): sha256_file(p) for p in (inputs or [])},
         "versions": library_versions(),
     }

@@ -47,8 +47,11 @@ def test_compartment_means_calibrate_linearly(recon, sim):
 
 def test_outputs_and_sidecar(recon, sim):
     side = json.loads(recon.with_name("img.json").read_text())
-    assert side["acquisition"]["nucleus"] == "23Na"
-    assert side["acquisition"]["matrix"] == [MATRIX] * 3
+    acq = side["acquisition"]
+    assert acq["nucleus"] == "23Na" and acq["b0_T"] == 3.0 and acq["tr_ms"] == 100.0 and acq["flip_deg"] == 90.0
+    assert acq["te_ms"] == [0.3] and acq["fov_mm"] == [240.0] * 3 and acq["matrix"] == [MATRIX] * 3
+    assert acq["dwell_us"] > 0
+    assert side["na23recon_version"] and "recon" in side["command"]
     assert side["recon"]["method"] == "adjoint"
     assert set(side["inputs"]) == {str(sim / "scan.dat"), str(sim / "traj.npz")}
     assert all(len(h) == 64 for h in side["inputs"].values())

@@ -36,6 +36,10 @@ def test_run_config_recon_and_report(sim, capsys):
     ('[input]\nscan = "s/scan.dat"\ntraj = "s/traj.npz"\nfoo = 1\n', ["unknown", "foo"]),
     ('[input\nscan=', ["TOML"]),
     ('[input]\nscan = "s/scan.dat"\ntraj = "s/traj.npz"\nlabels = "s/truth_labels.nii.gz"\n', ["vials"]),
+    ('input = 3\n', ["[input]", "table"]),
+    ('[input]\nscan = "s/scan.dat"\ntraj = "s/traj.npz"\n[recon]\nmatrix = "abc"\n', ["matrix", "whole number"]),
+    ('[input]\nscan = "s/scan.dat"\ntraj = "s/traj.npz"\n[quant]\nintercept = "bogus"\n', ["intercept"]),
+    ('[input]\nscan = "s/scan.dat"\ntraj = "s/traj.npz"\n[quant]\nfoo = 1\n', ["unknown", "foo"]),
 ])
 def test_bad_config_is_exit_2(sim, capsys, text, words):
     cfg = sim / "bad.toml"

@@ -44,10 +44,12 @@ def save_nifti(path: str | os.PathLike, image: np.ndarray, affine: np.ndarray, s
     img.header.set_xyzt_units("mm", "sec")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    # The sidecar is written first: an image without its sidecar is never left behind.
-    write_text_atomic(sidecar_path(path), json.dumps(sidecar, indent=2, default=_json_default) + "\n")
-    with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
+    text = json.dumps(sidecar, indent=2, default=_json_default) + "\n"
+    # both are written completely under temporary names first, then renamed one after the other:
+    # a failure while writing leaves neither, and the sidecar lands first (no image without one)
+    with atomic_path(path) as tmp_img:
+        nib.save(img, str(tmp_img))
+        write_text_atomic(sidecar_path(path), text)
     return path
 
 

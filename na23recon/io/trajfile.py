@@ -149,16 +149,28 @@ def load_traj(path: str | os.PathLike, fov_mm: float | None = None, matrix: int 
             data = np.load(path, allow_pickle=False)
         except Exception as exc:  # a truncated or foreign file
             raise InputError(f"{path.name}: not a readable numpy file ({type(exc).__name__}: {exc})") from None
-        if suffix == ".npy":
+        is_npz = isinstance(data, np.lib.npyio.NpzFile)
+        if is_npz != (suffix == ".npz"):
+            if is_npz:
+                data.close()
+            raise InputError(f"{path.name}: the file holds {'an .npz archive' if is_npz else 'a single .npy array'}, "
+                             f"not what its name ({suffix}) says")
+        if not is_npz:
             k, dcf, t, meta = data, None, None, {}
         else:
-            with data:
-                if "k" not in data.files:
-                    raise InputError(f"{path.name}: .npz must hold an array 'k', found {sorted(data.files)}")
-                k = data["k"]
-                dcf = data["dcf"] if "dcf" in data.files else None
-                t = data["t"] if "t" in data.files else None
-                meta = {f[5:]: data[f].item() for f in data.files if f.startswith("meta_") and data[f].ndim == 0}
+            try:
+                with data:
+                    if "k" not in data.files:
+                        raise InputError(f"{path.name}: .npz must hold an array 'k', found {sorted(data.files)}")
+                    k = data["k"]
+                    dcf = data["dcf"] if "dcf" in data.files else None
+                    t = data["t"] if "t" in data.files else None
+                    meta = {f[5:]: data[f].item() for f in data.files if f.startswith("meta_") and data[f].ndim == 0}
+            except InputError:
+                raise
+            except Exception as exc:  # object arrays, damaged members
+                raise InputError(f"{path.name}: cannot read its arrays ({type(exc).__name__}: "
+                                 f"{' '.join(str(exc).split())})") from None
         k, dcf, t = _validate(k, dcf, t, path.name)
         _check_kmax(k, fov_mm, matrix, path.name)
         return Trajectory(k=k, dcf=dcf, t=t, meta=meta)

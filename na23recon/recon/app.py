@@ -52,6 +52,8 @@ def check_options(method: str, coil_combine: str | None, lam: float | None, iter
         vals = t2s_ms if isinstance(t2s_ms, (tuple, list)) else [t2s_ms]
         if any(not np.isfinite(v) or v <= 0 for v in vals):
             raise InputError(f"T2* must be positive (ms), got {t2s_ms}")
+        if method == "adjoint":
+            raise InputError("the decay-aware model (--t2s-ms) needs an iterative method: cg, cs-tv or cs-wavelet")
 
 
 def reconstruct(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, shape: Sequence[int],

@@ -260,15 +260,16 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
     from ..io.twix import write_scan
     from ..provenance import base_sidecar
 
+    from ..io.atomic import ensure_writable_dir
+
     ph = load_phantom(phantom)
+    out = ensure_writable_dir(out)
     if not np.isfinite(fov_mm) or not 20 <= fov_mm <= 600:
         raise InputError(f"FOV must be between 20 and 600 mm, got {fov_mm}")
     acq = Acquisition(matrix=matrix, fov_mm=fov_mm, **acq_kw)
     if double_angle and not 0 < acq.flip_deg < 90:
         raise InputError(f"a double-angle pair needs a flip angle below 90 degrees (2a < 180), got {acq.flip_deg}")
     scan, traj = simulate_scan(ph, acq, snr=snr, seed=seed, cache=cache)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"scan": out / "scan.dat", "traj": out / "traj.npz", "truth": out / "truth_conc.nii.gz",
              "labels": out / "truth_labels.nii.gz", "b1": out / "truth_b1.nii.gz", "vials": out / "vials.json",
              "phantom": out / "phantom.json"}
