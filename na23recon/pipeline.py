@@ -122,7 +122,7 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
     """
     from .io.geometry import affine_from_info
     from .io.trajfile import load_traj
-    from .io.twix import read_scan
+    from .io.twix import check_traj_matches, read_scan
     from .traj.dcf import dcf_radial_shells
 
     t0 = time.perf_counter()
@@ -134,9 +134,7 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
     scan = read_scan(scan_path, allow_nucleus=allow_nucleus)
     traj = load_traj(traj_path)
     info = scan.info
-    if (traj.k.shape[0], traj.k.shape[1]) != (scan.nreadout, scan.nsample):
-        raise InputError(f"trajectory has {traj.k.shape[0]} readouts x {traj.k.shape[1]} samples but the scan "
-                         f"has {scan.nreadout} readouts x {scan.nsample} samples")
+    check_traj_matches(scan, traj.k)
     n = int(matrix) if matrix is not None else int(info.matrix[0])
     if not 8 <= n <= 512:
         raise InputError(f"matrix must be between 8 and 512, got {n}")

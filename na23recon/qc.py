@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from .io.atomic import atomic_path
+from .io.nifti import sidecar_path
 
 
 def montage_png(path: str | os.PathLike, image: np.ndarray, title: str = "", n_slices: int = 12,
@@ -59,10 +60,9 @@ def html_report(path: str | os.PathLike, title: str, outputs: dict) -> str:
     for name, p in outputs.items():
         p = Path(p)
         pngs = [p] if p.suffix == ".png" else []
-        if p.name.endswith(".nii.gz"):
-            stem = p.name[: -len(".nii.gz")]
-            pngs += sorted(p.parent.glob(stem + "*.png"))
-            side = p.with_name(stem + ".json")
+        if p.name.endswith((".nii.gz", ".nii")):
+            side = sidecar_path(p)
+            pngs += sorted(p.parent.glob(side.stem + "*.png"))
             parts.append(f"<h2>{html.escape(name)}: {html.escape(p.name)}</h2>")
             if side.exists():
                 meta = json.loads(side.read_text())

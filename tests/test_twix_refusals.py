@@ -131,9 +131,9 @@ def test_meas_index_out_of_range(tmp_path):
 def test_check_traj_matches_names_both_numbers():
     scan = Scan(np.zeros((1, 1, 2, 10, 32), np.complex64), ScanInfo())
     check_traj_matches(scan, np.zeros((10, 32, 3)))
-    with pytest.raises(InputError, match="12 readouts, scan has 10"):
+    with pytest.raises(InputError, match="12 readouts x 32 samples but the scan has 10 readouts"):
         check_traj_matches(scan, np.zeros((12, 32, 3)))
-    with pytest.raises(InputError, match="30 samples per readout, scan has 32"):
+    with pytest.raises(InputError, match="10 readouts x 30 samples but the scan has 10 readouts x 32"):
         check_traj_matches(scan, np.zeros((10, 30, 3)))
 
 

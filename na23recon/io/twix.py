@@ -615,10 +615,9 @@ def check_traj_matches(scan: Scan, k: np.ndarray) -> None:
     k = np.asarray(k)
     if k.ndim != 3:
         raise InputError(f"trajectory must be (nreadout, nsample, ndim), got shape {k.shape}")
-    if k.shape[0] != scan.nreadout:
-        raise InputError(f"trajectory has {k.shape[0]} readouts, scan has {scan.nreadout}")
-    if k.shape[1] != scan.nsample:
-        raise InputError(f"trajectory has {k.shape[1]} samples per readout, scan has {scan.nsample}")
+    if k.shape[:2] != (scan.nreadout, scan.nsample):
+        raise InputError(f"trajectory has {k.shape[0]} readouts x {k.shape[1]} samples but the scan has "
+                         f"{scan.nreadout} readouts x {scan.nsample} samples")
 
 
 # =================================================================================================
