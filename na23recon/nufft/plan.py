@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
@@ -25,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import scipy.fft
 
+from ..threads import default_threads
 from . import _kernels
 from . import kernel as _kernel
 from . import spread as _spread
@@ -78,7 +78,8 @@ class Nufft:
             below ~1e-6 whatever eps says).
         upsampling: grid oversampling factor; None picks 2.0 or 1.25, whichever a cost model
             says is faster for this number of points and grid (the choice is logged).
-        threads: threads for spreading, interpolation and FFTs (default os.cpu_count()).
+        threads: threads for spreading, interpolation and FFTs (default `threads.default_threads()`:
+                NA23RECON_THREADS or every core).
         dtype: complex dtype used when an input is real (outputs otherwise follow the input's
             complex dtype: complex64 in, complex64 out).
         precompute: store each point's per-axis kernel weights (float32) and first-tap indices
@@ -124,7 +125,7 @@ class Nufft:
         self._coord_shape = coord.shape[:-1]
         m = int(np.prod(self._coord_shape))
         self._m = m
-        self._threads = max(1, int(threads) if threads else (os.cpu_count() or 1))
+        self._threads = max(1, int(threads) if threads else default_threads())
         self._workers = self._threads
 
         if upsampling is None:

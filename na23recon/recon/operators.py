@@ -38,9 +38,9 @@ __all__ = ["NufftLinop", "ToeplitzNormal", "SenseNormal", "SenseForward"]
 
 
 def _workers() -> int:
-    import os
+    from ..threads import default_threads
 
-    return os.cpu_count() or 1
+    return default_threads()
 
 
 class NufftLinop(sp.linop.Linop):
