@@ -7,19 +7,23 @@ by explicit arguments.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
+import math
 import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 
 from .errors import InputError
 from .io.atomic import write_text_atomic
-from .io.nifti import load_nifti, save_nifti
+from .io.nifti import load_nifti, save_nifti, sidecar_path
 from .provenance import base_sidecar
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,89 @@ def acquisition_params(sidecar: Mapping, te_ms: float | None = None, tr_ms: floa
     return flip, tr, te
 
 
+#: The DESIGN.md sidecar `acquisition` fields.
+ACQUISITION_FIELDS = ("nucleus", "b0_T", "te_ms", "tr_ms", "flip_deg", "dwell_us", "fov_mm", "matrix")
+
+
+def complete_acquisition(acq: Mapping | None, shape: tuple[int, ...], affine: np.ndarray) -> tuple[dict, list[str]]:
+    """The `acquisition` block with every DESIGN.md field present.
+
+    Missing `matrix` and `fov_mm` come from the NIfTI header (shape, voxel size x shape); any other
+    missing field is recorded as null, never left out. Returns (block, names of the fields that
+    were missing).
+    """
+    out = dict(acq or {})
+    missing = [f for f in ACQUISITION_FIELDS if out.get(f) is None]
+    vox = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    if out.get("matrix") is None:
+        out["matrix"] = [int(n) for n in shape[:3]]
+    if out.get("fov_mm") is None:
+        out["fov_mm"] = [round(float(v * n), 6) for v, n in zip(vox, shape[:3])]
+    for f in ACQUISITION_FIELDS:
+        out.setdefault(f, None)
+    return out, missing
+
+
+def _warn_filled(path, missing: list[str]) -> None:
+    if missing:
+        rest = [f for f in missing if f not in ("fov_mm", "matrix")]
+        log.warning("%s: the sidecar lacks acquisition %s: fov_mm and matrix taken from the NIfTI header%s",
+                    path, ", ".join(missing), f", {', '.join(rest)} recorded as null" if rest else "")
+
+
+@contextlib.contextmanager
+def _staging(folder: Path, stem: str) -> Iterator[Path]:
+    """A hidden temporary folder beside the outputs; removed (with whatever is in it) on exit, and
+    the output folder too when this call created it and it stayed empty."""
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=folder))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+
+
+def _commit(tmp: Path, folder: Path, last: list[str]) -> None:
+    """Move every file of `tmp` into `folder` (sidecars before their images), the names in `last` at
+    the end in that order: the outputs appear only once all of them were written."""
+    names = sorted((p.name for p in tmp.iterdir() if p.name not in last), key=lambda n: (not n.endswith(".json"), n))
+    for name in names + [n for n in last if (tmp / n).exists()]:
+        os.replace(tmp / name, folder / name)
+
+
+def _check_number(name: str, value, lo: float | None = None, lo_open: bool = True, hi: float | None = None,
+                  hi_open: bool = True) -> None:
+    """InputError unless `value` (None: not given) is a finite number within (lo, hi) / [lo, hi]."""
+    if value is None:
+        return
+    try:
+        v = float(value)
+        ok = not isinstance(value, bool) and math.isfinite(v)
+    except (TypeError, ValueError):
+        ok = False
+    if ok and lo is not None:
+        ok = v > lo if lo_open else v >= lo
+    if ok and hi is not None:
+        ok = v < hi if hi_open else v <= hi
+    if not ok:
+        rng = (f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}" if hi is not None
+               else (f" {'>' if lo_open else '>='} {lo}" if lo is not None else ""))
+        raise InputError(f"{name} must be a finite number{rng}, got {value!r}")
+
+
+def _existing_file(path, what: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} not found: {p}")
+    if not p.is_file():
+        raise InputError(f"{what} {p} is not a file")
+    return p
+
+
 def _load_3d(path: str | os.PathLike, what: str, echo: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
     arr, aff, side = load_nifti(path)
     if arr.ndim == 4:
@@ -90,21 +177,34 @@ def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vi
                   config_path: str | os.PathLike | None = None, vial_threshold: float | None = None,
                   png: bool = True) -> dict[str, Path]:
     """`na23recon quantify`: TSC map (mM) `out_path`, `<stem>_sd` beside it, sidecars, with labels
-    `<stem>_roi.csv` / `.json`, QC PNGs. Returns {name: path}. See quant/tsc.py `quantify`."""
-    from .quant.tsc import quantify, roi_stats
+    `<stem>_roi.csv` / `.json`, QC PNGs. Returns {name: path}. See quant/tsc.py `quantify`.
+
+    Everything is checked and computed before anything is written; the outputs are written into a
+    hidden folder beside `out_path` and moved into place together, the TSC map last, so a refusal
+    or a fault leaves none of them behind."""
+    from .quant.relax import check_acquisition
+    from .quant.tsc import as_label_image, quantify, roi_stats
     from .quant.vials import load_vials
 
     out_path = Path(out_path)
     folder, stem = _stem(out_path)
+    if isinstance(echo, bool) or not isinstance(echo, (int, np.integer)) or echo < 0:
+        raise InputError(f"echo must be an integer >= 0, got {echo!r}")
+    _check_number("--noise-sd", noise_sd, lo=0.0)
+    _check_number("--vial-threshold", vial_threshold, lo=0.0)
+    _check_number("--flip-deg", flip_deg, lo=0.0, hi=180.0)
+    _check_number("--tr-ms", tr_ms, lo=0.0)
+    _check_number("--te-ms", te_ms, lo=0.0, lo_open=False)
     config = None
     if config_path is not None:
         try:
-            config = json.loads(Path(config_path).read_text()).get("relaxation")
-        except (OSError, json.JSONDecodeError, AttributeError) as exc:
+            config = json.loads(_existing_file(config_path, "config").read_text()).get("relaxation")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
             raise InputError(f"cannot read config {config_path}: {exc}; expected {{\"relaxation\": {{...}}}}") from None
     vials = load_vials(vials_path, config)
     img, aff, side = _load_3d(image_path, "image", echo)
     flip, tr, te = acquisition_params(side, te_ms, tr_ms, flip_deg, echo)
+    check_acquisition(flip, tr, te)
     extra = {}
     for key, p, what in (("vial_mask", vial_mask_path, "vial mask"), ("b1", b1_path, "B1 map"),
                          ("labels", labels_path, "label image"), ("receive", receive_path, "receive map")):
@@ -114,24 +214,12 @@ def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vi
             extra[key] = arr
     for key in ("vial_mask", "labels"):
         if key in extra:
-            if np.any(extra[key] != np.round(extra[key])):
-                raise InputError(f"{key.replace('_', ' ')} must hold integer labels")
-            extra[key] = np.round(extra[key]).astype(np.int32)
+            extra[key] = as_label_image(extra[key], key.replace("_", " "))
     res = quantify(img, vials, flip, tr, te, vial_mask=extra.get("vial_mask"), b1=extra.get("b1"),
                    receive=extra.get("receive"), reciprocity=reciprocity, tissue=tissue,
                    labels=extra.get("labels"), label_tissue=label_tissue, noise_sd=noise_sd,
                    intercept=intercept, config=config, vial_threshold=vial_threshold)
-    inputs = [p for p in (image_path, vials_path, vial_mask_path, b1_path, labels_path, receive_path, config_path)
-              if p is not None]
-    base = base_sidecar(inputs=inputs)
-    acq = dict(side.get("acquisition") or {})
-    acq.update(flip_deg=flip, tr_ms=tr, te_ms=[te])
-    quant_info = dict(res.info, vials=[v.__dict__ for v in vials], unit="mM",
-                      method="external vial calibration (Christensen 1996, Thulborn 1999), B1 transmit/receive "
-                             "and relaxation corrected (Insko & Bolinger 1993, Boada 1994)")
-    out = {}
-    sd_path = folder / f"{stem}_sd.nii.gz"
-    save_nifti(sd_path, res.sd, aff, dict(base, acquisition=acq, quant=dict(quant_info, map="TSC standard deviation")))
+    roi_text = None
     if labels_path is not None:
         rows = roi_stats(res.tsc, extra["labels"])
         buf = io.StringIO()
@@ -139,27 +227,62 @@ def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vi
         wr.writeheader()
         for r in rows:
             wr.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
-        out["roi_csv"] = folder / f"{stem}_roi.csv"
-        out["roi_json"] = folder / f"{stem}_roi.json"
-        write_text_atomic(out["roi_csv"], buf.getvalue())
-        write_text_atomic(out["roi_json"], json.dumps({"unit": "mM", "rois": rows}, indent=2) + "\n")
-    if extra.get("vial_mask") is None:
-        out["vial_mask"] = folder / f"{stem}_vials.nii.gz"
-        save_nifti(out["vial_mask"], res.vial_mask, aff, dict(base, quant={"map": "detected vials (labels)"}))
-    if png:
-        from .qc import montage_png
-        from .quant.figures import calibration_png, tsc_png
+        roi_text = (buf.getvalue(), json.dumps({"unit": "mM", "rois": rows}, indent=2) + "\n")
+    inputs = [p for p in (image_path, vials_path, vial_mask_path, b1_path, labels_path, receive_path, config_path)
+              if p is not None]
+    base = base_sidecar(inputs=inputs)
+    acq, missing = complete_acquisition(side.get("acquisition"), img.shape, aff)
+    acq.update(flip_deg=flip, tr_ms=tr, te_ms=[te])
+    _warn_filled(image_path, [f for f in missing if f not in ("flip_deg", "tr_ms", "te_ms")])
+    quant_info = dict(res.info, vials=[v.__dict__ for v in vials], unit="mM",
+                      method="external vial calibration (Christensen 1996, Thulborn 1999), B1 transmit/receive "
+                             "and relaxation corrected (Insko & Bolinger 1993, Boada 1994)")
+    names = {"sd": f"{stem}_sd.nii.gz"}
+    with _staging(folder, stem) as tmp:
+        save_nifti(tmp / names["sd"], res.sd, aff,
+                   dict(base, acquisition=acq, quant=dict(quant_info, map="TSC standard deviation")))
+        if roi_text is not None:
+            names.update(roi_csv=f"{stem}_roi.csv", roi_json=f"{stem}_roi.json")
+            (tmp / names["roi_csv"]).write_text(roi_text[0])
+            (tmp / names["roi_json"]).write_text(roi_text[1])
+        if extra.get("vial_mask") is None:
+            names["vial_mask"] = f"{stem}_vials.nii.gz"
+            save_nifti(tmp / names["vial_mask"], res.vial_mask, aff,
+                       dict(base, acquisition=acq, quant={"map": "detected vials (labels)"}))
+        if png:
+            from .qc import montage_png
+            from .quant.figures import calibration_png, tsc_png
 
-        out["png"] = Path(tsc_png(folder / f"{stem}.png", res.tsc,
-                                  mask=(extra["labels"] > 0) if "labels" in extra else None))
-        out["calibration_png"] = Path(calibration_png(folder / f"{stem}_calibration.png", res.calibration))
-        if "b1" in extra:
-            out["b1_png"] = Path(montage_png(folder / f"{stem}_b1.png", extra["b1"], title="B1 (relative flip)",
-                                             cmap="viridis", vmax=1.5))
-    out["sd"] = sd_path
-    # The TSC map last: it is what batch resumption looks for.
-    out["tsc"] = save_nifti(out_path, res.tsc, aff, dict(base, acquisition=acq, quant=quant_info))
-    return out
+            names["png"] = Path(tsc_png(tmp / f"{stem}.png", res.tsc,
+                                        mask=(extra["labels"] > 0) if "labels" in extra else None)).name
+            names["calibration_png"] = Path(calibration_png(tmp / f"{stem}_calibration.png", res.calibration)).name
+            if "b1" in extra:
+                names["b1_png"] = Path(montage_png(tmp / f"{stem}_b1.png", extra["b1"], title="B1 (relative flip)",
+                                                   cmap="viridis", vmax=1.5)).name
+        names["tsc"] = out_path.name
+        save_nifti(tmp / out_path.name, res.tsc, aff, dict(base, acquisition=acq, quant=quant_info))
+        # The TSC map last: it is what batch resumption looks for.
+        _commit(tmp, folder, last=[sidecar_path(out_path).name, out_path.name])
+    return {k: folder / n for k, n in names.items()}
+
+
+def _scan_acquisition(path: Path, traj_path, what: str) -> tuple[dict, bool]:
+    """(acquisition block, is_nifti) of a b1map input, read without reconstructing: a NIfTI's
+    sidecar, or a twix file's protocol header."""
+    _existing_file(path, what)
+    if _is_nifti(path):
+        sc = sidecar_path(path)
+        if not sc.is_file():
+            return {}, True
+        try:
+            return dict(json.loads(sc.read_text()).get("acquisition") or {}), True
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError) as exc:
+            raise InputError(f"cannot read the sidecar {sc} of {what}: {exc}") from None
+    if traj_path is None:
+        raise InputError(f"{what} {path} is not a NIfTI image: give --traj to reconstruct it")
+    from .io.twix import info_from_header, read_header
+
+    return info_from_header(read_header(path)).sidecar_acquisition(), False
 
 
 def b1map_file(scan_a: str | os.PathLike, scan_2a: str | os.PathLike, out_path: str | os.PathLike,
@@ -169,45 +292,75 @@ def b1map_file(scan_a: str | os.PathLike, scan_2a: str | os.PathLike, out_path: 
     """`na23recon b1map`: double-angle B1 map (relative flip scale, 1.0 nominal) from two scans at
     flips a and 2a. Twix scans are reconstructed with `pipeline.recon_file` (written beside the
     output as `<stem>_a.nii.gz`, `<stem>_2a.nii.gz`); NIfTI images are used as they are.
-    The nominal flip a comes from scan A's sidecar unless `flip_deg` is given; the scans' flips
-    must be a and 2a (5%). Returns {name: path}."""
-    from .quant.b1 import double_angle
+    The nominal flip a comes from scan A's sidecar (or twix header) unless `flip_deg` is given; the
+    scans' flips must be a and 2a (5%). Every option and the flips are checked before anything is
+    reconstructed or written; the outputs appear together, the B1 map last, or not at all.
+    Returns {name: path}."""
+    from .quant.b1 import B1_FITS, MAX_POLY_ORDER, double_angle
 
     out_path = Path(out_path)
     folder, stem = _stem(out_path)
-    paths = []
-    for tag, p in (("a", scan_a), ("2a", scan_2a)):
-        if _is_nifti(p):
-            paths.append(Path(p))
-            continue
-        if traj_path is None:
-            raise InputError(f"scan {p} is not a NIfTI image: give --traj to reconstruct it")
-        from .pipeline import recon_file
-
-        paths.append(recon_file(p, traj_path, folder / f"{stem}_{tag}.nii.gz", matrix=matrix, png=False))
-    sa, aff, side_a = _load_3d(paths[0], "scan a")
-    s2a, aff2, side_2a = _load_3d(paths[1], "scan 2a")
-    _same_grid((sa, aff), (s2a, aff2), f"scan 2a {paths[1]}")
-    fa = (side_a.get("acquisition") or {}).get("flip_deg")
-    f2a = (side_2a.get("acquisition") or {}).get("flip_deg")
+    if fit not in B1_FITS:
+        raise InputError(f"unknown B1 fit {fit!r}; expected {', '.join(B1_FITS)}")
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 0 <= order <= MAX_POLY_ORDER:
+        raise InputError(f"B1 polynomial order must be an integer 0..{MAX_POLY_ORDER}, got {order!r}")
+    _check_number("--snr-min", snr_min, lo=0.0, lo_open=False)
+    _check_number("--flip-deg", flip_deg, lo=0.0, hi=90.0)
+    if matrix is not None and (isinstance(matrix, bool) or not isinstance(matrix, (int, np.integer))
+                               or not 8 <= matrix <= 512):
+        raise InputError(f"matrix must be an integer between 8 and 512, got {matrix!r}")
+    if traj_path is not None:
+        _existing_file(traj_path, "trajectory file")
+    acq_a, nii_a = _scan_acquisition(Path(scan_a), traj_path, "scan a")
+    acq_2a, nii_2a = _scan_acquisition(Path(scan_2a), traj_path, "scan 2a")
+    fa, f2a = acq_a.get("flip_deg"), acq_2a.get("flip_deg")
+    try:
+        fa = None if fa is None else float(fa)
+        f2a = None if f2a is None else float(f2a)
+    except (TypeError, ValueError):
+        raise InputError(f"the scans' flip angles must be numbers, got {fa!r} and {f2a!r}") from None
     if flip_deg is None:
         if fa is None:
             raise InputError("scan a's flip angle is not in its sidecar: give --flip-deg")
-        flip_deg = float(fa)
-    if fa is not None and f2a is not None and abs(float(f2a) - 2 * float(fa)) > 0.05 * 2 * float(fa):
-        raise InputError(f"the scans' flips are {fa} and {f2a} deg: the double-angle method needs a and 2a")
-    tr = (side_a.get("acquisition") or {}).get("tr_ms")
-    if tr is not None and float(tr) < 150.0:
-        log.warning("TR %.0f ms is not >> T1 of sodium (20-60 ms): the double-angle map is biased", float(tr))
-    m = double_angle(sa, s2a, float(flip_deg), snr_min=snr_min, fit=fit, order=order)
-    side = base_sidecar(inputs=[scan_a, scan_2a] + ([traj_path] if traj_path is not None else []))
-    side["acquisition"] = side_a.get("acquisition", {})
-    side["b1"] = dict(m.info, map="relative flip scale k_B1 (1.0 = nominal)")
-    out = {}
-    if png:
-        from .qc import montage_png
+        flip_deg = fa
+    flip_deg = float(flip_deg)
+    if not 0 < flip_deg < 90:
+        raise InputError(f"nominal flip a must be in (0, 90) deg for the double-angle method, got {flip_deg}")
+    a_ref = fa if fa is not None else flip_deg
+    if f2a is not None and abs(f2a - 2 * a_ref) > 0.05 * 2 * a_ref:
+        raise InputError(f"the scans' flips are {a_ref:g} and {f2a:g} deg: the double-angle method needs a and 2a")
 
-        out["png"] = Path(montage_png(folder / f"{stem}.png", m.b1, title="B1 (relative flip scale)",
-                                      cmap="viridis", vmax=1.5))
-    out["b1"] = save_nifti(out_path, m.b1, aff, side)
-    return out
+    with _staging(folder, stem) as tmp:
+        paths = []
+        for tag, p, is_nii in (("a", scan_a, nii_a), ("2a", scan_2a, nii_2a)):
+            if is_nii:
+                paths.append(Path(p))
+                continue
+            from .pipeline import recon_file
+
+            paths.append(recon_file(p, traj_path, tmp / f"{stem}_{tag}.nii.gz", matrix=matrix, png=False))
+        sa, aff, side_a = _load_3d(paths[0], "scan a")
+        s2a, aff2, _ = _load_3d(paths[1], "scan 2a")
+        _same_grid((sa, aff), (s2a, aff2), f"scan 2a {Path(scan_2a)}")
+        m = double_angle(sa, s2a, flip_deg, snr_min=snr_min, fit=fit, order=order)
+        tr = (side_a.get("acquisition") or {}).get("tr_ms")
+        if isinstance(tr, (int, float)) and float(tr) < 150.0:
+            log.warning("TR %.0f ms is not >> T1 of sodium (20-60 ms): the double-angle map is biased", float(tr))
+        side = base_sidecar(inputs=[scan_a, scan_2a] + ([traj_path] if traj_path is not None else []))
+        acq, missing = complete_acquisition(side_a.get("acquisition"), sa.shape, aff)
+        if acq.get("flip_deg") is None:
+            acq["flip_deg"] = flip_deg
+            missing = [f for f in missing if f != "flip_deg"]
+        _warn_filled(scan_a, missing)
+        side["acquisition"] = acq
+        side["b1"] = dict(m.info, map="relative flip scale k_B1 (1.0 = nominal)")
+        names = {}
+        if png:
+            from .qc import montage_png
+
+            names["png"] = Path(montage_png(tmp / f"{stem}.png", m.b1, title="B1 (relative flip scale)",
+                                            cmap="viridis", vmax=1.5)).name
+        names["b1"] = out_path.name
+        save_nifti(tmp / out_path.name, m.b1, aff, side)
+        _commit(tmp, folder, last=[sidecar_path(out_path).name, out_path.name])
+    return {k: folder / n for k, n in names.items()}

@@ -83,6 +83,10 @@ def test_overrides_and_vial_mask(files):
     ("nan", "non-finite"),
     ("no_acq", "give --flip-deg, --tr-ms, --te-ms"),
     ("flips", "needs a and 2a"),
+    ("vials_dir", "not a file"),
+    ("label_fraction", "label must be an integer, got 11.5"),
+    ("label_bool", "label must be an integer, got True"),
+    ("label_huge", "label must be an integer in 1.."),
 ])
 def test_bad_input_exit_2_one_line_no_output(files, tmp_path, capsys, case, msg):
     d = files
@@ -111,6 +115,14 @@ def test_bad_input_exit_2_one_line_no_output(files, tmp_path, capsys, case, msg)
         a, aff, _ = load_nifti(img)
         save_nifti(tmp_path / "img.nii.gz", a, aff, {})
         img = str(tmp_path / "img.nii.gz")
+    elif case == "vials_dir":
+        (tmp_path / "vdir").mkdir()
+        vials = str(tmp_path / "vdir")
+    elif case.startswith("label_"):
+        bad = {"label_fraction": 11.5, "label_bool": True, "label_huge": 70000 * 1000}[case]
+        (tmp_path / "v.json").write_text(json.dumps({"vials": [{"label": bad, "concentration_mM": 25, "medium": "agar2"},
+                                                                {"label": 12, "concentration_mM": 50, "medium": "agar2"}]}))
+        vials = str(tmp_path / "v.json")
     elif case == "flips":
         cmd = ["b1map", str(d / "a.nii.gz"), str(d / "img.nii.gz"), "-o", str(tmp_path / "out.nii.gz")]
     if cmd is None:

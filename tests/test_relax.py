@@ -57,3 +57,11 @@ def test_config_overrides_and_errors():
         relax.presets({"gel": {"t1_ms": 30}})
     with pytest.raises(InputError, match="impossible"):
         relax.presets({"gm": {"frac_short": 1.5}})
+
+
+@pytest.mark.parametrize("flip,tr,te", [(400, 60, 0.3), (180, 60, 0.3), (0, 60, 0.3), (-10, 60, 0.3),
+                                        (float("nan"), 60, 0.3), (80, -60, 0.3), (80, 0, 0.3),
+                                        (80, float("nan"), 0.3), (80, 60, -0.3), (80, 60, float("nan"))])
+def test_impossible_acquisition_is_refused(flip, tr, te):
+    with pytest.raises(InputError):
+        relax.spgr_weight(relax.PRESETS["gm"], flip, tr, te)

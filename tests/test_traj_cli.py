@@ -26,3 +26,57 @@ def test_traj_cli_impossible_tpi_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "error" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.parametrize("kind,opts,name", [
+    ("radial", ["--fov-mm", "nan"], "fov_mm"),
+    ("radial", ["--raster-us", "0"], "raster_us"),
+    ("radial", ["--dwell-us", "inf"], "dwell_us"),
+    ("radial", ["--undersampling=-2"], "undersampling"),
+    ("radial", ["--te-ms", "nan"], "te_ms"),
+    ("radial", ["--matrix", "1"], "matrix"),
+    ("dar", ["--raster-us", "0"], "raster_us"),
+    ("dar", ["--slew-T-m-s", "nan"], "slew_T_m_s"),
+    ("dar", ["--g-mT-m", "nan"], "g0_mT_m"),
+    ("dar", ["--p", "0"], "p"),
+    ("dar", ["--gmax-mT-m=-40"], "gmax_mT_m"),
+    ("tpi", ["--raster-us", "0"], "raster_us"),
+    ("tpi", ["--fov-mm=-inf"], "fov_mm"),
+    ("tpi", ["--g-mT-m", "0"], "g_mT_m"),
+    ("tpi", ["--max-readout-ms", "nan"], "max_readout_ms"),
+    ("tpi", ["--te-ms=-1"], "te_ms"),
+])
+def test_traj_cli_non_finite_or_out_of_range_parameter_exits_2(tmp_path, capsys, kind, opts, name):
+    out = tmp_path / "x.npz"
+    capsys.readouterr()
+    rc = main(["traj", kind, "--matrix", "16", *opts, "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert len(err.strip().splitlines()) == 1 and name in err and "internal" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dar_and_tpi_share_one_gradient_choice(monkeypatch):
+    """Both generators pick their readout gradient through gradients.choose_readout_gradient."""
+    from na23recon.traj import dar, gradients, tpi
+
+    calls = []
+    real = gradients.choose_readout_gradient
+
+    def spy(what, g_mT_m, *a, **kw):
+        calls.append((what, g_mT_m))
+        return real(what, g_mT_m, *a, **kw)
+
+    monkeypatch.setattr(dar, "choose_readout_gradient", spy)
+    monkeypatch.setattr(tpi, "choose_readout_gradient", spy)
+    dar.dar_3d(16, 200.0)
+    tpi.tpi_3d(16, 200.0, g_mT_m=2.0)
+    assert calls == [("DA-radial", None), ("TPI", 2.0)]
+    # the explicit-value checks are the same for both: Gmax, Nyquist along the readout, slew rate
+    for gen, kw in ((dar.dar_3d, "g0_mT_m"), (tpi.tpi_3d, "g_mT_m")):
+        with pytest.raises(gradients.InputError, match="exceeds Gmax"):
+            gen(16, 200.0, gmax_mT_m=10.0, **{kw: 20.0})
+        with pytest.raises(gradients.InputError, match="undersamples the readout"):
+            gen(16, 200.0, dwell_us=100.0, **{kw: 5.0})
+        with pytest.raises(gradients.InputError, match="slew rate"):
+            gen(48, 240.0, slew_T_m_s=20.0, **{kw: 30.0})

@@ -146,3 +146,50 @@ def test_vial_core_is_the_centre_of_the_roi():
     tiny = np.zeros((5, 5, 5), bool)
     tiny[2, 2, 1:4] = True
     assert np.array_equal(vial_core(tiny), tiny)
+
+
+def test_vial_labels_beyond_int16_are_kept(sim):
+    """Labels > 32767 used to wrap in an int16 cast: the same vials under labels 40011.. give the same TSC."""
+    img, b1, lab = sim
+    big = [Vial(v.label + 40000, v.concentration_mM, v.medium) for v in VIALS]
+    vmask = np.where(lab > 10, lab, 0).astype(np.int64)
+    ref = quantify(img, VIALS, b1=b1, vial_mask=vmask, noise_sd=1.0, **ACQ)
+    res = quantify(img, big, b1=b1, vial_mask=np.where(vmask > 0, vmask + 40000, 0), noise_sd=1.0, **ACQ)
+    np.testing.assert_array_equal(res.tsc, ref.tsc)
+    auto = quantify(img, big, b1=b1, **ACQ)
+    assert auto.vial_mask.dtype == np.int32 and set(np.unique(auto.vial_mask)) == {0, 40011, 40012, 40013, 40014}
+    with pytest.raises(InputError, match="labels outside"):
+        quantify(img, VIALS, vial_mask=np.where(vmask > 0, vmask + 2.0 ** 32, 0), noise_sd=1.0, **ACQ)
+
+
+def test_wrong_tissue_preset_moves_tsc_by_the_signal_equation(sim):
+    """The relaxation correction is applied, not a tautology of shared presets: giving GM voxels the
+    relaxation of CSF must change their TSC by exactly W_GM / W_CSF at each voxel's actual flip,
+    with W computed here from the spoiled-GRE equation written out, not with quant/relax.py."""
+    img, b1, lab = sim
+    # presets pinned by the config, so the numbers below are the ones used
+    gm = dict(t1_ms=35.0, t2s_short_ms=3.9, t2s_long_ms=26.3, frac_short=0.6)
+    csf = dict(t1_ms=55.0, t2s_short_ms=55.0, t2s_long_ms=55.0, frac_short=0.0)
+    cfg = {"gm": gm, "csf": csf}
+    kw = dict(labels=lab, b1=b1, vial_mask=np.where(lab > 10, lab, 0), noise_sd=1.0, config=cfg, **ACQ)
+    right = quantify(img, VIALS, label_tissue=LABEL_TISSUE, **kw)
+    wrong = quantify(img, VIALS, label_tissue={**LABEL_TISSUE, 2: "csf"}, **kw)
+
+    def w(p, k):
+        a = np.deg2rad(ACQ["flip_deg"]) * k
+        e1 = np.exp(-ACQ["tr_ms"] / p["t1_ms"])
+        te = ACQ["te_ms"]
+        decay = p["frac_short"] * np.exp(-te / p["t2s_short_ms"]) + (1 - p["frac_short"]) * np.exp(-te / p["t2s_long_ms"])
+        return np.sin(a) * (1 - e1) / (1 - e1 * np.cos(a)) * decay
+
+    cal = right.calibration
+    assert (wrong.calibration.a, wrong.calibration.b) == (cal.a, cal.b)  # vials untouched
+    g = lab == 2
+    k = np.asarray(b1, dtype=np.float64)[g]
+    ratio = w(gm, k) / w(csf, k)
+    assert ratio.min() > 1.05  # a correction big enough to see
+    # m = S / (R W) = a TSC + b: the corrected signal scales by W_GM / W_CSF
+    m_right = cal.a * right.tsc[g].astype(np.float64) + cal.b
+    m_wrong = cal.a * wrong.tsc[g].astype(np.float64) + cal.b
+    np.testing.assert_allclose(m_wrong, m_right * ratio, rtol=1e-5)
+    np.testing.assert_array_equal(wrong.tsc[~g], right.tsc[~g])

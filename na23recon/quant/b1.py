@@ -26,6 +26,10 @@ from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
+#: Spatial regularisations of `double_angle` and the highest polynomial order of fit 'poly'.
+B1_FITS = ("poly", "smooth", "none")
+MAX_POLY_ORDER = 6
+
 
 def estimate_noise_sd(image: np.ndarray, background: np.ndarray | None = None) -> float:
     """Standard deviation of the underlying Gaussian noise of `image` (x, y, z), from background voxels.
@@ -102,8 +106,14 @@ def double_angle(s_a: np.ndarray, s_2a: np.ndarray, flip_deg: float, noise_sd: f
         raise InputError(f"double-angle needs two 3D images of one shape, got {a.shape} and {b.shape}")
     if not (np.isfinite(flip_deg) and 0 < flip_deg < 90):
         raise InputError(f"nominal flip a must be in (0, 90) deg for the double-angle method, got {flip_deg}")
-    if fit not in ("poly", "smooth", "none"):
+    if fit not in B1_FITS:
         raise InputError(f"unknown B1 fit {fit!r}; expected poly, smooth or none")
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 0 <= order <= MAX_POLY_ORDER:
+        raise InputError(f"B1 polynomial order must be an integer 0..{MAX_POLY_ORDER}, got {order!r}")
+    if not (np.isfinite(snr_min) and snr_min >= 0):
+        raise InputError(f"SNR threshold must be a finite number >= 0, got {snr_min}")
+    if noise_sd is not None and not (np.isfinite(noise_sd) and noise_sd > 0):
+        raise InputError(f"noise SD must be a finite number > 0, got {noise_sd}")
     if noise_sd is None:
         noise_sd = estimate_noise_sd(a)
     use = np.isfinite(a) & np.isfinite(b) & (a > snr_min * noise_sd)
@@ -160,8 +170,8 @@ def _poly_design(shape: tuple[int, ...], idx: tuple[np.ndarray, ...], order: int
 
 def _poly_fit(raw: np.ndarray, use: np.ndarray, w: np.ndarray, order: int) -> tuple[np.ndarray, float]:
     """Weighted least squares with one round of outlier rejection (|residual| > 4 robust SD)."""
-    if not 0 <= order <= 6:
-        raise InputError(f"B1 polynomial order must be 0..6, got {order}")
+    if not 0 <= order <= MAX_POLY_ORDER:
+        raise InputError(f"B1 polynomial order must be 0..{MAX_POLY_ORDER}, got {order}")
     idx = np.nonzero(use)
     A = _poly_design(raw.shape, idx, order)
     y = raw[idx]

@@ -105,6 +105,20 @@ def get_preset(name: str, config: Mapping[str, Mapping[str, float]] | None = Non
     return table[name]
 
 
+def check_acquisition(flip_deg: float, tr_ms: float, te_ms: float) -> None:
+    """Refuse an impossible nominal acquisition: need 0 < flip < 180 deg, TR > 0 ms, TE >= 0 ms, all finite."""
+    try:
+        flip, tr, te = float(flip_deg), float(tr_ms), float(te_ms)
+    except (TypeError, ValueError):
+        raise InputError(f"flip, TR and TE must be numbers, got {flip_deg!r}, {tr_ms!r}, {te_ms!r}") from None
+    if not (np.isfinite(flip) and 0.0 < flip < 180.0):
+        raise InputError(f"flip angle must be a finite number in (0, 180) deg, got {flip_deg}")
+    if not (np.isfinite(tr) and tr > 0.0):
+        raise InputError(f"TR must be a finite number > 0 ms, got {tr_ms}")
+    if not (np.isfinite(te) and te >= 0.0):
+        raise InputError(f"TE must be a finite number >= 0 ms, got {te_ms}")
+
+
 def spgr_weight(relax: Relaxation, flip_deg: float, tr_ms: float, te_ms: float,
                 b1: float | np.ndarray = 1.0) -> np.ndarray:
     """Spoiled gradient-echo signal per unit M0: sin(a)(1-E1)/(1-E1 cos a) * decay(TE).
@@ -114,8 +128,6 @@ def spgr_weight(relax: Relaxation, flip_deg: float, tr_ms: float, te_ms: float,
     Returns float64 with the shape of `b1`. Transmit only: the receive sensitivity is applied by
     the caller (quant/b1.py).
     """
-    if not (np.isfinite(flip_deg) and np.isfinite(tr_ms) and np.isfinite(te_ms)) or tr_ms <= 0 or te_ms < 0:
-        raise InputError(f"need finite flip, TR > 0 and TE >= 0; got flip {flip_deg} deg, TR {tr_ms} ms, "
-                         f"TE {te_ms} ms")
+    check_acquisition(flip_deg, tr_ms, te_ms)
     a = np.deg2rad(float(flip_deg)) * np.asarray(b1, dtype=np.float64)
     return relax.saturation(tr_ms, a) * relax.decay(te_ms)

@@ -23,13 +23,34 @@ import numpy as np
 
 from ..errors import InputError
 from .b1 import estimate_noise_sd, receive_sensitivity
-from .relax import get_preset, spgr_weight
+from .relax import check_acquisition, get_preset, spgr_weight
 from .vials import Vial, detect_vials, vial_core
 
 log = logging.getLogger(__name__)
 
 INTERCEPTS = ("fit", "zero", "noise-floor")
 B1_CLIP = (0.2, 3.0)  # flip scales outside this are not physical: extrapolated fits far from the object
+#: A B1 map outside B1_CLIP in more than this fraction of the object is refused (not a flip-scale map).
+B1_BAD_FRACTION = 0.1
+INT32_MAX = np.iinfo(np.int32).max
+
+
+def as_label_image(arr: np.ndarray, what: str) -> np.ndarray:
+    """An int32 label image from `arr` (x, y, z): refuses non-finite, non-integer or out-of-int32 values
+    (which a cast would silently wrap)."""
+    a = np.asarray(arr)
+    if a.dtype.kind in "iub":
+        if a.size and (a.min() < 0 or a.max() > INT32_MAX):
+            raise InputError(f"{what} holds labels outside 0..{INT32_MAX}")
+        return a.astype(np.int32)
+    a = np.asarray(a, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise InputError(f"{what} has non-finite voxels (NaN/inf)")
+    if np.any(a != np.round(a)):
+        raise InputError(f"{what} must hold integer labels")
+    if a.size and (a.min() < 0 or a.max() > INT32_MAX):
+        raise InputError(f"{what} holds labels outside 0..{INT32_MAX}")
+    return a.astype(np.int32)
 
 
 @dataclass
@@ -96,7 +117,7 @@ def fit_calibration(conc_mM: np.ndarray, m: np.ndarray, se: np.ndarray, intercep
 
 @dataclass
 class TSCResult:
-    """tsc, sd: float32 (x, y, z) in mM; vial_mask: int16 (x, y, z); calibration; info (what was done)."""
+    """tsc, sd: float32 (x, y, z) in mM; vial_mask: int32 (x, y, z); calibration; info (what was done)."""
 
     tsc: np.ndarray
     sd: np.ndarray
@@ -136,8 +157,19 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
         raise InputError("B1 map has non-finite voxels (NaN/inf)")
     if intercept not in INTERCEPTS:
         raise InputError(f"unknown intercept mode {intercept!r}; expected one of {', '.join(INTERCEPTS)}")
+    check_acquisition(flip_deg, tr_ms, te_ms)
+    if noise_sd is not None and not (np.isfinite(noise_sd) and noise_sd > 0):
+        raise InputError(f"noise SD must be a finite number > 0, got {noise_sd}")
+    if vial_threshold is not None and not (np.isfinite(vial_threshold) and vial_threshold > 0):
+        raise InputError(f"vial threshold must be a finite number > 0, got {vial_threshold}")
+    if vial_mask is not None:
+        vial_mask = as_label_image(vial_mask, "vial mask")
+    if labels is not None:
+        labels = as_label_image(labels, "label image")
     if noise_sd is None:
         noise_sd = estimate_noise_sd(img)
+    if b1 is not None:
+        _check_b1_in_object(np.asarray(b1, dtype=np.float64), img > 5.0 * noise_sd)
     info: dict = {"flip_deg": float(flip_deg), "tr_ms": float(tr_ms), "te_ms": float(te_ms),
                   "noise_sd": float(noise_sd), "intercept": intercept, "b1": b1 is not None,
                   "receive": "map" if receive is not None else ("reciprocity (R = k_B1)" if (reciprocity and b1 is not None) else "none")}
@@ -167,7 +199,7 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
         vmask = detect_vials(corrected, vials, expected, vial_threshold, noise_sd / float(w0))
         info["vials_detected"] = True
     else:
-        vmask = np.asarray(vial_mask).astype(np.int16)
+        vmask = vial_mask
         missing = [v.label for v in vials if not np.any(vmask == v.label)]
         if missing:
             raise InputError(f"vial label(s) {missing} of the vials file are absent from the vial mask "
@@ -216,6 +248,21 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
                 calibration=cal.as_dict())
     return TSCResult(tsc=tsc.astype(np.float32), sd=np.sqrt(np.maximum(var, 0)).astype(np.float32),
                      vial_mask=vmask, calibration=cal, info=info)
+
+
+def _check_b1_in_object(b1: np.ndarray, obj: np.ndarray) -> None:
+    """Refuse a B1 map that is not a relative flip scale over the object (`obj`: bool, voxels with
+    signal; the whole image when it has fewer than 20): outside B1_CLIP (zero, negative, a map in
+    percent, ...) in more than B1_BAD_FRACTION of it. A few such voxels (a fit extrapolated at the
+    object's edge) are clipped later, with a warning."""
+    if obj.sum() < 20:
+        obj = np.ones(b1.shape, dtype=bool)
+    k = b1[obj]
+    bad = float(np.mean((k < B1_CLIP[0]) | (k > B1_CLIP[1])))
+    if bad > B1_BAD_FRACTION:
+        raise InputError(f"B1 map is outside {B1_CLIP[0]}..{B1_CLIP[1]} (zero, negative or not a relative flip "
+                         f"scale) in {bad:.0%} of the object's voxels (median {float(np.median(k)):.3g}): "
+                         "expected 1.0 = nominal flip")
 
 
 def roi_stats(tsc: np.ndarray, labels: np.ndarray) -> list[dict]:

@@ -25,6 +25,9 @@ from .relax import presets
 
 log = logging.getLogger(__name__)
 
+#: Largest vial label: masks are stored as float32 NIfTI, exact for integers up to 2^24.
+MAX_LABEL = 2 ** 24
+
 
 @dataclass(frozen=True)
 class Vial:
@@ -44,16 +47,26 @@ def parse_vials(d: Mapping, config: Mapping | None = None) -> list[Vial]:
     out = []
     for i, v in enumerate(d["vials"]):
         try:
-            vial = Vial(label=int(v["label"]), concentration_mM=float(v["concentration_mM"]),
-                        medium=str(v.get("medium", "agar2")))
-        except (KeyError, TypeError, ValueError) as exc:
+            label, conc = v["label"], v["concentration_mM"]
+            medium = v.get("medium", "agar2")
+        except (KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"vial #{i + 1} in the vials file is malformed ({type(exc).__name__}: {exc}); "
                              "expected label, concentration_mM and medium") from None
+        # a label is an integer: 11.5 or true are refused, not truncated to 11 or 1 (11.0 is 11)
+        if isinstance(label, bool) or not (isinstance(label, int) or (isinstance(label, float) and label.is_integer())):
+            raise InputError(f"vial #{i + 1} in the vials file: label must be an integer, got {label!r}")
+        label = int(label)
+        if not 0 < label <= MAX_LABEL:
+            raise InputError(f"vial #{i + 1} in the vials file: label must be an integer in 1..{MAX_LABEL} "
+                             f"(0 is background; larger labels are not exact in a float32 NIfTI mask), got {label}")
+        if isinstance(conc, bool) or not isinstance(conc, (int, float)):
+            raise InputError(f"vial {label}: concentration_mM must be a number, got {conc!r}")
+        if not isinstance(medium, str):
+            raise InputError(f"vial {label}: medium must be a preset name, got {medium!r}")
+        vial = Vial(label=label, concentration_mM=float(conc), medium=medium)
         if not np.isfinite(vial.concentration_mM) or vial.concentration_mM < 0:
             raise InputError(f"vial {vial.label}: concentration must be a finite number >= 0 mM, "
                              f"got {vial.concentration_mM}")
-        if vial.label <= 0:
-            raise InputError(f"vial labels must be positive integers (0 is background), got {vial.label}")
         if vial.medium not in known:
             raise InputError(f"vial {vial.label}: unknown medium {vial.medium!r}; known: {', '.join(sorted(known))}")
         out.append(vial)
@@ -70,9 +83,13 @@ def load_vials(path: str | os.PathLike, config: Mapping | None = None) -> list[V
     p = Path(path)
     if not p.exists():
         raise InputError(f"vials file not found: {p}")
+    if not p.is_file():
+        raise InputError(f"vials file {p} is not a file (a directory?): give the vials JSON file")
     try:
         d = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
+    except OSError as exc:
+        raise InputError(f"cannot read vials file {p}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"vials file {p} is not valid JSON: {exc}") from None
     return parse_vials(d, config)
 
@@ -249,7 +266,7 @@ def detect_vials(corrected: np.ndarray, vials: list[Vial], expected: Mapping[int
     or when neighbours in rank differ by less than `min_separation` times the noise of their
     difference (noise_sd, the image's Gaussian noise SD in the units of `corrected`, through the
     smoothing).
-    Returns an int16 vial mask (x, y, z): each vial's voxels hold its label, 0 elsewhere.
+    Returns an int32 vial mask (x, y, z): each vial's voxels hold its label, 0 elsewhere.
     """
     corrected = np.asarray(corrected, dtype=np.float64)
     blobs, info = _find_blobs(corrected, threshold, min_voxels)
@@ -271,7 +288,7 @@ def detect_vials(corrected: np.ndarray, vials: list[Vial], expected: Mapping[int
             raise InputError(f"two vial candidates have overlapping intensities ({b0.height:.3g} and "
                              f"{b1.height:.3g}, difference noise {u:.2g}): automatic matching is ambiguous, "
                              "give --vial-mask")
-    mask = np.zeros(corrected.shape, dtype=np.int16)
+    mask = np.zeros(corrected.shape, dtype=np.int32)
     for b, v in zip(blobs, exp_sorted):
         mask[b.region] = v.label
         log.info("vial %d (%.1f mM, %s): blob of %d voxels at %s, smoothed peak %.4g (%.0f SD above background)",

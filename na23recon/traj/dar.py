@@ -26,8 +26,8 @@ import math
 import numpy as np
 
 from ..errors import InputError
-from .gradients import (GeneratedTrajectory, check_waveforms, gamma_bar_default, gradient_from_k,
-                        ramp_intervals, rotation_z_to)
+from .gradients import (GeneratedTrajectory, check_design_params, check_waveforms, choose_readout_gradient,
+                        gamma_bar_default, gradient_from_k, largest_feasible, ramp_intervals, rotation_z_to)
 from .radial import n_spokes_nyquist, spoke_directions
 
 log = logging.getLogger(__name__)
@@ -79,22 +79,6 @@ def fit_profile_to_dwell(g0_T_m: float, k0_per_m: float, kmax_per_m: float, slew
     return min(g, g0_T_m), nramp, nsample
 
 
-def largest_feasible(peak_slew, g_hi: float, slew: float, rtol: float = 1e-4) -> float:
-    """Largest g in (0, g_hi] with peak_slew(g) <= slew, by bisection (peak_slew increasing in g)."""
-    if peak_slew(g_hi) <= slew:
-        return g_hi
-    lo, hi = g_hi * 1e-3, g_hi
-    if peak_slew(lo) > slew:
-        raise InputError(f"no gradient above {lo * 1e3:.3f} mT/m keeps the slew rate within {slew} T/m/s")
-    while hi - lo > rtol * hi:
-        mid = 0.5 * (lo + hi)
-        if peak_slew(mid) <= slew:
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
 def _dar_base(g0, k0, kmax, slew, raster, dwell, gamma):
     g, nramp, nsample = fit_profile_to_dwell(g0, k0, kmax, slew, raster, dwell, gamma)
     t = dwell * np.arange(nsample)
@@ -130,10 +114,14 @@ def dar_3d(matrix: int, fov_mm: float, gmax_mT_m: float = 40.0, slew_T_m_s: floa
     Returns a `GeneratedTrajectory`: k (nspoke, nsample, 3) 1/m, t (nsample,) s, g_base
     (1, ngrad, 3) T/m along z (rotated per spoke), checked against the limits.
     """
+    check_design_params("DA-radial", matrix,
+                        positive=dict(fov_mm=fov_mm, gmax_mT_m=gmax_mT_m, slew_T_m_s=slew_T_m_s, dwell_us=dwell_us,
+                                      k0_per_m=k0_per_m, p=p, g0_mT_m=g0_mT_m, undersampling=undersampling,
+                                      readout_os=readout_os, raster_us=raster_us,
+                                      gamma_bar_hz_per_t=gamma_bar_hz_per_t),
+                        nonnegative=dict(te_ms=te_ms))
+    matrix = int(matrix)
     gamma = gamma_bar_default(gamma_bar_hz_per_t)
-    if matrix < 2 or fov_mm <= 0 or dwell_us <= 0 or gmax_mT_m <= 0 or slew_T_m_s <= 0:
-        raise InputError(f"DA-radial needs matrix >= 2 and positive fov_mm, dwell_us, gmax_mT_m, slew_T_m_s; "
-                         f"found {matrix}, {fov_mm}, {dwell_us}, {gmax_mT_m}, {slew_T_m_s}")
     fov = fov_mm * 1e-3
     kmax = matrix / (2.0 * fov)
     if k0_per_m is None:
@@ -144,26 +132,9 @@ def dar_3d(matrix: int, fov_mm: float, gmax_mT_m: float = 40.0, slew_T_m_s: floa
     if not 0 < k0 < kmax:
         raise InputError(f"DA-radial needs 0 < k0 < kmax = {kmax:.2f} 1/m, found k0 = {k0:.2f} 1/m (p = {k0 / kmax:.3f})")
     dwell, raster, gmax, slew = dwell_us * 1e-6, raster_us * 1e-6, gmax_mT_m * 1e-3, slew_T_m_s
-    g_nyq = 1.0 / (readout_os * fov * gamma * dwell)
-
-    def peak(g):
-        try:
-            return _peak_slew_1d(_dar_base(g, k0, kmax, slew, raster, dwell, gamma)[4], raster)
-        except InputError:
-            return math.inf
-
-    if g0_mT_m is None:
-        g_hi = min(gmax, g_nyq)
-        g0 = largest_feasible(peak, g_hi, slew)
-        log.info("DA-radial: G0 = %.3f mT/m (Gmax %.1f, Nyquist %.2f, slew-limited %s)", g0 * 1e3, gmax_mT_m,
-                 g_nyq * 1e3, g0 < g_hi)
-    else:
-        g0 = g0_mT_m * 1e-3
-        if g0 > gmax * (1 + 1e-3):
-            raise InputError(f"DA-radial: G0 {g0_mT_m} mT/m exceeds Gmax {gmax_mT_m} mT/m")
-        if g0 > g_nyq * (1 + 1e-3):
-            raise InputError(f"DA-radial: G0 {g0_mT_m} mT/m at dwell {dwell_us} us undersamples the readout "
-                             f"(at most {g_nyq * 1e3:.2f} mT/m)")
+    g0 = choose_readout_gradient(
+        "DA-radial", g0_mT_m, gmax, slew, fov, dwell, readout_os, gamma, name="G0",
+        peak_slew=lambda g: _peak_slew_1d(_dar_base(g, k0, kmax, slew, raster, dwell, gamma)[4], raster))
     g, nramp, t, r, gw = _dar_base(g0, k0, kmax, slew, raster, dwell, gamma)
     n_spokes = max(1, int(math.ceil(n_spokes_nyquist(matrix) / undersampling)))
     dirs = spoke_directions(n_spokes, ordering)

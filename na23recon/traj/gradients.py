@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+import math
+from typing import Any, Callable
 
 import numpy as np
 
@@ -110,6 +111,86 @@ class GeneratedTrajectory:
                 "k0_per_m": self.k0_per_m, "te_s": self.te_s}
         meta.update({f"param_{k}": v for k, v in self.params.items() if np.isscalar(v)})
         return meta
+
+
+def check_design_params(what: str, matrix: Any, positive: dict[str, Any] | None = None,
+                        nonnegative: dict[str, Any] | None = None) -> None:
+    """Refuse design parameters that are not finite numbers in range, before any arithmetic.
+
+    matrix: an integer >= 2 (not bool); positive: {name: value} that must be finite and > 0
+    (None values are skipped: "use the default"); nonnegative: {name: value}, finite and >= 0.
+    Raises InputError naming the first offending parameter and its value.
+    """
+    whole = isinstance(matrix, (int, np.integer)) or (isinstance(matrix, (float, np.floating))
+                                                       and math.isfinite(matrix) and float(matrix).is_integer())
+    if isinstance(matrix, (bool, np.bool_)) or not whole or matrix < 2:
+        raise InputError(f"{what}: matrix must be an integer >= 2, found {matrix!r}")
+    for group, ok, rule in ((positive, lambda v: v > 0, "a finite number > 0"),
+                            (nonnegative, lambda v: v >= 0, "a finite number >= 0")):
+        for name, v in (group or {}).items():
+            if v is None:
+                continue
+            try:
+                good = not isinstance(v, (bool, np.bool_)) and math.isfinite(float(v)) and ok(float(v))
+            except (TypeError, ValueError):
+                good = False
+            if not good:
+                raise InputError(f"{what}: {name} must be {rule}, found {v!r}")
+
+
+def largest_feasible(peak_slew: Callable[[float], float], g_hi: float, slew: float, rtol: float = 1e-4) -> float:
+    """Largest g in (0, g_hi] with peak_slew(g) <= slew, by bisection (peak_slew increasing in g)."""
+    if peak_slew(g_hi) <= slew:
+        return g_hi
+    lo, hi = g_hi * 1e-3, g_hi
+    if peak_slew(lo) > slew:
+        raise InputError(f"no gradient above {lo * 1e3:.3f} mT/m keeps the slew rate within {slew} T/m/s")
+    while hi - lo > rtol * hi:
+        mid = 0.5 * (lo + hi)
+        if peak_slew(mid) <= slew:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def choose_readout_gradient(what: str, g_mT_m: float | None, gmax_T_m: float, slew_T_m_s: float,
+                            fov_m: float, dwell_s: float, readout_os: float, gamma_bar_hz_per_t: float,
+                            peak_slew: Callable[[float], float], name: str = "G") -> float:
+    """The readout gradient (T/m) of a density-adapted design (DA-radial G0, TPI G).
+
+    g_mT_m None: the largest g within Gmax, Nyquist along the readout
+    (gamma g dwell <= 1 / (readout_os FOV)) and the slew limit (`peak_slew(g)`, T/m/s, of the
+    waveform the design plays at g; an InputError from it counts as infeasible), logged.
+    An explicit `g_mT_m` is checked against the same three limits: InputError naming the limit
+    broken (and, for the slew rate, the largest g that fits).
+    """
+    g_nyq = 1.0 / (readout_os * fov_m * gamma_bar_hz_per_t * dwell_s)
+
+    def peak_or_inf(g: float) -> float:
+        try:
+            return peak_slew(g)
+        except InputError:
+            return math.inf
+
+    if g_mT_m is None:
+        g_hi = min(gmax_T_m, g_nyq)
+        g = largest_feasible(peak_or_inf, g_hi, slew_T_m_s)
+        log.info("%s: %s = %.3f mT/m (Gmax %.1f, Nyquist %.2f, slew-limited %s)", what, name, g * 1e3,
+                 gmax_T_m * 1e3, g_nyq * 1e3, g < g_hi)
+        return g
+    g = g_mT_m * 1e-3
+    if g > gmax_T_m * (1 + LIMIT_RTOL):
+        raise InputError(f"{what}: {name} {g_mT_m} mT/m exceeds Gmax {gmax_T_m * 1e3:g} mT/m")
+    if g > g_nyq * (1 + LIMIT_RTOL):
+        raise InputError(f"{what}: {name} {g_mT_m} mT/m at dwell {dwell_s * 1e6:g} us undersamples the readout "
+                         f"(at most {g_nyq * 1e3:.2f} mT/m)")
+    pk = peak_slew(g)  # an InputError here (e.g. the ramp overruns k0) says what is wrong with this g
+    if pk > slew_T_m_s * (1 + LIMIT_RTOL):
+        g_ok = largest_feasible(peak_or_inf, g, slew_T_m_s)
+        raise InputError(f"{what}: {name} {g_mT_m} mT/m needs a slew rate of {pk:.0f} T/m/s, above "
+                         f"{slew_T_m_s:g} T/m/s; at most {g_ok * 1e3:.2f} mT/m fits")
+    return g
 
 
 def gamma_bar_default(gamma_bar_hz_per_t: float | None) -> float:

@@ -18,8 +18,8 @@ import math
 import numpy as np
 
 from ..errors import InputError
-from .gradients import (GeneratedTrajectory, check_waveforms, gamma_bar_default, ramp_intervals,
-                        rotation_z_to, trapezoid_ramp_profile)
+from .gradients import (GeneratedTrajectory, check_design_params, check_waveforms, gamma_bar_default,
+                        ramp_intervals, rotation_z_to, trapezoid_ramp_profile)
 
 # 3D golden means (Chan et al. 2009): eigenvector of the Fibonacci-like matrix.
 GOLDEN_MEANS_3D = (0.4656002, 0.6823278)
@@ -151,11 +151,12 @@ def radial_for_matrix(matrix: int, fov_mm: float, undersampling: float = 1.0, dw
     Returns a `GeneratedTrajectory` (k (nspoke, nsample, 3) 1/m, t (nsample,) s, gradient
     (1, ngrad, 3) T/m along z rotated per spoke), checked against `gmax_mT_m` and `slew_T_m_s`.
     """
-    if matrix < 2:
-        raise InputError(f"matrix must be >= 2, found {matrix}")
-    if fov_mm <= 0 or dwell_us <= 0 or undersampling <= 0 or readout_os <= 0:
-        raise InputError(f"fov_mm, dwell_us, undersampling and readout_os must be positive, found "
-                         f"{fov_mm}, {dwell_us}, {undersampling}, {readout_os}")
+    check_design_params("radial", matrix,
+                        positive=dict(fov_mm=fov_mm, undersampling=undersampling, dwell_us=dwell_us,
+                                      readout_os=readout_os, gmax_mT_m=gmax_mT_m, slew_T_m_s=slew_T_m_s,
+                                      raster_us=raster_us, gamma_bar_hz_per_t=gamma_bar_hz_per_t),
+                        nonnegative=dict(te_ms=te_ms))
+    matrix = int(matrix)
     gamma = gamma_bar_default(gamma_bar_hz_per_t)
     fov = fov_mm * 1e-3
     kmax = matrix / (2.0 * fov)

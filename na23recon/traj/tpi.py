@@ -29,8 +29,9 @@ import math
 import numpy as np
 
 from ..errors import InputError
-from .dar import da_radial_profile, fit_profile_to_dwell, largest_feasible
-from .gradients import GeneratedTrajectory, check_waveforms, gamma_bar_default, gradient_from_k, rotation_about_z
+from .dar import da_radial_profile, fit_profile_to_dwell
+from .gradients import (GeneratedTrajectory, check_design_params, check_waveforms, choose_readout_gradient,
+                        gamma_bar_default, gradient_from_k, rotation_about_z)
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,15 @@ def tpi_3d(matrix: int, fov_mm: float, p: float = 0.4, gmax_mT_m: float = 40.0, 
     (ncone, ngrad, 3) T/m (cone i at azimuth 0), base_index (nproj,) the cone of each projection,
     rotation (nproj, 3, 3) about z; params include the cone angles and projections per cone.
     """
-    gamma = gamma_bar_default(gamma_bar_hz_per_t)
-    if matrix < 2 or fov_mm <= 0 or dwell_us <= 0 or gmax_mT_m <= 0 or slew_T_m_s <= 0:
-        raise InputError(f"TPI needs matrix >= 2 and positive fov_mm, dwell_us, gmax_mT_m, slew_T_m_s; "
-                         f"found {matrix}, {fov_mm}, {dwell_us}, {gmax_mT_m}, {slew_T_m_s}")
+    check_design_params("TPI", matrix,
+                        positive=dict(fov_mm=fov_mm, p=p, gmax_mT_m=gmax_mT_m, slew_T_m_s=slew_T_m_s, dwell_us=dwell_us,
+                                      g_mT_m=g_mT_m, readout_os=readout_os, raster_us=raster_us,
+                                      max_readout_ms=max_readout_ms, gamma_bar_hz_per_t=gamma_bar_hz_per_t),
+                        nonnegative=dict(te_ms=te_ms))
+    matrix = int(matrix)
     if not 0 < p < 1:
         raise InputError(f"TPI needs 0 < p < 1 (k0 = p kmax), found p = {p}")
+    gamma = gamma_bar_default(gamma_bar_hz_per_t)
     fov = fov_mm * 1e-3
     kmax = matrix / (2.0 * fov)
     k0 = p * kmax
@@ -111,31 +115,9 @@ def tpi_3d(matrix: int, fov_mm: float, p: float = 0.4, gmax_mT_m: float = 40.0, 
     # cones mirrored about the equator need the same slew: design on the upper half only
     half = theta <= math.pi / 2 + 1e-12
     theta_u = theta[half]
-    g_nyq = 1.0 / (readout_os * fov * gamma * dwell)
-
-    def peak(g):
-        try:
-            return _peak_slew(_tpi_base(g, k0, kmax, slew, raster, dwell, gamma, theta_u)[3], raster)
-        except InputError:
-            return math.inf
-
-    if g_mT_m is None:
-        g_hi = min(gmax, g_nyq)
-        g = largest_feasible(peak, g_hi, slew)
-        log.info("TPI: G = %.3f mT/m (Gmax %.1f, Nyquist %.2f, slew-limited %s)", g * 1e3, gmax_mT_m,
-                 g_nyq * 1e3, g < g_hi)
-    else:
-        g = g_mT_m * 1e-3
-        if g > gmax * (1 + 1e-3):
-            raise InputError(f"TPI: G {g_mT_m} mT/m exceeds Gmax {gmax_mT_m} mT/m")
-        if g > g_nyq * (1 + 1e-3):
-            raise InputError(f"TPI: G {g_mT_m} mT/m at dwell {dwell_us} us undersamples the readout "
-                             f"(at most {g_nyq * 1e3:.2f} mT/m)")
-        pk = _peak_slew(_tpi_base(g, k0, kmax, slew, raster, dwell, gamma, theta_u)[3], raster)
-        if pk > slew * (1 + 1e-3):
-            g_ok = largest_feasible(peak, g, slew)
-            raise InputError(f"TPI: G {g_mT_m} mT/m needs a slew rate of {pk:.0f} T/m/s on the narrowest cone, above "
-                             f"{slew_T_m_s} T/m/s; at most {g_ok * 1e3:.2f} mT/m fits")
+    g = choose_readout_gradient(
+        "TPI", g_mT_m, gmax, slew, fov, dwell, readout_os, gamma, name="G",
+        peak_slew=lambda g: _peak_slew(_tpi_base(g, k0, kmax, slew, raster, dwell, gamma, theta_u)[3], raster))
     g, nramp, t, gw = _tpi_base(g, k0, kmax, slew, raster, dwell, gamma, theta)
     if max_readout_ms is not None and t[-1] > max_readout_ms * 1e-3:
         raise InputError(f"TPI: the readout lasts {t[-1] * 1e3:.2f} ms at G {g * 1e3:.2f} mT/m, longer than "
