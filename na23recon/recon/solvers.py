@@ -143,18 +143,22 @@ class SenseProblem:
         n = float(np.prod(self.shape))
         return float(noise_sd * np.sqrt(np.sum(self.wd.astype(np.float64) ** 2) / n))
 
-    def lipschitz(self, iters: int = 20) -> float:
+    def lipschitz(self, iters: int = 20, rtol: float = 0.01) -> float:
         """Estimate of ||E^H W E||: power iteration on the single-coil A^H W A (cheap: one coil),
         times max_r sum_c |S_c(r)|^2, with a 10% margin. Radial undersampling makes it several
-        times 1 (sparse outer spokes with large weights), which sets the CS step size."""
+        times 1 (sparse outer spokes with large weights), which sets the CS step size. The
+        iteration stops once the estimate changes by less than `rtol` (the margin covers that)."""
         if self._lipschitz is None:
             smax = float(np.max(np.sum(np.abs(self.maps) ** 2, axis=0)))
             x = np.random.default_rng(0).standard_normal(self.shape).astype(np.complex64)
-            lam = 1.0
-            for _ in range(iters):
+            lam, prev = 1.0, 0.0
+            for it in range(iters):
                 y = self.T(x)
                 lam = _norm(y) / max(_norm(x), 1e-30)
                 x = y / np.float32(max(_norm(y), 1e-30))
+                if it >= 3 and abs(lam - prev) <= rtol * lam:
+                    break
+                prev = lam
             self._lipschitz = 1.1 * lam * smax
             log.info("Lipschitz estimate of E^H W E: %.3g", self._lipschitz)
         return self._lipschitz
