@@ -22,7 +22,6 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from .errors import InputError
-from .io.atomic import write_text_atomic
 from .io.nifti import load_nifti, save_nifti, sidecar_path
 from .provenance import base_sidecar
 

@@ -83,3 +83,33 @@ def affine(matrix: int) -> np.ndarray:
     a = np.diag([vox, vox, vox, 1.0])
     a[:3, 3] = -(matrix // 2) * vox
     return a
+
+
+def acquisition(flip_deg: float, tr_ms: float, te_ms: float, matrix: int) -> dict:
+    """A sidecar with the DESIGN.md acquisition block for the test images."""
+    return {"acquisition": {"nucleus": "23Na", "b0_T": 3.0, "te_ms": [te_ms], "tr_ms": tr_ms, "flip_deg": flip_deg,
+                            "dwell_us": 10.0, "fov_mm": [FOV_MM] * 3, "matrix": [matrix] * 3}}
+
+
+def write_quant_files(d, matrix: int):
+    """The image-domain files the quantify/b1map CLI tests share, written into folder `d`:
+    a.nii.gz / 2a.nii.gz (double-angle pair, flips 60/120 deg, TR 300 ms), img.nii.gz (flip 80,
+    TR 60), labels.nii.gz, vmask.nii.gz (vial labels only), vials.json. Returns d."""
+    import json
+
+    from na23recon.io.nifti import save_nifti
+
+    aff = affine(matrix)
+    sa, sd = scan(matrix, 60.0, 300.0, 0.3, snr=30, seed=1)
+    s2a, _ = scan(matrix, 120.0, 300.0, 0.3, snr=30, seed=2, noise_sd=sd)
+    img, _ = scan(matrix, 80.0, 60.0, 0.3, snr=30, seed=3)
+    lab = labels(matrix)
+    save_nifti(d / "a.nii.gz", sa, aff, acquisition(60.0, 300.0, 0.3, matrix))
+    save_nifti(d / "2a.nii.gz", s2a, aff, acquisition(120.0, 300.0, 0.3, matrix))
+    save_nifti(d / "img.nii.gz", img, aff, acquisition(80.0, 60.0, 0.3, matrix))
+    save_nifti(d / "labels.nii.gz", lab, aff, {})
+    save_nifti(d / "vmask.nii.gz", np.where(lab > 10, lab, 0), aff, {})
+    vials = {"vials": [{"label": 11 + i, "concentration_mM": c, "medium": "agar2"}
+                       for i, c in enumerate([25, 50, 100, 150])]}
+    (d / "vials.json").write_text(json.dumps(vials))
+    return d

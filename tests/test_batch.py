@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     rows = ["id,scan,traj"]
     for i in range(4):
-        p = simulate_to_folder(root / f"s{i}", matrix=20, snr=30.0, seed=i)
+        simulate_to_folder(root / f"s{i}", matrix=20, snr=30.0, seed=i)
         rows.append(f"sub{i},s{i}/scan.dat,s{i}/traj.npz")
     raw = (root / "s2" / "scan.dat").read_bytes()
     (root / "s2" / "broken.dat").write_bytes(raw[: len(raw) // 2])

@@ -16,8 +16,7 @@ ACQ_FIELDS = {"nucleus", "b0_T", "te_ms", "tr_ms", "flip_deg", "dwell_us", "fov_
 
 
 def _acq(flip, tr, te):
-    return {"acquisition": {"nucleus": "23Na", "b0_T": 3.0, "te_ms": [te], "tr_ms": tr, "flip_deg": flip,
-                            "dwell_us": 10.0, "fov_mm": [qs.FOV_MM] * 3, "matrix": [N] * 3}}
+    return qs.acquisition(flip, tr, te, N)
 
 
 @pytest.fixture(scope="module")
@@ -31,21 +30,7 @@ def twix_pair(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def nii(tmp_path_factory):
-    d = tmp_path_factory.mktemp("quantref")
-    aff = qs.affine(N)
-    sa, sd = qs.scan(N, 60.0, 300.0, 0.3, snr=30, seed=1)
-    s2a, _ = qs.scan(N, 120.0, 300.0, 0.3, snr=30, seed=2, noise_sd=sd)
-    img, _ = qs.scan(N, 80.0, 60.0, 0.3, snr=30, seed=3)
-    lab = qs.labels(N)
-    save_nifti(d / "a.nii.gz", sa, aff, _acq(60.0, 300.0, 0.3))
-    save_nifti(d / "2a.nii.gz", s2a, aff, _acq(120.0, 300.0, 0.3))
-    save_nifti(d / "img.nii.gz", img, aff, _acq(80.0, 60.0, 0.3))
-    save_nifti(d / "vmask.nii.gz", np.where(lab > 10, lab, 0), aff, {})
-    save_nifti(d / "labels.nii.gz", lab, aff, {})
-    vials = {"vials": [{"label": 11 + i, "concentration_mM": c, "medium": "agar2"}
-                       for i, c in enumerate([25, 50, 100, 150])]}
-    (d / "vials.json").write_text(json.dumps(vials))
-    return d
+    return qs.write_quant_files(tmp_path_factory.mktemp("quantref"), N)
 
 
 def _refused(capsys, caplog, cmd, *words):

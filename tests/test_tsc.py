@@ -8,7 +8,7 @@ import quant_sim as qs
 from na23recon.errors import InputError
 from na23recon.quant.b1 import double_angle
 from na23recon.quant.tsc import fit_calibration, quantify, roi_stats
-from na23recon.quant.vials import Vial, detect_vials, parse_vials
+from na23recon.quant.vials import Vial, parse_vials
 
 N = 64
 VIALS = [Vial(11, 25.0, "agar2"), Vial(12, 50.0, "agar2"), Vial(13, 100.0, "agar2"), Vial(14, 150.0, "agar2")]

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import InputError
 from .gradients import (GeneratedTrajectory, check_design_params, check_waveforms, choose_readout_gradient,
-                        gamma_bar_default, gradient_from_k, largest_feasible, ramp_intervals, rotation_z_to)
+                        gamma_bar_default, gradient_from_k, ramp_intervals, rotation_z_to)
 from .radial import n_spokes_nyquist, spoke_directions
 
 log = logging.getLogger(__name__)
