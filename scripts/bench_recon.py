@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     n = args.matrix or (32 if args.quick else 64)
 
-    from tests._multicoil import make_case, nrmse
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from _multicoil import make_case, nrmse  # the test suite's analytic multi-coil phantom
     from na23recon.recon import coils
     from na23recon.recon.adjoint import adjoint_recon, normalise_dcf
     from na23recon.recon.operators import make_nufft

@@ -5,7 +5,7 @@ import pytest
 
 from na23recon.errors import InputError
 from na23recon.recon import coils
-from tests._multicoil import coil_terms, make_case, sens_on_grid
+from _multicoil import coil_terms, make_case, sens_on_grid
 
 
 @pytest.fixture(scope="module")

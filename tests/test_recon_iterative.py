@@ -8,7 +8,7 @@ from na23recon.recon.app import reconstruct
 from na23recon.recon.operators import SenseForward, ToeplitzNormal, make_nufft
 from na23recon.recon.solvers import SenseProblem, cg_sense, decay_weights
 from na23recon.sim.evaluate import compartment_means, linear_calibration
-from tests._multicoil import make_case, nrmse
+from _multicoil import make_case, nrmse
 
 
 @pytest.fixture(scope="module")
