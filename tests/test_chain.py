@@ -90,3 +90,15 @@ def test_lower_matrix_than_acquired_matches_native_scan(tmp_path):
     # while the overall level agrees to 3%
     assert np.linalg.norm(a - b) / np.linalg.norm(b) < 0.15
     assert abs(a.mean() / b.mean() - 1) < 0.03
+
+
+def test_demo_command(tmp_path, capsys):
+    """`na23recon demo` runs the whole chain and reports the calibration against the truth."""
+    assert main(["demo", "-o", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "R^2 =" in out and "recon.nii.gz" in out
+    r2 = float(out.split("R^2 =")[1].split()[0])
+    assert r2 > 0.99, out
+    assert "over 8 compartments" in out, out
+    for name in ("recon.nii.gz", "recon.json", "recon.png", "sim/scan.dat", "sim/traj.npz"):
+        assert (tmp_path / "d" / name).exists(), name
