@@ -90,7 +90,7 @@ def _add_recon_options(p) -> None:
     p.add_argument("--matrix", type=int, default=None, help="matrix N (default: the scan's)")
     p.add_argument("--method", default="adjoint", help="adjoint | cg | cs-tv | cs-wavelet (default: %(default)s)")
     p.add_argument("--lam", type=float, default=None,
-                   help="regularisation relative to the image noise SD (cs-*: default 1.0), Tikhonov weight (cg: default 0.1)")
+                   help="regularisation relative to the image noise SD (cs-*: default 0.5), Tikhonov weight (cg: default 0.1)")
     p.add_argument("--iters", type=int, default=None, help="maximum iterations (default: cg 15, cs-* 30)")
     p.add_argument("--tol", type=float, default=1e-4, help="stopping tolerance (default: %(default)s)")
     p.add_argument("--coil-compress", type=int, default=None, metavar="N", help="SVD-compress to N virtual coils")
