@@ -169,8 +169,6 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
     image, recon_info = reconstruct(ksp, coord, dcf, shape, method=method, lam=lam, iters=iters, tol=tol,
                                     coil_compress=coil_compress, coil_combine=coil_combine, maps=maps,
                                     noise=scan.noise, t_s=t_s, t2s_ms=t2s_ms, eps=eps, progress=progress)
-    images = [image] if image.ndim == 3 else [image[..., i] for i in range(image.shape[-1])]
-    image = images[0] if len(images) == 1 else np.stack(images, axis=-1)
     affine = affine_from_info(info, shape)
     side = base_sidecar(inputs=[scan_path, traj_path])
     acq = info.sidecar_acquisition()
@@ -192,8 +190,6 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
         png_path = sidecar_path(out_path).with_suffix(".png")
         montage_png(png_path, image if image.ndim == 3 else image[..., 0], title=f"{Path(scan_path).name}: {method}")
     return out_path
-
-
 
 
 def process_scan(job, outdir: str | os.PathLike, options: dict) -> dict[str, Path]:
