@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--matrix", type=int, default=64)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--method", default="cs-tv", help="reconstruction method (default: %(default)s)")
-    ap.add_argument("--iters", type=int, default=10, help="iterations for iterative methods (default: %(default)s)")
+    ap.add_argument("--iters", type=int, default=None, help="iterations for iterative methods (default: the method's)")
     ap.add_argument("--dask", default=None, help="also time this Dask address ('local') at the largest worker count")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -42,7 +42,7 @@ def main() -> None:
         (tmp / "m.csv").write_text("\n".join(rows) + "\n")
         sim_s = time.perf_counter() - t0
         # warm the numba cache once so neither run pays for compilation
-        opts = {"matrix": a.matrix, "method": a.method, "iters": None if a.method == "adjoint" else a.iters}
+        opts = {"matrix": a.matrix, "method": a.method, "iters": a.iters}
         run_batch(tmp / "m.csv", tmp / "warm", opts, workers=1, threads_per_worker=1, progress=False)
         res = {}
         runs = [(w, None) for w in a.workers] + ([(max(a.workers), a.dask)] if a.dask else [])
@@ -60,7 +60,7 @@ def main() -> None:
                               "throughput_ratio": {k: base / v for k, v in res.items()}}, indent=2))
         else:
             print(f"{a.scans} scans, matrix {a.matrix}^3, {a.method}"
-                  f"{'' if a.method == 'adjoint' else f' {a.iters} iterations'}, 1 thread per worker "
+                  f"{'' if a.iters is None else f' {a.iters} iterations'}, 1 thread per worker "
                   f"(simulation took {sim_s:.1f} s)")
             print(f"{'runner':<24}{'seconds':>10}{'scans/min':>11}{'throughput vs first':>21}")
             for k, v in res.items():
