@@ -28,6 +28,13 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_INPUT)
 
 
+def _print_outputs(paths: dict, indent: int = 0) -> None:
+    """One line per output: its name and path."""
+    width = max((len(n) for n in paths), default=0) + 1
+    for name, path in paths.items():
+        print(f"{' ' * indent}{name:<{width}}{path}")
+
+
 # --- subcommands -----------------------------------------------------------------------------
 # Each `_add_X(sub)` declares one subcommand and sets `func` to a `_run_X(args) -> int`.
 
@@ -44,8 +51,7 @@ def _run_demo(args) -> int:
 
     res = run_demo(args.out, matrix=args.matrix)
     print(f"demo results in {args.out}:")
-    for name, path in res.items():
-        print(f"  {name:<12} {path}")
+    _print_outputs(res, indent=2)
     return EXIT_OK
 
 
@@ -80,8 +86,7 @@ def _run_simulate(args) -> int:
                              ncoil=args.ncoil, undersampling=args.undersampling, b1_variation=args.b1_variation,
                              b1_model=args.b1_model, receive=args.receive, flip_deg=args.flip_deg,
                              te_ms=args.te_ms, tr_ms=args.tr_ms, off_resonance_hz=args.off_resonance_hz)
-    for name, path in res.items():
-        print(f"{name:<12} {path}")
+    _print_outputs(res)
     return EXIT_OK
 
 
@@ -147,8 +152,7 @@ def _run_run(args) -> int:
 
     job, options, outdir = load_run_config(args.config)
     outputs = process_scan(job, args.out or outdir, options)
-    for name, path in outputs.items():
-        print(f"{name:<16} {path}")
+    _print_outputs(outputs)
     return EXIT_OK
 
 
@@ -172,8 +176,7 @@ def _run_b1map(args) -> int:
 
     res = b1map_file(args.scan_a, args.scan_2a, args.out, traj_path=args.traj, flip_deg=args.flip_deg,
                      fit=args.fit, order=args.order, snr_min=args.snr_min, matrix=args.matrix, png=not args.no_png)
-    for name, path in res.items():
-        print(f"{name:<16} {path}")
+    _print_outputs(res)
     return EXIT_OK
 
 
@@ -219,8 +222,7 @@ def _run_traj(args) -> int:
     dcf = trajectory_dcf(tr, args.dcf)
     paths = write_trajectory(args.out, tr, dcf, png=not args.no_png)
     print(f"{tr.kind}: {tr.nreadout} readouts x {tr.nsample} samples; {tr.report.summary()}")
-    for name, path in paths.items():
-        print(f"{name:<6} {path}")
+    _print_outputs(paths)
     return EXIT_OK
 
 
@@ -269,8 +271,7 @@ def _run_quantify(args) -> int:
                         label_tissue=_parse_label_tissue(args.label_tissue), intercept=args.intercept,
                         reciprocity=not args.no_reciprocity, noise_sd=args.noise_sd, config_path=args.config,
                         vial_threshold=args.vial_threshold, png=not args.no_png)
-    for name, path in res.items():
-        print(f"{name:<16} {path}")
+    _print_outputs(res)
     return EXIT_OK
 
 

@@ -22,8 +22,9 @@ def trajectory_to_coord(k_per_m: np.ndarray, fov_mm, base_matrix: int) -> np.nda
     axis of these isotropic 3D acquisitions. A trajectory reaching far beyond N/2 (more than the
     sqrt(3) of the cube's corners), or not even to half of it, is in the wrong units (cycles/FOV
     or 1/mm instead of 1/m, or normalised to kmax)."""
-    fov_m = np.asarray(fov_mm, dtype=np.float64) * 1e-3
-    coord = (np.asarray(k_per_m, dtype=np.float64) * fov_m).astype(np.float32)
+    from .traj.radial import to_cycles_per_fov
+
+    coord = to_cycles_per_fov(k_per_m, np.asarray(fov_mm, dtype=np.float64) * 1e-3)
     reach = float(np.sqrt(np.max(np.sum(coord.astype(np.float64) ** 2, axis=-1))))
     half = float(base_matrix) / 2
     if not 0.5 * half <= reach <= 1.75 * half:

@@ -60,11 +60,17 @@ def test_missing_acqend_refused(tmp_path):
         read_scan(q)
 
 
+def _first_readout(raw) -> int:
+    """Byte offset of the first readout of a VD/VE file's first measurement: the measurement's
+    offset (MrParcRaidFileEntry at byte 16) plus its header length (first uint32 there)."""
+    off = struct.unpack_from("<Q", raw, 16)[0]
+    return off + struct.unpack_from("<I", raw, off)[0]
+
+
 def test_empty_readout_refused(tmp_path):
     p = _small(tmp_path, noise=False)
     raw = bytearray(p.read_bytes())
-    off = struct.unpack_from("<Q", raw, 16)[0]
-    first = off + struct.unpack_from("<I", raw, off)[0]
+    first = _first_readout(raw)
     struct.pack_into("<H", raw, first + 48, 0)  # SamplesInScan = 0, as twixtools leaves a cut readout
     q = tmp_path / "empty.dat"
     q.write_bytes(bytes(raw))
@@ -101,8 +107,7 @@ def test_bad_header_value_refused(tmp_path):
 def test_no_image_readouts_refused(tmp_path):
     p = _small(tmp_path, noise=True)
     raw = bytearray(p.read_bytes())
-    off = struct.unpack_from("<Q", raw, 16)[0]
-    pos = off + struct.unpack_from("<I", raw, off)[0]
+    pos = _first_readout(raw)
     while True:  # flag every readout as noise
         dma, mask, ns, nch = struct.unpack_from("<I36xQHH", raw, pos)
         if mask & 1:

@@ -27,10 +27,15 @@ def ensure_writable_dir(folder: str | os.PathLike) -> Path:
     return folder
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# read once at import: os.umask can only be read by setting it, which is process-wide and would
+# race with files that other threads (Dask worker tasks) create meanwhile
+_FILE_MODE = 0o666 & ~_read_umask()
 
 
 @contextlib.contextmanager
@@ -52,7 +57,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         yield tmp_path
         # mkstemp makes the file 0600: give the result the mode any new file would get (umask)
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -52,7 +52,9 @@ class Trajectory:
 
     def cycles_per_fov(self, fov_mm: float) -> np.ndarray:
         """k as float32 (nreadout, nsample, 3) in cycles per FOV (the NUFFT's units)."""
-        return (self.k * (float(fov_mm) * 1e-3)).astype(np.float32)
+        from ..traj.radial import to_cycles_per_fov
+
+        return to_cycles_per_fov(self.k, float(fov_mm) * 1e-3)
 
 
 def _validate(k: Any, dcf: Any, t: Any, source: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:

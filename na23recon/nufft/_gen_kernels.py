@@ -46,6 +46,21 @@ def _alloc(ndim: int) -> list[str]:
     return out
 
 
+def _outer_taps(L: list[str], ndim: int, ind: str) -> str:
+    """Append the loops over the taps of every axis but the last (weight `wr`, row offset `o`);
+    return the indentation of their body."""
+    L.append(f"{ind}for a in range(W):")
+    if ndim == 2:
+        L.append(f"{ind}    wr = w0[a]")
+        L.append(f"{ind}    o = i0[a] * n1")
+        return ind + "    "
+    L.append(f"{ind}    o0 = i0[a] * n1")
+    L.append(f"{ind}    for e in range(W):")
+    L.append(f"{ind}        wr = w0[a] * w1[e]")
+    L.append(f"{ind}        o = (o0 + i1[e]) * n2")
+    return ind + "        "
+
+
 def interp(ndim: int, w: int) -> str:
     last = ndim - 1
     ns = ", ".join(f"n{a}" for a in range(ndim))
@@ -65,18 +80,7 @@ def interp(ndim: int, w: int) -> str:
     for d in range(w):
         L.append(f"            ar{d} = zr")
         L.append(f"            ai{d} = zr")
-    if ndim == 2:
-        L.append("            for a in range(W):")
-        L.append("                wr = w0[a]")
-        L.append("                o = i0[a] * n1")
-        ind = "                "
-    else:
-        L.append("            for a in range(W):")
-        L.append("                o0 = i0[a] * n1")
-        L.append("                for e in range(W):")
-        L.append("                    wr = w0[a] * w1[e]")
-        L.append("                    o = (o0 + i1[e]) * n2")
-        ind = "                    "
+    ind = _outer_taps(L, ndim, " " * 12)
     L.append(f"{ind}if contig:")
     L.append(f"{ind}    base = 2 * (o + i{last}[0])")
     for d in range(w):
@@ -114,18 +118,7 @@ def spread(ndim: int, w: int) -> str:
     for d in range(w):
         L.append(f"                kr{d} = w{last}[{d}] * vr")
         L.append(f"                ki{d} = w{last}[{d}] * vi")
-    if ndim == 2:
-        L.append("                for a in range(W):")
-        L.append("                    wr = w0[a]")
-        L.append("                    o = i0[a] * n1")
-        ind = "                    "
-    else:
-        L.append("                for a in range(W):")
-        L.append("                    o0 = i0[a] * n1")
-        L.append("                    for e in range(W):")
-        L.append("                        wr = w0[a] * w1[e]")
-        L.append("                        o = (o0 + i1[e]) * n2")
-        ind = "                        "
+    ind = _outer_taps(L, ndim, " " * 16)
     L.append(f"{ind}if contig:")
     L.append(f"{ind}    base = 2 * (o + i{last}[0])")
     for d in range(w):
