@@ -22,13 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from ..core.options import B1_FITS, MAX_POLY_ORDER
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
-#: Spatial regularisations of `double_angle` and the highest polynomial order of fit 'poly'.
-B1_FITS = ("poly", "smooth", "none")
-MAX_POLY_ORDER = 6
 
 
 def estimate_noise_sd(image: np.ndarray, background: np.ndarray | None = None) -> float:

@@ -21,6 +21,7 @@ from typing import Mapping
 
 import numpy as np
 
+from ..core.options import INTERCEPTS
 from ..errors import InputError
 from .b1 import estimate_noise_sd, receive_sensitivity
 from .relax import check_acquisition, get_preset, spgr_weight
@@ -28,7 +29,6 @@ from .vials import Vial, detect_vials, vial_core
 
 log = logging.getLogger(__name__)
 
-INTERCEPTS = ("fit", "zero", "noise-floor")
 B1_CLIP = (0.2, 3.0)  # flip scales outside this are not physical: extrapolated fits far from the object
 #: A B1 map outside B1_CLIP in more than this fraction of the object is refused (not a flip-scale map).
 B1_BAD_FRACTION = 0.1

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core import ReconOptions
 from ..errors import InputError
 from . import coils
 from .operators import make_nufft
@@ -20,79 +21,30 @@ from .solvers import SenseProblem, cg_sense, cs_tv, cs_wavelet, decay_weights
 
 log = logging.getLogger(__name__)
 
-METHODS = ("adjoint", "cg", "cs-tv", "cs-wavelet")
-COMBINES = ("sos", "adaptive", "sense")
-MAPS = ("walsh", "espirit")
-# CS: lambda relative to the image noise SD. 0.5 measured on the brain phantom (matrix 64, full
-# radial, TSC calibrated on the 20 mm vials): CS-TV NRMSE 0.215 -> 0.146 (SNR 10), 0.114 -> 0.096
-# (SNR 20), 0.073 -> 0.081 (SNR 40) and GM/WM TSC bias +33/+45% -> +7/+9% (SNR 10), +5/+9% ->
-# 0/+1% (SNR 40) against 1.0; larger lambdas shrink the small vials' contrast and bias TSC up.
-# CS-wavelet at 0.5: GM/WM bias +16/+18% -> +3/+4% at SNR 10 for NRMSE 0.222 -> 0.238.
-# CG: Tikhonov weight relative to ||E^H W E|| ~ 1; 0.1 measured best on the brain phantom at SNR
-# 10 and 40 (NRMSE after a linear fit 0.36 -> 0.25 at SNR 10, 0.15 -> 0.12 at SNR 40 vs 0).
-DEFAULT_LAM = {"cg": 0.1, "cs-tv": 0.5, "cs-wavelet": 0.5}
-DEFAULT_ITERS = {"cg": 15, "cs-tv": 30, "cs-wavelet": 30}
-
-
-def check_options(method: str, coil_combine: str | None, lam: float | None, iters: int | None,
-                  coil_compress: int | None, maps: str, tol: float, t2s_ms=None) -> None:
-    """Refuse bad option values with one clear line (InputError)."""
-    if method not in METHODS:
-        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if coil_combine is not None and coil_combine not in COMBINES:
-        raise InputError(f"coil combination must be one of {', '.join(COMBINES)}, got {coil_combine!r}")
-    if method != "adjoint" and coil_combine not in (None, "sense"):
-        raise InputError(f"--coil-combine {coil_combine} applies to the adjoint method only: "
-                         f"{method} combines coils through the SENSE model")
-    if maps not in MAPS:
-        raise InputError(f"sensitivity maps must be one of {', '.join(MAPS)}, got {maps!r}")
-    if lam is not None and (not np.isfinite(lam) or lam < 0):
-        raise InputError(f"lambda must be a finite number >= 0, got {lam}")
-    if iters is not None and not 1 <= iters <= 10000:
-        raise InputError(f"iterations must be between 1 and 10000, got {iters}")
-    if coil_compress is not None and coil_compress < 1:
-        raise InputError(f"--coil-compress must be at least 1 virtual coil, got {coil_compress}")
-    if not np.isfinite(tol) or tol < 0:
-        raise InputError(f"tolerance must be >= 0, got {tol}")
-    if t2s_ms is not None:
-        vals = t2s_ms if isinstance(t2s_ms, (tuple, list)) else [t2s_ms]
-        if any(not np.isfinite(v) or v <= 0 for v in vals):
-            raise InputError(f"T2* must be positive (ms), got {t2s_ms}")
-        if method == "adjoint":
-            raise InputError("the decay-aware model (--t2s-ms) needs an iterative method: cg, cs-tv or cs-wavelet")
-
-
-def reconstruct(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, shape: Sequence[int],
-                method: str = "adjoint", lam: float | None = None, iters: int | None = None, tol: float = 1e-4,
-                coil_compress: int | None = None, coil_combine: str | None = None, maps: str = "walsh",
-                noise: np.ndarray | None = None, t_s: np.ndarray | None = None,
-                t2s_ms: float | tuple[float, float] | None = None, frac_short: float = 0.6,
-                eps: float = 1e-3, progress: bool | None = None) -> tuple[np.ndarray, dict]:
-    """Reconstruct echoes of multi-coil k-space into magnitude images.
+def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, shape: Sequence[int],
+                       options: ReconOptions | None = None, noise: np.ndarray | None = None,
+                       t_s: np.ndarray | None = None, progress: bool | None = None) -> tuple[np.ndarray, dict]:
+    """Reconstruct echoes of multi-coil k-space into magnitude images (arrays in, arrays out).
 
     Args:
         kspace: complex (necho, ncoil, nreadout, nsample) or (ncoil, nreadout, nsample).
         coord: float (nreadout, nsample, ndim), cycles/FOV (edge of the matrix at +-N/2).
         dcf: (nreadout, nsample) density compensation, any scale.
         shape: image matrix (x, y, z).
-        method: 'adjoint' (DCF gridding), 'cg' (CG-SENSE, Pruessmann 2001), 'cs-tv' (3D TV,
-            Block 2007, primal-dual), 'cs-wavelet' (L1 Daubechies wavelets, Lustig 2007, FISTA).
-        lam: regularisation relative to the image noise SD (CS), or the Tikhonov weight relative
-            to ||E^H W E|| ~ 1 (cg); default `DEFAULT_LAM`.
-        iters: maximum iterations (default `DEFAULT_ITERS`); tol: stopping tolerance (CG: relative
-            normal-equation residual; CS: relative change of the image).
-        coil_compress: number of SVD virtual coils (None: keep all).
-        coil_combine: adjoint only: 'sos' (default), 'adaptive' (Walsh 2000), 'sense' (maps).
-        maps: sensitivity estimate for SENSE-type methods: 'walsh' or 'espirit' (Uecker 2014).
+        options: `ReconOptions`: method 'adjoint' (DCF gridding), 'cg' (CG-SENSE, Pruessmann et
+            al., MRM 2001), 'cs-tv' (3D TV, Block et al., MRM 2007, primal-dual) or 'cs-wavelet'
+            (L1 Daubechies wavelets, Lustig et al., MRM 2007, FISTA); lam relative to the image
+            noise SD (CS) or the Tikhonov weight relative to ||E^H W E|| ~ 1 (cg); coil
+            compression, combination ('adaptive': Walsh et al., MRM 2000) and maps ('espirit':
+            Uecker et al., MRM 2014); T2* of the decay-aware model; NUFFT tolerance eps.
         noise: (ncoil, n) noise-adjust samples; None: estimated from the outer 10% of k-space.
-        t_s, t2s_ms, frac_short: decay-aware model: sample times (nsample,) s from the echo and
-            T2* in ms (one value, or (short, long) with `frac_short`); off when t2s_ms is None.
-        eps: NUFFT tolerance.
+        t_s: (nsample,) or (nreadout, nsample) sample times in s from the echo (decay model).
 
     Returns:
         (float32 image (*shape) or (*shape, necho), dict for the sidecar's `recon` block).
     """
-    check_options(method, coil_combine, lam, iters, coil_compress, maps, tol, t2s_ms)
+    opts = options or ReconOptions()
+    method, coil_combine, maps, eps = opts.method, opts.coil_combine, opts.maps, opts.eps
     t0 = time.perf_counter()
     ksp = np.asarray(kspace)
     single = ksp.ndim == 3
@@ -116,10 +68,10 @@ def reconstruct(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, shape: S
         noise_sd = float(np.sqrt(np.mean(np.abs(samples) ** 2) / 2)) or 1e-12
         info["noise"] = {"source": source, "sd": noise_sd, "prewhitened": False, "why": str(exc)}
         log.warning("no prewhitening: %s", exc)
-    if coil_compress is not None:
-        if coil_compress > ksp.shape[1]:
-            raise InputError(f"--coil-compress {coil_compress} but the scan has {ksp.shape[1]} coils")
-        _, cmat = coils.coil_compress(ksp[0], ncoil=coil_compress)
+    if opts.coil_compress is not None:
+        if opts.coil_compress > ksp.shape[1]:
+            raise InputError(f"--coil-compress {opts.coil_compress} but the scan has {ksp.shape[1]} coils")
+        _, cmat = coils.coil_compress(ksp[0], ncoil=opts.coil_compress)
         ksp = np.stack([coils.prewhiten(k, cmat) for k in ksp])
     info["ncoil"] = int(ksp.shape[1])
 
@@ -142,14 +94,14 @@ def reconstruct(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, shape: S
         info["maps"] = maps if mp is not None else "single coil"
         info["coil_combine"] = "sense"
         decay = None
-        if t2s_ms is not None:
+        t2s = opts.t2s_model
+        if t2s is not None:
             if t_s is None:
                 raise InputError("the decay-aware model needs each sample's time: a trajectory file with 't'")
-            decay = decay_weights(t_s, t2s_ms, frac_short=frac_short)
-            info["decay_model"] = {"t2s_ms": t2s_ms, "frac_short": frac_short if isinstance(t2s_ms, (tuple, list)) else None}
+            decay = decay_weights(t_s, t2s, frac_short=opts.frac_short)
+            info["decay_model"] = {"t2s_ms": t2s, "frac_short": opts.frac_short if isinstance(t2s, tuple) else None}
         problem = SenseProblem(op, coord, mp, dcf, decay=decay)
-        lam_rel = DEFAULT_LAM[method] if lam is None else float(lam)
-        max_iter = DEFAULT_ITERS[method] if iters is None else int(iters)
+        lam_rel, max_iter, tol = opts.lam_value, opts.iters_value, opts.tol
         sd_img = problem.image_noise_sd(noise_sd)
         info["image_noise_sd"] = sd_img
         logs = []

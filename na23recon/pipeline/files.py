@@ -1,0 +1,78 @@
+"""What every file-level step shares: checking paths before work, naming outputs, provenance.
+
+A step checks its options and output paths first, reads its inputs into the core types, calls
+the stage, and writes its outputs atomically with a sidecar; `staged_outputs` (core.atomic) makes
+a step's several outputs appear together or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from ..core.atomic import ensure_writable_dir
+from ..errors import InputError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def nifti_stem(path: Path) -> tuple[Path, str]:
+    """('/d/TSC.nii.gz') -> (Path('/d'), 'TSC'); refuses names that are not NIfTI."""
+    name = path.name
+    for ext in NIFTI_SUFFIXES:
+        if name.endswith(ext):
+            return path.parent, name[: -len(ext)]
+    raise InputError(f"output must be a .nii.gz or .nii file, got {name}")
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    return str(path).endswith(NIFTI_SUFFIXES)
+
+
+def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] | None = NIFTI_SUFFIXES) -> Path:
+    """Refuse, before any work, an output whose name or folder cannot be used (InputError)."""
+    path = Path(path)
+    if suffixes and not any(path.name.endswith(s) for s in suffixes):
+        raise InputError(f"output must end in {' or '.join(suffixes)}, got {path.name}")
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder, expected a file name")
+    ensure_writable_dir(path.parent)
+    return path
+
+
+def existing_file(path: str | os.PathLike, what: str) -> Path:
+    """The path of an input file that must exist (InputError naming `what` otherwise)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} not found: {p}")
+    if not p.is_file():
+        raise InputError(f"{what} {p} is not a file")
+    return p
+
+
+@contextlib.contextmanager
+def staged_outputs(folder: Path, stem: str) -> Iterator[Path]:
+    """A hidden temporary folder beside the outputs; removed (with whatever is in it) on exit, and
+    the output folder too when this call created it and it stayed empty."""
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=folder))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+
+
+def commit_outputs(tmp: Path, folder: Path, last: list[str]) -> None:
+    """Move every file of `tmp` into `folder` (sidecars before their images), the names in `last` at
+    the end in that order: the outputs appear only once all of them were written."""
+    names = sorted((p.name for p in tmp.iterdir() if p.name not in last), key=lambda n: (not n.endswith(".json"), n))
+    for name in names + [n for n in last if (tmp / n).exists()]:
+        os.replace(tmp / name, folder / name)
