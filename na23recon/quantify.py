@@ -223,8 +223,7 @@ def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vi
             save_nifti(stage / names["vial_mask"], res.vial_mask, aff,
                        dict(base, acquisition=acq, quant={"map": "detected vials (labels)"}))
         if png:
-            from .qc import montage_png
-            from .quant.figures import calibration_png, tsc_png
+            from .report.figures import calibration_png, montage_png, tsc_png
 
             names["png"] = Path(tsc_png(stage / f"{stem}.png", res.tsc,
                                         mask=(extra["labels"] > 0) if "labels" in extra else None)).name
@@ -329,7 +328,7 @@ def b1map_file(scan_a: str | os.PathLike, scan_2a: str | os.PathLike, out_path: 
         side["b1"] = dict(m.info, map="relative flip scale k_B1 (1.0 = nominal)")
         names = {}
         if png:
-            from .qc import montage_png
+            from .report.figures import montage_png
 
             names["png"] = Path(montage_png(stage / f"{stem}.png", m.b1, title="B1 (relative flip scale)",
                                             cmap="viridis", vmax=1.5)).name
