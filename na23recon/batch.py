@@ -28,7 +28,7 @@ from typing import Callable
 
 from . import __version__
 from .errors import InputError
-from .io.atomic import write_text_atomic
+from .io.atomic import remove_stale, write_text_atomic
 from .jobs import FIELDS, ID_RE, PATH_FIELDS, Job, load_toml
 from .provenance import sha256_file
 
@@ -123,8 +123,7 @@ def _run_job(job: Job, outroot: str, options: dict) -> Result:
     t0 = time.perf_counter()
     outdir = Path(outroot) / job.id
     outdir.mkdir(parents=True, exist_ok=True)
-    for stale in outdir.glob(".*.tmp*"):  # left by a worker that was killed mid-write
-        stale.unlink(missing_ok=True)
+    remove_stale(outdir)  # temporary files and staging folders of a worker killed mid-write
     handler = logging.FileHandler(outdir / "log.txt", mode="a")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("na23recon")

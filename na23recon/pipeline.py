@@ -186,7 +186,7 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
     }
     save_nifti(out_path, image, affine, side)
     if png:
-        from .qc import montage_png
+        from .report.figures import montage_png
 
         png_path = sidecar_path(out_path).with_suffix(".png")
         montage_png(png_path, image if image.ndim == 3 else image[..., 0], title=f"{Path(scan_path).name}: {method}")
@@ -225,7 +225,7 @@ def process_scan(job, outdir: str | os.PathLike, options: dict) -> dict[str, Pat
                             b1_path=b1, labels_path=job.labels, tissue=options.get("tissue", "gm"),
                             intercept=options.get("intercept", "fit"))
         outputs.update({f"tsc_{k}" if not k.startswith("tsc") else k: Path(v) for k, v in res.items()})
-    from .qc import html_report
+    from .report.html import html_report
 
     outputs["report"] = html_report(outdir / "report.html", f"na23recon: {Path(job.scan).name}", outputs)
     return outputs

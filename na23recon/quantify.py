@@ -7,21 +7,19 @@ by explicit arguments.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import logging
 import math
 import os
-import shutil
-import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import numpy as np
 
 from .errors import InputError
+from .io.atomic import staged_outputs
 from .io.nifti import load_nifti, save_nifti, sidecar_path
 from .provenance import base_sidecar
 
@@ -93,30 +91,6 @@ def _warn_filled(path, missing: list[str]) -> None:
         rest = [f for f in missing if f not in ("fov_mm", "matrix")]
         log.warning("%s: the sidecar lacks acquisition %s: fov_mm and matrix taken from the NIfTI header%s",
                     path, ", ".join(missing), f", {', '.join(rest)} recorded as null" if rest else "")
-
-
-@contextlib.contextmanager
-def _staging(folder: Path, stem: str) -> Iterator[Path]:
-    """A hidden temporary folder beside the outputs; removed (with whatever is in it) on exit, and
-    the output folder too when this call created it and it stayed empty."""
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=folder))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if empty
-
-
-def _commit(tmp: Path, folder: Path, last: list[str]) -> None:
-    """Move every file of `tmp` into `folder` (sidecars before their images), the names in `last` at
-    the end in that order: the outputs appear only once all of them were written."""
-    names = sorted((p.name for p in tmp.iterdir() if p.name not in last), key=lambda n: (not n.endswith(".json"), n))
-    for name in names + [n for n in last if (tmp / n).exists()]:
-        os.replace(tmp / name, folder / name)
 
 
 def _check_number(name: str, value, lo: float | None = None, lo_open: bool = True, hi: float | None = None,
@@ -237,31 +211,30 @@ def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vi
                       method="external vial calibration (Christensen 1996, Thulborn 1999), B1 transmit/receive "
                              "and relaxation corrected (Insko & Bolinger 1993, Boada 1994)")
     names = {"sd": f"{stem}_sd.nii.gz"}
-    with _staging(folder, stem) as tmp:
-        save_nifti(tmp / names["sd"], res.sd, aff,
+    with staged_outputs(folder, stem) as stage:
+        save_nifti(stage / names["sd"], res.sd, aff,
                    dict(base, acquisition=acq, quant=dict(quant_info, map="TSC standard deviation")))
         if roi_text is not None:
             names.update(roi_csv=f"{stem}_roi.csv", roi_json=f"{stem}_roi.json")
-            (tmp / names["roi_csv"]).write_text(roi_text[0])
-            (tmp / names["roi_json"]).write_text(roi_text[1])
+            (stage / names["roi_csv"]).write_text(roi_text[0])
+            (stage / names["roi_json"]).write_text(roi_text[1])
         if extra.get("vial_mask") is None:
             names["vial_mask"] = f"{stem}_vials.nii.gz"
-            save_nifti(tmp / names["vial_mask"], res.vial_mask, aff,
+            save_nifti(stage / names["vial_mask"], res.vial_mask, aff,
                        dict(base, acquisition=acq, quant={"map": "detected vials (labels)"}))
         if png:
-            from .qc import montage_png
-            from .quant.figures import calibration_png, tsc_png
+            from .report.figures import calibration_png, montage_png, tsc_png
 
-            names["png"] = Path(tsc_png(tmp / f"{stem}.png", res.tsc,
+            names["png"] = Path(tsc_png(stage / f"{stem}.png", res.tsc,
                                         mask=(extra["labels"] > 0) if "labels" in extra else None)).name
-            names["calibration_png"] = Path(calibration_png(tmp / f"{stem}_calibration.png", res.calibration)).name
+            names["calibration_png"] = Path(calibration_png(stage / f"{stem}_calibration.png", res.calibration)).name
             if "b1" in extra:
-                names["b1_png"] = Path(montage_png(tmp / f"{stem}_b1.png", extra["b1"], title="B1 (relative flip)",
+                names["b1_png"] = Path(montage_png(stage / f"{stem}_b1.png", extra["b1"], title="B1 (relative flip)",
                                                    cmap="viridis", vmax=1.5)).name
         names["tsc"] = out_path.name
-        save_nifti(tmp / out_path.name, res.tsc, aff, dict(base, acquisition=acq, quant=quant_info))
+        save_nifti(stage / out_path.name, res.tsc, aff, dict(base, acquisition=acq, quant=quant_info))
         # The TSC map last: it is what batch resumption looks for.
-        _commit(tmp, folder, last=[sidecar_path(out_path).name, out_path.name])
+        stage.commit(last=[sidecar_path(out_path).name, out_path.name])
     return {k: folder / n for k, n in names.items()}
 
 
@@ -329,7 +302,7 @@ def b1map_file(scan_a: str | os.PathLike, scan_2a: str | os.PathLike, out_path: 
     if f2a is not None and abs(f2a - 2 * a_ref) > 0.05 * 2 * a_ref:
         raise InputError(f"the scans' flips are {a_ref:g} and {f2a:g} deg: the double-angle method needs a and 2a")
 
-    with _staging(folder, stem) as tmp:
+    with staged_outputs(folder, stem) as stage:
         paths = []
         for tag, p, is_nii in (("a", scan_a, nii_a), ("2a", scan_2a, nii_2a)):
             if is_nii:
@@ -337,7 +310,7 @@ def b1map_file(scan_a: str | os.PathLike, scan_2a: str | os.PathLike, out_path: 
                 continue
             from .pipeline import recon_file
 
-            paths.append(recon_file(p, traj_path, tmp / f"{stem}_{tag}.nii.gz", matrix=matrix, png=False))
+            paths.append(recon_file(p, traj_path, stage / f"{stem}_{tag}.nii.gz", matrix=matrix, png=False))
         sa, aff, side_a = _load_3d(paths[0], "scan a")
         s2a, aff2, _ = _load_3d(paths[1], "scan 2a")
         _same_grid((sa, aff), (s2a, aff2), f"scan 2a {Path(scan_2a)}")
@@ -355,11 +328,11 @@ def b1map_file(scan_a: str | os.PathLike, scan_2a: str | os.PathLike, out_path: 
         side["b1"] = dict(m.info, map="relative flip scale k_B1 (1.0 = nominal)")
         names = {}
         if png:
-            from .qc import montage_png
+            from .report.figures import montage_png
 
-            names["png"] = Path(montage_png(tmp / f"{stem}.png", m.b1, title="B1 (relative flip scale)",
+            names["png"] = Path(montage_png(stage / f"{stem}.png", m.b1, title="B1 (relative flip scale)",
                                             cmap="viridis", vmax=1.5)).name
         names["b1"] = out_path.name
-        save_nifti(tmp / out_path.name, m.b1, aff, side)
-        _commit(tmp, folder, last=[sidecar_path(out_path).name, out_path.name])
+        save_nifti(stage / out_path.name, m.b1, aff, side)
+        stage.commit(last=[sidecar_path(out_path).name, out_path.name])
     return {k: folder / n for k, n in names.items()}

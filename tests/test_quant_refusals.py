@@ -135,7 +135,7 @@ def test_quantify_impossible_inputs_exit_2(nii, tmp_path, capsys, caplog, case, 
 
 
 def test_quantify_fault_while_writing_leaves_no_output(nii, tmp_path, capsys, monkeypatch):
-    import na23recon.quant.figures as figures
+    from na23recon.report import figures
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")

@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
-from .atomic import atomic_path, write_text_atomic
+from .atomic import atomic_pair
 
 
 def sidecar_path(image_path: str | os.PathLike) -> Path:
@@ -45,11 +45,11 @@ def save_nifti(path: str | os.PathLike, image: np.ndarray, affine: np.ndarray, s
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     text = json.dumps(sidecar, indent=2, default=_json_default) + "\n"
-    # both are written completely under temporary names first, then renamed one after the other:
+    # both are written and flushed under temporary names first, then renamed one after the other:
     # a failure while writing leaves neither, and the sidecar lands first (no image without one)
-    with atomic_path(path) as tmp_img:
+    with atomic_pair(path, sidecar_path(path)) as (tmp_img, tmp_side):
         nib.save(img, str(tmp_img))
-        write_text_atomic(sidecar_path(path), text)
+        tmp_side.write_text(text, encoding="utf-8")
     return path
 
 

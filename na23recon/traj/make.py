@@ -64,7 +64,7 @@ def write_trajectory(out: str | Path, tr: GeneratedTrajectory, dcf: np.ndarray |
     out = Path(out)
     paths = {"traj": save_traj(out, tr.k, dcf=dcf, t=tr.t + tr.te_s, **tr.file_meta())}
     if png:
-        from .figure import trajectory_png
+        from ..report.figures import trajectory_png
 
         paths["png"] = trajectory_png(out.with_suffix(".png"), tr, dcf)
     return paths
