@@ -1,4 +1,4 @@
-"""io.atomic: one scheme for every output: temp beside the target, fsync file, rename, fsync folder."""
+"""core.atomic: one scheme for every output: temp beside the target, fsync file, rename, fsync folder."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from na23recon.io import atomic
-from na23recon.io.atomic import (
+from na23recon.core import atomic
+from na23recon.core.atomic import (
     atomic_pair,
     atomic_path,
     remove_stale,

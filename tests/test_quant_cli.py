@@ -9,7 +9,7 @@ from scipy import ndimage
 
 import quant_sim as qs
 from na23recon.cli import main
-from na23recon.io.nifti import load_nifti, save_nifti
+from na23recon.core.nifti import load_nifti, save_nifti
 
 N = 64
 

@@ -9,7 +9,7 @@ import pytest
 
 import quant_sim as qs
 from na23recon.cli import main
-from na23recon.io.nifti import load_nifti, save_nifti
+from na23recon.core.nifti import load_nifti, save_nifti
 
 N = 32
 ACQ_FIELDS = {"nucleus", "b0_T", "te_ms", "tr_ms", "flip_deg", "dwell_us", "fov_mm", "matrix"}
@@ -48,7 +48,7 @@ def _refused(capsys, caplog, cmd, *words):
 
 
 @pytest.mark.parametrize("opts,words", [
-    (["--order", "9"], ["order", "0..6"]),
+    (["--order", "9"], ["order", "[0, 6]"]),
     (["--order=-1"], ["order"]),
     (["--snr-min", "nan"], ["--snr-min"]),
     (["--snr-min=-3"], ["--snr-min"]),
@@ -57,11 +57,11 @@ def _refused(capsys, caplog, cmd, *words):
     (["same_scan"], ["needs a and 2a"]),
 ])
 def test_b1map_twix_refused_before_any_reconstruction(twix_pair, tmp_path, capsys, caplog, monkeypatch, opts, words):
-    import na23recon.pipeline as pipeline
+    import na23recon.pipeline.b1_step as b1_step
 
     calls = []
-    real = pipeline.recon_file
-    monkeypatch.setattr(pipeline, "recon_file", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = b1_step.recon_file
+    monkeypatch.setattr(b1_step, "recon_file", lambda *a, **k: calls.append(a) or real(*a, **k))
     scan_2a = twix_pair["scan_2a"]
     if opts == ["same_scan"]:
         opts, scan_2a = [], twix_pair["scan"]

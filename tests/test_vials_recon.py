@@ -16,11 +16,10 @@ from scipy import ndimage
 
 from na23recon.cli import main
 from na23recon.errors import InputError
-from na23recon.io.nifti import load_nifti, save_nifti
-from na23recon.pipeline import recon_file
+from na23recon.core.nifti import load_nifti, save_nifti
+from na23recon.pipeline.recon_step import recon_file
 from na23recon.quant.tsc import quantify
 from na23recon.quant.vials import load_vials
-from na23recon.quantify import acquisition_params
 from na23recon.sim.scan import simulate_to_folder
 
 VIAL_LABELS = (11, 12, 13, 14)
@@ -39,9 +38,15 @@ def scans(tmp_path_factory):
     return out
 
 
+def _acquisition(side):
+    """(flip_deg, tr_ms, te_ms) from a sidecar, read here, not through the code under test."""
+    acq = side["acquisition"]
+    return acq["flip_deg"], acq["tr_ms"], acq["te_ms"][0]
+
+
 def _detect(d):
     img, _, side = load_nifti(d / "recon.nii.gz")
-    return quantify(img, load_vials(d / "vials.json"), *acquisition_params(side)).vial_mask
+    return quantify(img, load_vials(d / "vials.json"), *_acquisition(side)).vial_mask
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"m{c[0]}-snr{c[1]}")

@@ -34,11 +34,13 @@ def default_help(f) -> str:
 
 
 def add_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "", exclude: tuple[str, ...] = (),
-                title: str | None = None) -> None:
+                title: str | None = None, suppress: bool = False) -> None:
     """Add one option per field of the options dataclass `cls` to `parser`.
 
     prefix: put before every option name (e.g. 'b1-' where two steps share a parser).
     exclude: fields the command does not offer.
+    suppress: leave options the user did not give out of the namespace (they then override a
+        config file's values only when given; see `given`).
     """
     group = parser.add_argument_group(title) if title else parser
     for f in fields(cls):
@@ -60,13 +62,20 @@ def add_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "", ex
                 kw["metavar"] = m["metavar"]
             if m.get("choices"):
                 kw["choices"] = list(m["choices"])
+        if suppress:
+            kw["default"] = argparse.SUPPRESS
         group.add_argument(opt, **kw)
 
 
 def from_args(cls: type[T], args: argparse.Namespace, prefix: str = "", **fixed: Any) -> T:
     """The options dataclass from a parsed namespace (fields not on the parser keep their default;
     `fixed` sets fields the command decides itself)."""
-    dest = prefix.replace("-", "_")
-    values = {f.name: getattr(args, dest + f.name) for f in fields(cls) if hasattr(args, dest + f.name)}
+    values = given(cls, args, prefix)
     values.update(fixed)
     return cls(**values)
+
+
+def given(cls: type, args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
+    """{field: value} of the options of `cls` that are in the namespace (with `suppress`: given)."""
+    dest = prefix.replace("-", "_")
+    return {f.name: getattr(args, dest + f.name) for f in fields(cls) if hasattr(args, dest + f.name)}

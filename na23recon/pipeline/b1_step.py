@@ -14,7 +14,8 @@ from ..io.twix import acquisition_from_header, read_header
 from ..provenance import base_sidecar
 from ..quant.images import b1_map, check_double_angle_flips
 from ..report.figures import montage_png
-from .files import commit_outputs, existing_file, is_nifti, nifti_stem, staged_outputs
+from ..core.atomic import staged_outputs
+from .files import existing_file, is_nifti, nifti_stem
 from .recon_step import recon_file
 from .tsc_step import warn_filled
 
@@ -77,5 +78,5 @@ def b1map_file(scan_a: str | os.PathLike, scan_2a: str | os.PathLike, out_path: 
                                             cmap="viridis", vmax=1.5)).name
         names["b1"] = out_path.name
         m.save(tmp / out_path.name)
-        commit_outputs(tmp, folder, last=[sidecar_path(out_path).name, out_path.name])
+        tmp.commit(last=[sidecar_path(out_path).name, out_path.name])
     return {k: folder / n for k, n in names.items()}

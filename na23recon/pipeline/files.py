@@ -7,12 +7,8 @@ a step's several outputs appear together or not at all.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 from ..core.atomic import ensure_writable_dir
 from ..errors import InputError
@@ -53,26 +49,3 @@ def existing_file(path: str | os.PathLike, what: str) -> Path:
         raise InputError(f"{what} {p} is not a file")
     return p
 
-
-@contextlib.contextmanager
-def staged_outputs(folder: Path, stem: str) -> Iterator[Path]:
-    """A hidden temporary folder beside the outputs; removed (with whatever is in it) on exit, and
-    the output folder too when this call created it and it stayed empty."""
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=folder))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if empty
-
-
-def commit_outputs(tmp: Path, folder: Path, last: list[str]) -> None:
-    """Move every file of `tmp` into `folder` (sidecars before their images), the names in `last` at
-    the end in that order: the outputs appear only once all of them were written."""
-    names = sorted((p.name for p in tmp.iterdir() if p.name not in last), key=lambda n: (not n.endswith(".json"), n))
-    for name in names + [n for n in last if (tmp / n).exists()]:
-        os.replace(tmp / name, folder / name)

@@ -18,7 +18,8 @@ from ..quant.images import METHOD, acquisition_for, quantify
 from ..quant.tsc import as_label_image, roi_stats
 from ..quant.vials import load_vials
 from ..report.figures import calibration_png, montage_png, tsc_png
-from .files import commit_outputs, existing_file, nifti_stem, staged_outputs
+from ..core.atomic import staged_outputs
+from .files import existing_file, nifti_stem
 
 log = logging.getLogger(__name__)
 
@@ -105,5 +106,5 @@ def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vi
                                                    title="B1 (relative flip)", cmap="viridis", vmax=1.5)).name
         names["tsc"] = out_path.name
         Image(res.tsc, aff, side(quant=quant_info)).save(tmp / out_path.name)
-        commit_outputs(tmp, folder, last=[sidecar_path(out_path).name, out_path.name])
+        tmp.commit(last=[sidecar_path(out_path).name, out_path.name])
     return {k: folder / n for k, n in names.items()}

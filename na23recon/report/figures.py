@@ -4,7 +4,7 @@ Each figure is a `matplotlib.figure.Figure` drawn on its own Agg canvas
 (`matplotlib.backends.backend_agg.FigureCanvasAgg`): this module never imports `matplotlib.pyplot`
 and never calls `matplotlib.use`, so it leaves the backend of the calling program (a notebook,
 a GUI) as it was, keeps no global figure registry and is safe in worker threads. Every PNG is
-written through `io.atomic` (complete or absent).
+written through `core.atomic` (complete or absent).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..io.atomic import atomic_path
+from ..core.atomic import atomic_path
 
 if TYPE_CHECKING:
     from ..quant.tsc import Calibration

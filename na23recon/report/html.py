@@ -9,8 +9,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..io.atomic import write_text_atomic
-from ..io.nifti import sidecar_path
+from ..core.atomic import write_text_atomic
+from ..core.nifti import sidecar_path
 
 __all__ = ["html_report"]
 

@@ -1,0 +1,257 @@
+"""The subcommands: each `add_X(sub)` declares one and sets `func` to a `run_X(args) -> int`.
+
+Options of the reconstruction, B1 and TSC steps are generated from `ReconOptions`, `B1Options` and
+`QuantOptions` (cli.options), so `recon`, `b1map`, `quantify`, `run` and `batch` offer the same
+options with the same defaults and help, and the dataclasses validate them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+
+from ..core import B1Options, QuantOptions, ReconOptions
+from ..demo import run_demo
+from ..errors import InputError
+from ..io.twix import describe, format_description
+from ..pipeline.b1_step import b1map_file
+from ..pipeline.batch import run_batch
+from ..pipeline.config import RunOptions, load_run_config
+from ..pipeline.recon_step import recon_file
+from ..pipeline.run import process_scan
+from ..pipeline.tsc_step import quantify_file
+from ..sim.scan import simulate_to_folder
+from ..traj.make import generate, trajectory_dcf, write_trajectory
+from .options import add_options, from_args, given
+
+EXIT_OK, EXIT_FAULT, EXIT_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+def _print_outputs(paths: dict, indent: int = 0) -> None:
+    """One line per output: its name and path."""
+    width = max((len(n) for n in paths), default=0) + 1
+    for name, path in paths.items():
+        print(f"{' ' * indent}{name:<{width}}{path}")
+
+
+def add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="run the whole chain on built-in simulated scans")
+    p.add_argument("-o", "--out", default="na23recon-demo", help="output folder (default: %(default)s)")
+    p.add_argument("--matrix", type=int, default=48, help="reconstruction matrix (default: %(default)s)")
+    p.set_defaults(func=run_demo_cmd)
+
+
+def run_demo_cmd(args) -> int:
+    res = run_demo(args.out, matrix=args.matrix)
+    print(f"demo results in {args.out}:")
+    _print_outputs(res, indent=2)
+    return EXIT_OK
+
+
+def add_simulate(sub) -> None:
+    p = sub.add_parser("simulate", help="write a synthetic scan: twix + trajectory + ground truth")
+    p.add_argument("phantom", nargs="?", default="brain", help="phantom name in data-sim/ or a JSON file (default: brain)")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--traj", default="radial", choices=["radial", "dar", "tpi"], help="trajectory (default: %(default)s)")
+    p.add_argument("--matrix", type=int, default=48, help="nominal matrix N (default: %(default)s)")
+    p.add_argument("--fov-mm", type=float, default=240.0, help="field of view in mm (default: %(default)s)")
+    p.add_argument("--snr", type=float, default=None, help="image SNR of the brightest compartment (default: no noise)")
+    p.add_argument("--ncoil", type=int, default=1, help="receive coils; > 1: loops on a helmet (default: %(default)s)")
+    p.add_argument("--undersampling", type=float, default=1.0, help="readouts = Nyquist / this (default: %(default)s)")
+    p.add_argument("--b1-variation", type=float, default=0.0, help="B1+ flip scale spans 1 +- this, e.g. 0.3 (default: 0)")
+    p.add_argument("--b1-model", default="birdcage", choices=["birdcage", "gradient"], help="B1+ profile (default: %(default)s)")
+    p.add_argument("--receive", default="auto", choices=["auto", "uniform", "reciprocal", "helmet"],
+                   help="receive sensitivity (auto: helmet when --ncoil > 1)")
+    p.add_argument("--flip-deg", type=float, default=90.0, help="flip angle (default: %(default)s)")
+    p.add_argument("--double-angle", action="store_true", help="also write scan_2a.dat at twice the flip angle")
+    p.add_argument("--te-ms", type=float, default=0.3, help="echo time, excitation to first sample (default: %(default)s)")
+    p.add_argument("--tr-ms", type=float, default=100.0, help="repetition time (default: %(default)s)")
+    p.add_argument("--off-resonance-hz", type=float, default=0.0, help="global frequency offset (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for the noise")
+    p.set_defaults(func=run_simulate)
+
+
+def run_simulate(args) -> int:
+    res = simulate_to_folder(args.out, phantom=args.phantom, matrix=args.matrix, fov_mm=args.fov_mm,
+                             snr=args.snr, seed=args.seed, double_angle=args.double_angle, traj=args.traj,
+                             ncoil=args.ncoil, undersampling=args.undersampling, b1_variation=args.b1_variation,
+                             b1_model=args.b1_model, receive=args.receive, flip_deg=args.flip_deg,
+                             te_ms=args.te_ms, tr_ms=args.tr_ms, off_resonance_hz=args.off_resonance_hz)
+    _print_outputs(res)
+    return EXIT_OK
+
+
+def add_recon(sub) -> None:
+    p = sub.add_parser("recon", help="reconstruct a scan with its trajectory into a NIfTI")
+    p.add_argument("scan", help="Siemens twix .dat file")
+    p.add_argument("--traj", required=True, help="trajectory .npz (k in 1/m) or .npy")
+    p.add_argument("-o", "--out", required=True, help="output image .nii.gz")
+    add_options(p, ReconOptions, title="reconstruction")
+    p.add_argument("--no-png", action="store_true", help="do not write the PNG montage")
+    p.set_defaults(func=run_recon)
+
+
+def run_recon(args) -> int:
+    print(recon_file(args.scan, args.traj, args.out, from_args(ReconOptions, args), png=not args.no_png))
+    return EXIT_OK
+
+
+def add_b1map(sub) -> None:
+    p = sub.add_parser("b1map", help="double-angle B1 map (relative flip scale) from scans at flips a and 2a")
+    p.add_argument("scan_a", help="scan at flip a: twix .dat (needs --traj) or a reconstructed .nii.gz")
+    p.add_argument("scan_2a", help="scan at flip 2a, same kind as scan_a")
+    p.add_argument("--traj", default=None, help="trajectory .npz for twix scans")
+    p.add_argument("-o", "--out", required=True, help="output B1 map .nii.gz (1.0 = nominal flip)")
+    add_options(p, B1Options, title="B1 map")
+    add_options(p, ReconOptions, title="reconstruction of twix scans")
+    p.add_argument("--no-png", action="store_true", help="do not write the PNG montage")
+    p.set_defaults(func=run_b1map)
+
+
+def run_b1map(args) -> int:
+    res = b1map_file(args.scan_a, args.scan_2a, args.out, traj_path=args.traj, options=from_args(B1Options, args),
+                     recon=from_args(ReconOptions, args), png=not args.no_png)
+    _print_outputs(res)
+    return EXIT_OK
+
+
+def add_traj(sub) -> None:
+    p = sub.add_parser("traj", help="generate a trajectory (radial, dar, tpi) as .npz + PNG")
+    p.add_argument("kind", choices=["radial", "dar", "tpi"], help="3D radial, density-adapted radial (Nagel 2009) "
+                   "or twisted projection imaging (Boada 1997)")
+    p.add_argument("-o", "--out", required=True, help="output trajectory .npz (k in 1/m, dcf, t; a PNG beside it)")
+    p.add_argument("--matrix", type=int, default=64, help="nominal matrix N (default: %(default)s)")
+    p.add_argument("--fov-mm", type=float, default=240.0, help="field of view in mm (default: %(default)s)")
+    p.add_argument("--gmax-mT-m", type=float, default=40.0, help="gradient limit (default: %(default)s)")
+    p.add_argument("--slew-T-m-s", type=float, default=150.0, help="slew-rate limit (default: %(default)s)")
+    p.add_argument("--dwell-us", type=float, default=10.0, help="ADC dwell time (default: %(default)s)")
+    p.add_argument("--raster-us", type=float, default=10.0, help="gradient raster time (default: %(default)s)")
+    p.add_argument("--p", type=float, default=None, help="k0 / kmax for dar (default 0.25) and tpi (default 0.4)")
+    p.add_argument("--g-mT-m", type=float, default=None,
+                   help="readout gradient of dar (G0) / tpi (default: the largest within the limits)")
+    p.add_argument("--undersampling", type=float, default=1.0, help="radial/dar: spokes = pi N^2 / this")
+    p.add_argument("--ordering", choices=["spiral", "golden"], default="spiral", help="radial/dar spoke order")
+    p.add_argument("--full-diameter", action="store_true", help="radial: full-diameter spokes (default centre-out)")
+    p.add_argument("--te-ms", type=float, default=0.0, help="time from excitation to the readout start (for t)")
+    p.add_argument("--max-readout-ms", type=float, default=None, help="tpi: refuse longer readouts")
+    p.add_argument("--dcf", choices=["analytic", "pipe-menon", "none"], default="analytic",
+                   help="density compensation stored in the file (default: %(default)s)")
+    p.add_argument("--no-png", action="store_true", help="do not write the PNG figure")
+    p.set_defaults(func=run_traj)
+
+
+def run_traj(args) -> int:
+    opts = dict(gmax_mT_m=args.gmax_mT_m, slew_T_m_s=args.slew_T_m_s, dwell_us=args.dwell_us,
+                raster_us=args.raster_us, te_ms=args.te_ms)
+    if args.kind == "radial":
+        opts.update(undersampling=args.undersampling, ordering=args.ordering, centre_out=not args.full_diameter)
+    elif args.kind == "dar":
+        opts.update(undersampling=args.undersampling, ordering=args.ordering, p=args.p, g0_mT_m=args.g_mT_m)
+    else:
+        opts.update(p=args.p, g_mT_m=args.g_mT_m, max_readout_ms=args.max_readout_ms)
+    if not args.out.endswith(".npz"):
+        raise InputError(f"output must be a .npz file, got {args.out}")
+    tr = generate(args.kind, args.matrix, args.fov_mm, **opts)
+    dcf = trajectory_dcf(tr, args.dcf)
+    paths = write_trajectory(args.out, tr, dcf, png=not args.no_png)
+    print(f"{tr.kind}: {tr.nreadout} readouts x {tr.nsample} samples; {tr.report.summary()}")
+    _print_outputs(paths)
+    return EXIT_OK
+
+
+def add_quantify(sub) -> None:
+    p = sub.add_parser("quantify", help="calibrated TSC map (mM) from an image and reference vials")
+    p.add_argument("image", help="reconstructed sodium image .nii.gz (with its JSON sidecar)")
+    p.add_argument("--vials", required=True, help="vials JSON (label, concentration_mM, medium)")
+    p.add_argument("--vial-mask", default=None, help="vial label mask .nii.gz (default: detect the vials)")
+    p.add_argument("--b1", default=None, help="B1 map .nii.gz (relative flip scale, from b1map)")
+    p.add_argument("--receive", default=None, help="relative receive map .nii.gz (default with --b1: reciprocity)")
+    p.add_argument("--labels", default=None, help="label image .nii.gz: ROI table <out>_roi.csv/.json")
+    p.add_argument("--config", default=None, help='JSON {"relaxation": {preset: {t1_ms: ..}}} overrides')
+    p.add_argument("-o", "--out", required=True, help="output TSC map .nii.gz (mM)")
+    add_options(p, QuantOptions, title="quantification")
+    p.add_argument("--no-png", action="store_true", help="do not write the QC figures")
+    p.set_defaults(func=run_quantify)
+
+
+def run_quantify(args) -> int:
+    res = quantify_file(args.image, args.out, args.vials, from_args(QuantOptions, args), vial_mask_path=args.vial_mask,
+                        b1_path=args.b1, labels_path=args.labels, receive_path=args.receive,
+                        config_path=args.config, png=not args.no_png)
+    _print_outputs(res)
+    return EXIT_OK
+
+
+def _add_step_options(p, suppress: bool = False) -> None:
+    """Every option of the reconstruction, B1 (prefixed b1-) and TSC steps, for run and batch.
+    The image's echo for TSC is the reconstruction's (--echo), so the TSC step's own is left out."""
+    add_options(p, ReconOptions, title="reconstruction", suppress=suppress)
+    add_options(p, B1Options, prefix="b1-", title="B1 map (double-angle pair)", suppress=suppress)
+    add_options(p, QuantOptions, exclude=("echo",), title="quantification (with vials)", suppress=suppress)
+
+
+def add_run(sub) -> None:
+    p = sub.add_parser("run", help="one scan end to end from a TOML/JSON config (recon, B1, TSC, QC report)")
+    p.add_argument("config", help="TOML or JSON: [input] scan, traj, b1_scan_a, b1_scan_2a, vials, vial_mask, "
+                                  "labels; [recon], [b1], [quant] options (as the command-line options, "
+                                  "with '_' for '-'); [output] dir")
+    p.add_argument("-o", "--out", default=None, help="output folder (default: the config's [output] dir)")
+    _add_step_options(p, suppress=True)
+    p.set_defaults(func=run_run)
+
+
+def run_run(args) -> int:
+    job, options, outdir = load_run_config(args.config)
+    # options given on the command line override the config's
+    options = RunOptions(recon=replace(options.recon, **given(ReconOptions, args)),
+                         quant=replace(options.quant, **given(QuantOptions, args)),
+                         b1=replace(options.b1, **given(B1Options, args, prefix="b1-")))
+    _print_outputs(process_scan(job, args.out or outdir, options))
+    return EXIT_OK
+
+
+def add_batch(sub) -> None:
+    p = sub.add_parser("batch", help="process the scans of a manifest (process pool or Dask cluster)")
+    p.add_argument("manifest", help="CSV (id,scan,traj[,b1_scan_a,b1_scan_2a,vials,vial_mask,labels]), TOML or JSON")
+    p.add_argument("-o", "--out", required=True, help="output root: results in OUT/<id>/, OUT/summary.csv")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: cores / threads, capped by memory)")
+    p.add_argument("--threads-per-worker", type=int, default=None, help="threads in each worker (default: cores / workers)")
+    p.add_argument("--dask", default=None, metavar="ADDRESS", help="'local' for a LocalCluster or tcp://HOST:PORT")
+    _add_step_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_batch_cmd)
+
+
+def run_batch_cmd(args) -> int:
+    for name in ("workers", "threads_per_worker"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+    options = RunOptions(recon=from_args(ReconOptions, args), quant=from_args(QuantOptions, args),
+                         b1=from_args(B1Options, args, prefix="b1-"))
+    results = run_batch(args.manifest, args.out, options, workers=args.workers,
+                        threads_per_worker=args.threads_per_worker, dask=args.dask,
+                        progress=False if args.no_progress else None)
+    counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+    print(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed: {args.out}/summary.csv")
+    for r in results:
+        if r.status == "failed":
+            print(f"  {r.id}: {r.message}", file=sys.stderr)
+    return EXIT_PARTIAL if counts["failed"] else EXIT_OK
+
+
+def add_info(sub) -> None:
+    p = sub.add_parser("info", help="summarise a Siemens twix file (measurements, nucleus, dimensions, ...)")
+    p.add_argument("scan", help="Siemens twix .dat file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=run_info)
+
+
+def run_info(args) -> int:
+    d = describe(args.scan)
+    print(json.dumps(d, indent=2) if args.json else format_description(d))
+    return EXIT_OK
+
+
+SUBCOMMANDS = [add_demo, add_simulate, add_traj, add_recon, add_info, add_b1map, add_quantify, add_run, add_batch]

@@ -1,0 +1,211 @@
+"""Many scans: a manifest run on a local process pool (default) or on a Dask cluster.
+
+Manifest (`pipeline.config.read_manifest`: CSV with a header row, TOML with a `[[scan]]` table
+per scan, or JSON): `id,scan,traj` and optionally `b1_scan_a,b1_scan_2a,vials,vial_mask,labels`;
+relative paths are relative to the manifest. Every scan runs `pipeline.run.process_scan` with the
+same `RunOptions` (all reconstruction, B1 and quantification options). Each scan's results go to `OUTROOT/<id>/`, with its log in `OUTROOT/<id>/log.txt`;
+`OUTROOT/summary.csv` has `id,status,seconds,message` with status ok | failed | skipped.
+
+Resuming: a scan whose folder holds a `done.json` whose fingerprint (the SHA-256 of every input
+file, the options and the toolkit version) matches is skipped. `done.json` is written last and
+every output atomically, so an interrupted batch (SIGINT, SIGTERM) leaves either a finished scan or
+one that is redone on the next run, never a half-written file that passes for a result.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from .. import __version__
+from ..core.atomic import ensure_writable_dir, remove_stale, write_text_atomic
+from ..errors import InputError
+from ..provenance import sha256_file
+from .config import PATH_FIELDS, Job, RunOptions, read_manifest
+from .run import process_scan
+from .workers import Result, apply_thread_limit, run_dask, run_pool
+
+log = logging.getLogger(__name__)
+
+def fingerprint(job: Job, options: RunOptions) -> str:
+    """SHA-256 over the inputs' checksums, the options and the toolkit version."""
+    h = hashlib.sha256()
+    h.update(__version__.encode())
+    h.update(json.dumps(options.to_dict(), sort_keys=True, default=str).encode())
+    for f in PATH_FIELDS:
+        p = getattr(job, f)
+        h.update(f"{f}={sha256_file(p) if p else ''};".encode())
+    return h.hexdigest()
+
+
+def run_job(job: Job, outroot: str, options: RunOptions) -> Result:
+    """Process one scan into OUTROOT/<id>/ (runs in a worker). Never raises: failures are results.
+
+    A pool worker that receives SIGTERM while in here unwinds the job (removing its temporary
+    files) and then ends its process, so it cannot go on with another queued scan."""
+    from . import workers
+
+    try:
+        return _run_job(job, outroot, options)
+    finally:
+        if workers.TERMINATED:
+            os._exit(128 + signal.SIGTERM)
+
+
+def _run_job(job: Job, outroot: str, options: RunOptions) -> Result:
+    apply_thread_limit()
+    t0 = time.perf_counter()
+    outdir = Path(outroot) / job.id
+    outdir.mkdir(parents=True, exist_ok=True)
+    remove_stale(outdir)  # temporary files and staging folders of a worker killed mid-write
+    handler = logging.FileHandler(outdir / "log.txt", mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("na23recon")
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        missing = [p for p in job.inputs() if not Path(p).is_file()]
+        if missing:
+            raise InputError(f"input not found: {missing[0]}")
+        fp = fingerprint(job, options)
+        done = outdir / "done.json"
+        if done.exists():
+            try:
+                prev = json.loads(done.read_text())
+            except json.JSONDecodeError:
+                prev = {}
+            if prev.get("fingerprint") == fp and all(Path(p).exists() for p in prev.get("outputs", {}).values()):
+                log.info("%s: unchanged since %s, skipped", job.id, prev.get("finished"))
+                return Result(job.id, "skipped", 0.0, "outputs match inputs and options", prev.get("outputs", {}))
+            done.unlink()
+        log.info("%s: start", job.id)
+        outputs = process_scan(job, outdir, options)
+        write_text_atomic(done, json.dumps({
+            "id": job.id, "fingerprint": fp, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "outputs": {k: str(v) for k, v in outputs.items()}, "options": options.to_dict()}, indent=2) + "\n")
+        secs = time.perf_counter() - t0
+        log.info("%s: ok in %.1f s", job.id, secs)
+        return Result(job.id, "ok", secs, "", {k: str(v) for k, v in outputs.items()})
+    except Exception as exc:  # one scan's failure never stops the others
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        if not isinstance(exc, InputError):
+            msg = f"{type(exc).__name__}: {msg}"
+            log.exception("%s: internal error", job.id)
+        else:
+            log.error("%s: %s", job.id, msg)
+        return Result(job.id, "failed", time.perf_counter() - t0, msg)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+
+
+def estimate_job_bytes(job: Job, options: RunOptions) -> int:
+    """Rough peak memory of one scan: k-space a few times over plus the NUFFT grids."""
+    scan_bytes = Path(job.scan).stat().st_size if Path(job.scan).exists() else 0
+    n = int(options.recon.matrix or 96)
+    grid = (2 * n) ** 3 * 8  # one complex64 grid at upsampling 2 (and the Toeplitz 2N grid)
+    return 3 * scan_bytes + 6 * grid + 300 * 2**20
+
+
+def available_bytes() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def plan_workers(jobs: list[Job], options: RunOptions, workers: int | None, threads: int | None) -> tuple[int, int]:
+    """Worker and thread counts: requested ones, capped by the jobs, the cores and the free memory."""
+    ncpu = os.cpu_count() or 1
+    w = workers or max(1, ncpu // (threads or 1))
+    w = max(1, min(w, len(jobs)))
+    per_job = max(estimate_job_bytes(j, options) for j in jobs)
+    cap = max(1, int(available_bytes() * 0.8 // per_job))
+    if cap < w:
+        log.warning("memory allows %d worker(s) of ~%.1f GB each; using %d instead of %d", cap, per_job / 2**30, cap, w)
+        w = cap
+    t = threads or max(1, ncpu // w)
+    return w, t
+
+
+def write_summary(outroot: Path, results: list[Result]) -> Path:
+    buf = io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(["id", "status", "seconds", "message"])
+    for r in results:
+        wr.writerow([r.id, r.status, f"{r.seconds:.2f}", r.message])
+    path = outroot / "summary.csv"
+    write_text_atomic(path, buf.getvalue())
+    return path
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def run_batch(manifest: str | os.PathLike, outroot: str | os.PathLike, options: RunOptions | None = None,
+              workers: int | None = None, threads_per_worker: int | None = None, dask: str | None = None,
+              progress: bool | None = None, on_result: Callable[[Result], None] | None = None) -> list[Result]:
+    """Run every scan of `manifest`; write OUTROOT/summary.csv; return the results in manifest order.
+
+    dask: None for a local process pool, 'local' for a dask.distributed LocalCluster, or a scheduler
+    address 'tcp://HOST:PORT'. On SIGINT or SIGTERM the running scans are stopped, unfinished ones
+    are recorded as skipped ('interrupted') and KeyboardInterrupt is raised after the summary.
+    """
+    jobs = read_manifest(manifest)
+    options = options or RunOptions()
+    outroot = ensure_writable_dir(outroot)
+    w, t = plan_workers(jobs, options, workers, threads_per_worker)
+    log.info("batch: %d scan(s), %d worker(s) x %d thread(s)%s", len(jobs), w, t, f", dask {dask}" if dask else "")
+    results: dict[str, Result] = {}
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), unit="scan", disable=not (progress if progress is not None else sys.stderr.isatty()))
+
+    def record(r: Result) -> None:
+        results[r.id] = r
+        bar.update(1)
+        bar.set_postfix_str(f"{r.id}: {r.status}")
+        if on_result:
+            on_result(r)
+
+    old_term = signal.getsignal(signal.SIGTERM)
+
+    def _on_term(signum, frame):
+        raise _Interrupted()
+
+    interrupted = False
+    try:
+        signal.signal(signal.SIGTERM, _on_term)
+    except ValueError:  # not the main thread: no signal handling
+        old_term = None
+    try:
+        if dask:
+            run_dask(run_job, jobs, outroot, options, dask, w, t, record)
+        else:
+            run_pool(run_job, jobs, outroot, options, w, t, record)
+    except (KeyboardInterrupt, _Interrupted):
+        interrupted = True
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+        bar.close()
+        ordered = [results.get(j.id) or Result(j.id, "skipped", 0.0, "interrupted" if interrupted else "not run")
+                   for j in jobs]
+        write_summary(outroot, ordered)
+    if interrupted:
+        raise KeyboardInterrupt
+    return ordered
+
+

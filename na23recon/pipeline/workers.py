@@ -1,0 +1,148 @@
+"""Worker processes of a batch: thread limits, clean SIGTERM, the process-pool and Dask runners."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Result:
+    """What became of one scan of a batch (a row of summary.csv)."""
+
+    id: str
+    status: str  # ok | failed | skipped
+    seconds: float = 0.0
+    message: str = ""
+    outputs: dict = field(default_factory=dict)
+
+
+def failed(job_id: str, exc: BaseException) -> Result:
+    """The result of a job whose worker died (killed, out of memory)."""
+    return Result(job_id, "failed", 0.0, f"worker died: {type(exc).__name__}: {exc}")
+
+
+_THREAD_VARS = ("NA23RECON_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def init_worker(threads: int, ignore_sigint: bool = True) -> None:
+    """Limit a worker process's threads so that workers x threads fits the machine.
+
+    The environment covers libraries loaded later; threadpoolctl caps the BLAS and OpenMP pools
+    already loaded (a spawned worker re-imports the parent's main module, numpy included, before
+    this runs: unlimited, OpenBLAS's threads made two workers run their solvers ~2x slower)."""
+    for var in _THREAD_VARS:
+        os.environ[var] = str(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
+    if ignore_sigint:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
+        # the parent stops workers with SIGTERM: unwind so that temporary files are removed
+        signal.signal(signal.SIGTERM, _exit_on_term)
+
+
+TERMINATED = False
+
+
+def _exit_on_term(signum, frame) -> None:
+    """SIGTERM in a pool worker: unwind the running job (its temporary files are removed on the
+    way out), then `run_job` ends the process; the pool would otherwise catch the SystemExit and
+    go on with the next queued scan."""
+    global TERMINATED
+    TERMINATED = True
+    raise SystemExit(128 + signum)
+
+
+def apply_thread_limit() -> None:
+    """numba's thread count is per calling thread: set it in the thread that runs the job."""
+    n = os.environ.get("NA23RECON_THREADS")
+    if not n:
+        return
+    try:
+        import numba
+
+        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    except Exception:  # numba's threading layer refuses: keep its default
+        pass
+
+
+def run_pool(run_job: Callable, jobs, outroot, options, w: int, t: int, record: Callable) -> None:
+    """Run `run_job(job, outroot, options)` for every job on `w` spawned processes of `t` threads;
+    `record(result)` as each finishes. A dead worker is a failed result."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = mp.get_context("spawn")  # numba's threading layer is not fork-safe
+    ex = ProcessPoolExecutor(max_workers=w, mp_context=ctx, initializer=init_worker, initargs=(t,))
+    futs = {}
+    try:
+        futs = {ex.submit(run_job, j, str(outroot), options): j for j in jobs}
+        pending = set(futs)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for f in done:
+                j = futs[f]
+                try:
+                    record(f.result())
+                except Exception as exc:  # the worker died (killed, out of memory)
+                    record(failed(j.id, exc))
+    except BaseException:
+        procs = list(getattr(ex, "_processes", {}).values())
+        for p in procs:
+            p.terminate()
+        for p in procs:  # let each worker unwind (remove its temporary files) before we go on
+            p.join(timeout=10)
+        # wait for the pool's manager thread to see the dead workers, or it fails at interpreter exit
+        ex.shutdown(wait=True, cancel_futures=True)
+        raise
+    ex.shutdown(wait=True)
+
+
+def run_dask(run_job: Callable, jobs, outroot, options, address: str, w: int, t: int, record: Callable) -> None:
+    """As `run_pool` on a dask.distributed cluster: 'local' (a LocalCluster of `w` processes) or a
+    scheduler address."""
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise InputError("--dask needs dask.distributed: pip install 'na23recon[dask]'") from None
+    if not log.isEnabledFor(logging.INFO):
+        for name in ("distributed", "tornado", "bokeh"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    cluster = None
+    if address == "local":
+        cluster = LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               silence_logs=logging.ERROR if not log.isEnabledFor(logging.INFO) else logging.INFO)
+        client = Client(cluster)
+    else:
+        try:
+            client = Client(address, timeout="10s")
+        except Exception as exc:
+            raise InputError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    futs = []
+    try:
+        client.run(init_worker, t, False)
+        futs = [client.submit(run_job, j, str(outroot), options, key=f"na23recon-{j.id}-{time.time_ns()}", pure=False)
+                for j in jobs]
+        by_key = {f.key: j for f, j in zip(futs, jobs)}
+        for f in as_completed(futs):
+            try:
+                record(f.result())
+            except Exception as exc:
+                record(failed(by_key[f.key].id, exc))
+    except BaseException:
+        for f in futs:
+            f.cancel()
+        raise
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
