@@ -219,8 +219,8 @@ def markdown_report(results: dict) -> str:
          f"{results['acquisition']['flip_deg']} deg, FOV {results['fov_mm']} mm, one coil; SNR = image SNR of the "
          "brightest compartment for an adjoint reconstruction.", "",
          "NRMSE: ||TSC - truth|| / ||truth|| over the phantom (truth: partial-volume concentration, 27 points "
-         "per voxel). SSIM: Wang et al. 2004 (scikit-image), Gaussian window sigma 1.5 voxels, L = max truth, "
-         "mean over the phantom dilated by 2 voxels. Bias and SD per compartment over its mask eroded by one voxel.", "",
+         "per voxel). SSIM: Wang, Bovik, Sheikh & Simoncelli, IEEE Trans Image Process 2004 (scikit-image), "
+         "Gaussian window sigma 1.5 voxels, L = max truth, mean over the phantom dilated by 2 voxels. Bias and SD per compartment over its mask eroded by one voxel.", "",
          "## Main table", "", main_table(results), ""]
     if results["methods_skipped"]:
         L += ["Methods skipped (not available in this build):", ""]

@@ -190,7 +190,8 @@ def unit_shape_fourier(u: np.ndarray, shape: str = "ellipsoid") -> np.ndarray:
 
 @numba.njit(cache=True, inline="always")
 def _bessel_j1(x):
-    """J1(x), rational approximations of Numerical Recipes (bessj1), |error| < 1e-8."""
+    """J1(x), the rational approximations of bessj1 in Press, Teukolsky, Vetterling & Flannery, Numerical
+    Recipes (Cambridge University Press, 2nd ed. 1992), |error| < 1e-8."""
     ax = abs(x)
     if ax < 8.0:
         y = x * x
