@@ -1,4 +1,4 @@
-"""Issue 4's last acceptance: per trajectory, the DCF-weighted adjoint of the analytic phantom
+"""Trajectory acceptance: per trajectory, the DCF-weighted adjoint of the analytic phantom
 (closed-form ellipsoid k-space with T2* decay over the readout, never our NUFFT) reproduces the
 compartment means after a linear calibration with R^2 > 0.99."""
 

@@ -3,19 +3,22 @@
     W = sin(a) (1 - E1) / (1 - E1 cos a) * [f exp(-TE/T2*_s) + (1 - f) exp(-TE/T2*_l)],
     E1 = exp(-TR/T1),  a = k_B1 * nominal flip
 
-(REFERENCES.md "B1 and signal equation"; the biexponential decay of spin-3/2 sodium and the
-bias it causes when ignored: Boada et al. 1994). The signal of a voxel is M0 * W, M0 being
-proportional to the sodium concentration; vial calibration divides W out of vial and tissue
-alike (quant/tsc.py).
+(the spoiled steady state of Ernst & Anderson, Rev Sci Instrum 1966; the biexponential decay of
+spin-3/2 sodium and the bias it causes when ignored: Boada et al., Magn Reson Med 1994). The
+signal of a voxel is M0 * W, M0 being proportional to the sodium concentration; vial
+calibration divides W out of vial and tissue alike (quant/tsc.py).
 
-Presets: tissues at 3 T (Riemer 2018 GM/WM, CSF mono-exponential) and vial media. The media
-numbers are the ones of data-sim/brain.json's "media" block, which the simulator uses; a test
-keeps the two equal. A config dict {name: {field: value}} overrides or adds presets.
+Presets: tissues at 3 T (GM/WM biexponential T2* of Riemer et al., NMR Biomed 2018; CSF
+mono-exponential) and vial media, read from the package data file na23recon/data/relaxation.json,
+the one table that the simulator's phantoms (na23recon.sim.phantom) also name their relaxation
+from. A config dict {name: {field: value}} overrides or adds presets.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields, replace
+from importlib.resources import files
 from typing import Mapping
 
 import numpy as np
@@ -52,21 +55,26 @@ class Relaxation:
         return np.sin(a) * (1.0 - e1) / (1.0 - e1 * np.cos(a))
 
 
-# Tissues at 3 T: Riemer et al. 2018 (GM, WM short/long T2*), CSF mono-exponential; T1 from
-# REFERENCES.md. The lesion-like preset is a mildly oedematous tissue (more free sodium).
-TISSUES: dict[str, Relaxation] = {
-    "gm": Relaxation(t1_ms=35.0, t2s_short_ms=3.9, t2s_long_ms=26.3, frac_short=0.6),
-    "wm": Relaxation(t1_ms=30.0, t2s_short_ms=3.4, t2s_long_ms=23.5, frac_short=0.6),
-    "csf": Relaxation(t1_ms=55.0, t2s_short_ms=55.0, t2s_long_ms=55.0, frac_short=0.0),
-    "lesion": Relaxation(t1_ms=40.0, t2s_short_ms=4.5, t2s_long_ms=32.0, frac_short=0.5),
-}
+RELAXATION_FILE = "relaxation.json"
+"""Name of the presets file in the package data folder na23recon/data/."""
 
-# Vial media; equal to data-sim/brain.json "media" (checked by tests/test_relax.py).
-MEDIA: dict[str, Relaxation] = {
-    "saline": Relaxation(t1_ms=60.0, t2s_short_ms=60.0, t2s_long_ms=60.0, frac_short=0.0),
-    "agar2": Relaxation(t1_ms=40.0, t2s_short_ms=5.0, t2s_long_ms=30.0, frac_short=0.4),
-    "agar4": Relaxation(t1_ms=32.0, t2s_short_ms=3.5, t2s_long_ms=22.0, frac_short=0.5),
-}
+
+def load_preset_table(name: str = RELAXATION_FILE) -> tuple[dict[str, Relaxation], dict[str, Relaxation]]:
+    """(tissues, media) from the package data file `name` (na23recon/data/, read with
+    importlib.resources, so it works from an installed wheel as from a checkout)."""
+    d = json.loads((files("na23recon") / "data" / name).read_text(encoding="utf-8"))
+    out = []
+    for block in ("tissues", "media"):
+        try:
+            out.append({k: Relaxation(**{f: float(x) for f, x in v.items()}) for k, v in d[block].items()})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"relaxation presets file {name}: bad {block!r} block ({exc})") from None
+    return out[0], out[1]
+
+
+#: Tissues at 3 T (see the module docstring); the lesion-like preset is a mildly oedematous tissue.
+#: MEDIA: the reference vials' gels and saline. Both from na23recon/data/relaxation.json.
+TISSUES, MEDIA = load_preset_table()
 
 PRESETS: dict[str, Relaxation] = {**TISSUES, **MEDIA}
 

@@ -12,7 +12,7 @@ against the model (Biot-Savart coils, B1 profile) is reported beside the data.
 
 The flip-angle nonlinearity is handled the same way: the spoiled-gradient-echo factor
 sat(k_B1(r) a) of each compartment is a smooth field g_j(r) = sat_j(k_B1(r) a) / sat_j(a), fitted
-per compartment (REFERENCES.md, signal equation).
+per compartment (spoiled gradient-echo steady state, Ernst & Anderson, Rev Sci Instrum 1966).
 
 B1+ models (relative flip scale, 1.0 = nominal):
 - 'birdcage': central brightening of a quadrature volume coil at high field, a Gaussian bump
@@ -50,6 +50,17 @@ class FourierBasis:
         # the zero frequency first: a uniform field is the single term (0, 1)
         m = m[np.argsort(np.abs(m).sum(1), kind="stable")]
         self.freqs = m / self.period_m
+
+    @classmethod
+    def from_freqs(cls, freqs_per_m: np.ndarray) -> "FourierBasis":
+        """A basis of arbitrary frequencies (nterms, 3) in 1/m, not a lattice (period_m is then nan
+        and order -1: they describe nothing)."""
+        f = np.asarray(freqs_per_m, dtype=np.float64).reshape(-1, 3)
+        if not np.all(np.isfinite(f)):
+            raise InputError("field series frequencies must be finite")
+        b = cls(1.0, 0)
+        b.period_m, b.order, b.freqs = float("nan"), -1, f.copy()
+        return b
 
     @property
     def nterms(self) -> int:

@@ -9,9 +9,19 @@ sensitivity), the k-space of coil c is
 
     M_c(k, t) = sum_j sum_m F_j(k - f_m) [w_j(t) A_jmc - w_p(t) A_pmc]
 
-with F_j the closed-form ellipsoid / elliptic-cylinder transform (`sim.phantom`). The kernel
-evaluates F_j(k - f_m) once per sample, compartment and frequency and uses it for every coil.
-The centre phase factorises: exp(-2 pi i (k - f).c) = exp(-2 pi i k.c) exp(2 pi i f.c).
+with F_j the closed-form transform of compartment j's indicator (Koay, Sarlls & Ozarslan, Magn
+Reson Med 2007):
+
+    ellipsoid         F(k) = abc B(|diag(a,b,c) R^T k|) e^{-i 2 pi k.c},
+                      B(q) = 4 pi (sin x - x cos x) / x^3, x = 2 pi q, B(0) = 4 pi / 3 (unit ball);
+    elliptic cylinder F(k) = ab 2c D(|(a k1', b k2')|) sinc(2 c k3') e^{-i 2 pi k.c},
+                      D(q) = J1(2 pi q) / q, D(0) = pi (unit disc), k' = R^T k
+
+(a, b, c the semi-axes, c the half-length along the cylinder's axis; R the rotation; c the
+centre). This module is the one place that evaluates them: `analytic_kspace` for whole phantoms
+(the simulator, `Phantom.kspace`), `compartment_fourier` and `unit_shape_fourier` for single
+shapes. The kernel evaluates F_j(k - f_m) once per sample, compartment and frequency and uses it
+for every coil. The centre phase factorises: exp(-2 pi i (k - f).c) = exp(-2 pi i k.c) exp(2 pi i f.c).
 """
 
 from __future__ import annotations
@@ -22,8 +32,9 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from ..errors import InputError
 from .fields import B1Model, FourierBasis, fit_series, support_points
-from .phantom import Phantom
+from .phantom import Compartment, Phantom
 
 
 @dataclass
@@ -43,6 +54,17 @@ class FieldSet:
     @classmethod
     def uniform(cls, ncomp: int, ncoil: int = 1) -> "FieldSet":
         return cls(FourierBasis(1.0, 0), np.ones((ncomp, 1, ncoil), np.complex128), np.zeros(ncomp))
+
+    @classmethod
+    def series(cls, ncomp: int, freqs_per_m: np.ndarray, amps: np.ndarray) -> "FieldSet":
+        """One field s(r) = sum_m amps_m exp(i 2 pi f_m . r) on every compartment, one coil
+        (frequencies (nterms, 3) in 1/m, any; amplitudes (nterms,) complex)."""
+        basis = FourierBasis.from_freqs(freqs_per_m)
+        a = np.asarray(amps, dtype=np.complex128).reshape(-1)
+        if a.shape[0] != basis.nterms:
+            raise InputError(f"field series has {basis.nterms} frequencies but {a.shape[0]} amplitudes")
+        return cls(basis, np.ascontiguousarray(np.broadcast_to(a[None, :, None], (ncomp, a.shape[0], 1))),
+                   np.zeros(ncomp))
 
     def field_at(self, phantom: Phantom, r_mm: np.ndarray) -> np.ndarray:
         """The applied (series) field (ncoil, ...) at points r (..., 3) mm, each point taking its
@@ -94,27 +116,42 @@ def build_fields(phantom: Phantom, flip_rad: float, tr_ms: float, b1: B1Model | 
     return FieldSet(basis, np.stack(coefs), np.asarray(res))
 
 
-def analytic_kspace(phantom: Phantom, k_per_m: np.ndarray, t_s: np.ndarray, tr_ms: float, flip_rad: float,
+def _geometry(compartments: list[Compartment]):
+    """Per compartment: mats (ncomp, 3, 3) with kr = mats @ k (k in the compartment's frame scaled
+    by its semi-axes, m), centres (ncomp, 3) m, volumes abc (ncomp,) m^3, kind (0 ellipsoid, 1 cylinder)."""
+    n = len(compartments)
+    mats = np.empty((n, 3, 3))
+    cen = np.empty((n, 3))
+    vol = np.empty(n)
+    kind = np.empty(n, np.int64)
+    for j, c in enumerate(compartments):
+        ax = np.asarray(c.semi_axes_mm, dtype=np.float64) * 1e-3
+        mats[j] = ax[:, None] * c.rotation.T  # kr = diag(ax) R^T k
+        cen[j] = np.asarray(c.center_mm, dtype=np.float64) * 1e-3
+        vol[j] = np.prod(ax)
+        kind[j] = 1 if c.shape == "cylinder" else 0
+    return mats, cen, vol, kind
+
+
+def _as_k(k_per_m: np.ndarray) -> np.ndarray:
+    k = np.asarray(k_per_m, dtype=np.float64)
+    if k.ndim == 0 or k.shape[-1] != 3:
+        raise InputError(f"k must be (..., 3) in 1/m, got shape {k.shape}")
+    return k
+
+
+def analytic_kspace(phantom: Phantom, k_per_m: np.ndarray, t_s: np.ndarray | float, tr_ms: float, flip_rad: float,
                     fields: FieldSet | None = None, chunk: int = 262144) -> np.ndarray:
     """Exact k-space (ncoil, ...) complex128 in mM m^3 at k (..., 3) 1/m and times t (broadcast to
     k[..., 0]) s after excitation, under `fields` (default: uniform, one coil)."""
-    k = np.asarray(k_per_m, dtype=np.float64)
+    k = _as_k(k_per_m)
     shape = k.shape[:-1]
     kf = np.ascontiguousarray(k.reshape(-1, 3))
     tf = np.broadcast_to(np.asarray(t_s, dtype=np.float64), shape).reshape(-1)
     ncomp = len(phantom.compartments)
     fields = fields if fields is not None else FieldSet.uniform(ncomp)
     f = fields.basis.freqs
-    mats = np.empty((ncomp, 3, 3))
-    cen = np.empty((ncomp, 3))
-    vol = np.empty(ncomp)
-    kind = np.empty(ncomp, np.int64)
-    for j, c in enumerate(phantom.compartments):
-        ax = np.asarray(c.semi_axes_mm, dtype=np.float64) * 1e-3
-        mats[j] = ax[:, None] * c.rotation.T  # kr = diag(ax) R^T k
-        cen[j] = np.asarray(c.center_mm, dtype=np.float64) * 1e-3
-        vol[j] = np.prod(ax)
-        kind[j] = 1 if c.shape == "cylinder" else 0
+    mats, cen, vol, kind = _geometry(phantom.compartments)
     mf = np.einsum("jab,mb->jma", mats, f)
     phf = np.exp(2j * np.pi * (cen @ f.T))  # (ncomp, nterms)
     par = np.array([-1 if p is None else p for p in phantom.parents], np.int64)
@@ -128,9 +165,33 @@ def analytic_kspace(phantom: Phantom, k_per_m: np.ndarray, t_s: np.ndarray, tr_m
     return out.reshape((fields.ncoil,) + shape)
 
 
+def compartment_fourier(comp: Compartment, k_per_m: np.ndarray) -> np.ndarray:
+    """Closed-form transform of one compartment's indicator at k (..., 3) 1/m: complex128 (...) in m^3
+    (see the module docstring)."""
+    k = _as_k(k_per_m)
+    kf = np.ascontiguousarray(k.reshape(-1, 3))
+    mats, cen, vol, kind = _geometry([comp])
+    out = np.empty(kf.shape[0], np.complex128)
+    _transform(kf, mats[0], cen[0], vol[0], kind[0], out)
+    return out.reshape(k.shape[:-1])
+
+
+def unit_shape_fourier(u: np.ndarray, shape: str = "ellipsoid") -> np.ndarray:
+    """Transform of the unit ball ('ellipsoid') or of the cylinder of radius 1 and half-length 1 along
+    z ('cylinder') at frequencies u (..., 3) in cycles per unit length: float64 (...)."""
+    if shape not in ("ellipsoid", "cylinder"):
+        raise InputError(f"shape must be 'ellipsoid' or 'cylinder', got {shape!r}")
+    uu = _as_k(u)
+    uf = np.ascontiguousarray(uu.reshape(-1, 3))
+    out = np.empty(uf.shape[0], np.float64)
+    _transform_unit(uf, 1 if shape == "cylinder" else 0, out)
+    return out.reshape(uu.shape[:-1])
+
+
 @numba.njit(cache=True, inline="always")
 def _bessel_j1(x):
-    """J1(x), rational approximations of Numerical Recipes (bessj1), |error| < 1e-8."""
+    """J1(x), the rational approximations of bessj1 in Press, Teukolsky, Vetterling & Flannery, Numerical
+    Recipes (Cambridge University Press, 2nd ed. 1992), |error| < 1e-8."""
     ax = abs(x)
     if ax < 8.0:
         y = x * x
@@ -194,3 +255,20 @@ def _accumulate(k, w, par, mats, cen, vol, kind, mf, phf, coef, out):
             wp = w[pj, p] if pj >= 0 else 0.0
             for c in range(ncoil):
                 out[c, p] += ph * (wj * acc_own[c] - wp * acc_par[c])
+
+
+@numba.njit(parallel=True, cache=True)
+def _transform(k, m, cen, vol, kind, out):
+    for p in numba.prange(k.shape[0]):
+        k0, k1, k2 = k[p, 0], k[p, 1], k[p, 2]
+        r0 = m[0, 0] * k0 + m[0, 1] * k1 + m[0, 2] * k2
+        r1 = m[1, 0] * k0 + m[1, 1] * k1 + m[1, 2] * k2
+        r2 = m[2, 0] * k0 + m[2, 1] * k1 + m[2, 2] * k2
+        arg = -2.0 * math.pi * (k0 * cen[0] + k1 * cen[1] + k2 * cen[2])
+        out[p] = vol * _shape_ft(r0, r1, r2, kind) * complex(math.cos(arg), math.sin(arg))
+
+
+@numba.njit(parallel=True, cache=True)
+def _transform_unit(u, kind, out):
+    for p in numba.prange(u.shape[0]):
+        out[p] = _shape_ft(u[p, 0], u[p, 1], u[p, 2], kind)

@@ -11,29 +11,44 @@ inverse crime). s_j(t) is the compartment's signal weight at time t after excita
 
     s_j(t) = C_j * sin(a) (1 - E1) / (1 - E1 cos a) * [f exp(-t/T2*_s) + (1 - f) exp(-t/T2*_l)]
 
-with E1 = exp(-TR/T1) (spoiled gradient echo, REFERENCES.md; Boada 1994 for the biexponential
-sodium decay). Positions are in mm from the FOV centre along the image axes (x, y, z).
+with E1 = exp(-TR/T1) (spoiled gradient-echo steady state, Ernst & Anderson, Rev Sci Instrum
+1966; biexponential sodium decay, Boada et al., Magn Reson Med 1994). T1 and T2* come from a
+named relaxation preset (na23recon/data/relaxation.json, shared with na23recon.quant.relax).
+Positions are in mm from the FOV centre along the image axes (x, y, z).
 
-Fourier convention: M(k) = integral m(r) exp(-i 2 pi k.r) dr with k in cycles/m, r in m. For a
-unit ball, B(q) = (sin(2 pi q) - 2 pi q cos(2 pi q)) / (2 pi^2 q^3), q = |k|, B(0) = 4 pi / 3.
+Fourier convention: M(k) = integral m(r) exp(-i 2 pi k.r) dr with k in cycles/m, r in m. The
+closed forms (unit ball, elliptic cylinder; Koay, Sarlls & Ozarslan, Magn Reson Med 2007) and
+the one engine that evaluates them live in `sim.kspace`; `Compartment.fourier` and
+`Phantom.kspace` call it.
+
+Built-in phantoms ('brain', 'qa_cylinders') are package data in na23recon/data/, read with
+importlib.resources.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from importlib.resources import files
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 from ..errors import InputError
+from ..quant.relax import RELAXATION_FILE, Relaxation, presets
 
-DATA_SIM = Path(__file__).resolve().parents[2] / "data-sim"
+RELAX_FIELDS = tuple(f.name for f in fields(Relaxation))
+"""The relaxation fields a compartment takes from its preset: t1_ms, t2s_short_ms, t2s_long_ms, frac_short."""
 
 
 @dataclass
 class Compartment:
-    """One ellipsoid of uniform tissue. Units: mm, mM, ms, degrees."""
+    """One ellipsoid of uniform tissue. Units: mm, mM, ms, degrees.
+
+    medium: set for a reference vial (the relaxation preset of its gel or saline; the vials file
+    lists these). relaxation: the preset the T1/T2* fields were taken from (None: given inline).
+    """
 
     name: str
     label: int
@@ -48,6 +63,7 @@ class Compartment:
     medium: str | None = None
     shape: str = "ellipsoid"
     """'ellipsoid' (semi-axes a, b, c) or 'cylinder' (elliptic cross-section a, b; half-length c along z)."""
+    relaxation: str | None = None
 
     def __post_init__(self) -> None:
         if self.shape not in ("ellipsoid", "cylinder"):
@@ -60,16 +76,18 @@ class Compartment:
         c, s = np.cos(a), np.sin(a)
         return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
+    @property
+    def relax(self) -> Relaxation:
+        """The compartment's relaxation (quant/relax.py), which decay and saturation evaluate."""
+        return Relaxation(self.t1_ms, self.t2s_short_ms, self.t2s_long_ms, self.frac_short)
+
     def decay(self, t_s: np.ndarray | float) -> np.ndarray:
         """Biexponential transverse decay at time t (s) after excitation (1 at t = 0)."""
-        t = np.asarray(t_s, dtype=np.float64)
-        return self.frac_short * np.exp(-t / (self.t2s_short_ms * 1e-3)) + (1 - self.frac_short) * np.exp(
-            -t / (self.t2s_long_ms * 1e-3))
+        return self.relax.decay(np.asarray(t_s, dtype=np.float64) * 1e3)
 
     def saturation(self, tr_ms: float, flip_rad: float | np.ndarray) -> np.ndarray:
         """Spoiled gradient-echo steady-state factor sin(a)(1-E1)/(1-E1 cos a)."""
-        e1 = np.exp(-tr_ms / self.t1_ms)
-        return np.sin(flip_rad) * (1 - e1) / (1 - e1 * np.cos(flip_rad))
+        return self.relax.saturation(tr_ms, flip_rad)
 
     def inside(self, r_mm: np.ndarray) -> np.ndarray:
         """Boolean mask of points r (..., 3) in mm that lie inside the ellipsoid."""
@@ -100,40 +118,11 @@ class Compartment:
         """Closed-form transform of the compartment's indicator at k (..., 3) in 1/m: complex128 (...).
 
         Ellipsoid: abc B(|diag(a,b,c) R^T k|) (unit ball B). Elliptic cylinder: ab 2c D(|(a k1', b k2')|)
-        sinc(2 c k3'), with D the unit disc's transform and k' = R^T k (Koay et al. 2007)."""
-        k = np.asarray(k_per_m, dtype=np.float64)
-        axes_m = np.asarray(self.semi_axes_mm) * 1e-3
-        kr = (k @ self.rotation) * axes_m  # k in the compartment's frame, scaled by its semi-axes
-        phase = np.exp(-2j * np.pi * (k @ (np.asarray(self.center_mm) * 1e-3)))
-        if self.shape == "cylinder":
-            q = np.sqrt(kr[..., 0] ** 2 + kr[..., 1] ** 2)
-            return np.prod(axes_m) * unit_disc_fourier(q) * 2 * np.sinc(2 * kr[..., 2]) * phase
-        q = np.sqrt(np.sum(kr * kr, axis=-1))
-        return np.prod(axes_m) * unit_ball_fourier(q) * phase
+        sinc(2 c k3'), with D the unit disc's transform and k' = R^T k (Koay, Sarlls & Ozarslan,
+        Magn Reson Med 2007). Evaluated by `sim.kspace.compartment_fourier`."""
+        from .kspace import compartment_fourier
 
-
-def unit_ball_fourier(q: np.ndarray) -> np.ndarray:
-    """Fourier transform of the unit ball's indicator at radial frequency q (cycles per unit)."""
-    q = np.asarray(q, dtype=np.float64)
-    x = 2 * np.pi * q
-    out = np.empty_like(q)
-    small = x < 1e-2
-    xs = x[~small]
-    out[~small] = 4 * np.pi * (np.sin(xs) - xs * np.cos(xs)) / xs**3
-    xx = x[small] ** 2  # Taylor series: 4 pi (1/3 - x^2/30 + x^4/840)
-    out[small] = 4 * np.pi * (1 / 3 - xx / 30 + xx * xx / 840)
-    return out
-
-
-def unit_disc_fourier(q: np.ndarray) -> np.ndarray:
-    """Fourier transform of the unit disc's indicator at radial frequency q: J1(2 pi q) / q, D(0) = pi."""
-    from scipy.special import j1
-
-    q = np.asarray(q, dtype=np.float64)
-    out = np.full_like(q, np.pi)
-    nz = q > 1e-8
-    out[nz] = j1(2 * np.pi * q[nz]) / q[nz]
-    return out
+        return compartment_fourier(self, k_per_m)
 
 
 @dataclass
@@ -166,22 +155,17 @@ class Phantom:
 
         sens_terms, optional: a receive sensitivity written as a finite Fourier series
         s(r) = sum_m a_m exp(i 2 pi f_m . r) (f_m in 1/m); then M_s(k) = sum_m a_m M(k - f_m), exact.
-        Returns complex128 (...) in units of mM * m^3.
+        Returns complex128 (...) in units of mM * m^3. One coil of `sim.kspace.analytic_kspace`
+        (the series as a `FieldSet` shared by every compartment).
         """
-        k = np.asarray(k_per_m, dtype=np.float64)
-        if k.shape[-1] != 3:
-            raise InputError(f"k must be (..., 3) in 1/m, got shape {k.shape}")
-        t = np.broadcast_to(np.asarray(t_s, dtype=np.float64), k.shape[:-1])
-        w = self.weights(t, tr_ms, flip_rad)
-        terms = sens_terms if sens_terms is not None else [(np.zeros(3), 1.0)]
-        out = np.zeros(k.shape[:-1], dtype=np.complex128)
-        for f, a in terms:
-            kk = k - np.asarray(f, dtype=np.float64)
-            for j, comp in enumerate(self.compartments):
-                p = self.parents[j]
-                dw = w[j] - (w[p] if p is not None else 0.0)
-                out += a * dw * comp.fourier(kk)
-        return out
+        from .kspace import FieldSet, analytic_kspace
+
+        fs = None
+        if sens_terms is not None:
+            freqs = np.array([np.asarray(f, dtype=np.float64) for f, _ in sens_terms]).reshape(-1, 3)
+            amps = np.array([a for _, a in sens_terms], dtype=np.complex128)
+            fs = FieldSet.series(len(self.compartments), freqs, amps)
+        return analytic_kspace(self, k_per_m, t_s, tr_ms, flip_rad, fs)[0]
 
     def label_map(self, r_mm: np.ndarray) -> np.ndarray:
         """Label of the compartment that owns each point r (..., 3) mm (0 = background)."""
@@ -244,34 +228,67 @@ def _find_parents(comps: list[Compartment]) -> list[int | None]:
     return parents
 
 
+def _data_dir():
+    return files("na23recon") / "data"
+
+
+def builtin_phantoms() -> list[str]:
+    """Names of the phantoms shipped as package data (na23recon/data/*.json)."""
+    return sorted(p.name[:-5] for p in _data_dir().iterdir()
+                  if p.name.endswith(".json") and p.name != RELAXATION_FILE)
+
+
 def load_phantom(name_or_path: str | Path) -> Phantom:
-    """Load a phantom definition: a name in data-sim/ ('brain') or a path to a JSON file."""
+    """Load a phantom definition: a built-in name ('brain', 'qa_cylinders'; package data read with
+    importlib.resources) or a path to a JSON file.
+
+    Each compartment names its relaxation: a reference vial by "medium", tissue by "relaxation"
+    (a preset of na23recon/data/relaxation.json), or gives t1_ms, t2s_short_ms, t2s_long_ms and
+    frac_short inline (not both). A file's optional "media" block {name: {field: value}} adds
+    presets or overrides fields of known ones (as the quantification's relaxation config does).
+    """
     p = Path(name_or_path)
     if not p.suffix:
-        p = DATA_SIM / f"{name_or_path}.json"
-    if not p.exists():
-        avail = sorted(q.stem for q in DATA_SIM.glob("*.json"))
-        raise InputError(f"phantom {str(name_or_path)!r} not found (built in: {', '.join(avail)})")
+        if str(name_or_path) not in builtin_phantoms():
+            raise InputError(f"phantom {str(name_or_path)!r} not found (built in: {', '.join(builtin_phantoms())})")
+        where = f"built-in phantom {name_or_path!s}"
+        text = (_data_dir() / f"{name_or_path}.json").read_text(encoding="utf-8")
+    else:
+        if not p.exists():
+            raise InputError(f"phantom {str(name_or_path)!r} not found (built in: {', '.join(builtin_phantoms())})")
+        where = str(p)
+        text = p.read_text()
     try:
-        d = json.loads(p.read_text())
+        d = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"phantom file {p} is not valid JSON: {exc}") from None
+        raise InputError(f"phantom file {where} is not valid JSON: {exc}") from None
     media = d.get("media", {})
-    comps = []
-    for cd in d.get("compartments", []):
-        cd = dict(cd)
-        med = cd.get("medium")
-        if med is not None:
-            if med not in media:
-                raise InputError(f"compartment {cd.get('name')!r} names unknown medium {med!r}")
-            for k, v in media[med].items():
-                cd.setdefault(k, v)
-        try:
-            comp = Compartment(**cd)
-        except TypeError as exc:
-            raise InputError(f"bad compartment in {p}: {exc}") from None
-        vals = [comp.conc_mM, comp.t1_ms, comp.t2s_short_ms, comp.t2s_long_ms, *comp.semi_axes_mm]
-        if not np.all(np.isfinite(vals)) or min(vals[1:]) <= 0 or comp.conc_mM < 0 or not 0 <= comp.frac_short <= 1:
-            raise InputError(f"compartment {comp.name!r} in {p} has impossible parameters")
-        comps.append(comp)
+    if not isinstance(media, Mapping):
+        raise InputError(f"phantom file {where}: 'media' must be an object {{name: {{field: value}}}}")
+    table = presets(media)
+    comps = [_compartment(cd, table, where) for cd in d.get("compartments", [])]
     return Phantom(name=d.get("name", p.stem), compartments=comps)
+
+
+def _compartment(cd: Mapping, table: Mapping[str, Relaxation], where: str) -> Compartment:
+    """A Compartment from its JSON dict, relaxation filled from the named preset."""
+    cd = dict(cd)
+    preset = cd.get("relaxation", cd.get("medium"))
+    if preset is not None:
+        inline = sorted(set(RELAX_FIELDS) & set(cd))
+        if inline:
+            raise InputError(f"compartment {cd.get('name')!r} in {where} names relaxation preset {preset!r} and "
+                             f"also gives {inline}: give one or the other (or a 'media' block)")
+        if preset not in table:
+            raise InputError(f"compartment {cd.get('name')!r} in {where} names unknown relaxation preset "
+                             f"{preset!r}; known: {', '.join(sorted(table))}")
+        cd.update({f: getattr(table[preset], f) for f in RELAX_FIELDS})
+        cd["relaxation"] = preset
+    try:
+        comp = Compartment(**cd)
+    except TypeError as exc:
+        raise InputError(f"bad compartment in {where}: {exc}") from None
+    vals = [comp.conc_mM, comp.t1_ms, comp.t2s_short_ms, comp.t2s_long_ms, *comp.semi_axes_mm]
+    if not np.all(np.isfinite(vals)) or min(vals[1:]) <= 0 or comp.conc_mM < 0 or not 0 <= comp.frac_short <= 1:
+        raise InputError(f"compartment {comp.name!r} in {where} has impossible parameters")
+    return comp

@@ -1,6 +1,6 @@
 """Synthetic sodium scans: analytic phantom k-space on a real trajectory, written as a twix file.
 
-The k-space is the closed-form ellipsoid transform (`sim.phantom`) evaluated at every sample's k
+The k-space is the closed-form ellipsoid / cylinder transform (`sim.kspace`) evaluated at every sample's k
 and time after excitation (TE + readout time), so T2* decay during the readout is modelled and no
 NUFFT is involved (no inverse crime). The data are scaled by 1 / (voxel volume * sqrt(N^3)) so
 that an orthonormal NUFFT adjoint with sum-normalised density compensation returns the signal
@@ -26,7 +26,8 @@ from .phantom import Phantom, load_phantom
 class Acquisition:
     """Protocol of a simulated scan. Units in the names (DESIGN.md).
 
-    traj: 'radial' | 'dar' (density-adapted radial, Nagel 2009) | 'tpi' (Boada 1997).
+    traj: 'radial' | 'dar' (density-adapted radial, Nagel et al., Magn Reson Med 2009) | 'tpi' (twisted projection
+        imaging, Boada et al., Magn Reson Med 1997).
     b1_variation: transmit flip scale spans about 1 +- this (`sim.fields.B1Model`, `b1_model`).
     receive: 'auto' (helmet loops when ncoil > 1, else uniform), 'uniform', 'reciprocal'
         (s = k_B1, a transmit-receive volume coil; one coil) or 'helmet'.
@@ -249,7 +250,7 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
     phantom, the fields and their fit residuals, the noise covariance).
 
     double_angle: also write scan_2a.dat at twice the flip angle (noise seed + 1), the pair the
-    double-angle B1 map needs (Insko & Bolinger 1993; choose tr_ms >> T1 for it).
+    double-angle B1 map needs (Insko & Bolinger, J Magn Reson A 1993; choose tr_ms >> T1 for it).
     acq_kw: the other `Acquisition` fields (traj, te_ms, tr_ms, flip_deg, ncoil, undersampling,
     b1_variation, off_resonance_hz, ...). Returns the paths by name.
     """
