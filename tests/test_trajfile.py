@@ -114,3 +114,18 @@ def test_coord_and_from_coord_are_inverse(k):
     assert np.allclose(back.k, k, rtol=1e-6)
     with pytest.raises(InputError, match="FOV must be positive"):
         tr.coord(0.0)
+
+
+def test_selecting_whole_readouts_keeps_one_time_axis(tmp_path, k):
+    """A crop (or a readout subset) keeps t (nsample',) so the result still fits the file contract."""
+    from na23recon.core.trajectory import SampleSelection
+
+    t = 1e-4 + np.arange(17) * 1e-5
+    tr = Trajectory(k, t=t, dcf=np.ones(k.shape[:2]))
+    small, sel = tr.crop(N // 2, FOV_MM)
+    assert sel is not None and small.t.shape == (small.nsample,) and small.nsample < 17
+    assert np.array_equal(small.t, t[:small.nsample])
+    sub = tr.select(SampleSelection((np.arange(0, 20, 3), slice(None))))
+    assert sub.k.shape == (7, 17, 3) and np.array_equal(sub.t, t)
+    back = load_traj(save_traj(tmp_path / "sub.npz", sub))
+    assert np.array_equal(back.t, t) and back.dcf.shape == (7, 17)
