@@ -74,7 +74,7 @@ def make_case(n: int = 32, fov_mm: float = 240.0, undersampling: float = 3.5, sn
     tr = radial_for_matrix(n, fov_mm, undersampling=undersampling, dwell_us=dwell_us)
     k = np.asarray(tr.k, np.float64)
     t = np.asarray(tr.t, np.float64)
-    coord = (k * fov_mm * 1e-3).astype(np.float32)
+    coord = tr.coord(fov_mm)
     dcf = dcf_radial_shells(coord)
     vox = (fov_mm * 1e-3 / n) ** 3
     scale = 1.0 / (vox * np.sqrt(float(n) ** 3))

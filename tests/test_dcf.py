@@ -44,9 +44,10 @@ def test_ramp_sampled_radial_dcf_integrates_volume():
     tr = radial_for_matrix(24, 240.0, dwell_us=10.0, slew_T_m_s=40.0)
     w = dcf_radial_shells(tr.k)
     # integrate a smooth radial function: sum w f(k) ~ int f d^3k
-    r = np.linalg.norm(tr.k, axis=-1) / tr.kmax_per_m
+    kmax = tr.design.kmax_per_m
+    r = np.linalg.norm(tr.k, axis=-1) / kmax
     f = np.exp(-4 * r ** 2)
-    est = np.sum(w * f) / tr.kmax_per_m ** 3
+    est = np.sum(w * f) / kmax ** 3
     exact = 4 * math.pi * (math.sqrt(math.pi) / 4 * math.erf(2) / 8 - math.exp(-4) / 8)
     assert est == pytest.approx(exact, rel=0.01)
 
@@ -68,7 +69,7 @@ def response_profile(coord, w, n, nbins=8):
 @pytest.fixture(scope="module")
 def radial24():
     tr = radial_for_matrix(24, 240.0)
-    return tr, tr.k * 0.24
+    return tr, tr.coord(240.0)
 
 
 def test_pipe_menon_flat_response(radial24):
@@ -77,7 +78,9 @@ def test_pipe_menon_flat_response(radial24):
     tr, coord = radial24
     w = dcf_pipe_menon(coord, (24,) * 3, n_iter=20, eps=1e-3)
     assert w.shape == coord.shape[:2] and np.all(w > 0)
-    assert math.isclose(w.sum(), 4 / 3 * math.pi * 12 ** 3, rel_tol=1e-9)
+    kmax = float(np.sqrt(np.max(np.sum(coord.astype(np.float64) ** 2, axis=-1))))  # 12 cycles/FOV, in float32
+    assert math.isclose(kmax, 12.0, rel_tol=1e-6)
+    assert math.isclose(w.sum(), 4 / 3 * math.pi * kmax ** 3, rel_tol=1e-9)
     means, rms = response_profile(coord, w, 24)
     dev = np.abs(means / means.mean() - 1).max()
     print(f"Pipe-Menon radial N=24: shell-mean response within {dev * 100:.2f}% over 80% of kmax, "
@@ -101,7 +104,7 @@ def test_analytic_dcf_flat_response(kind):
     tr = {"radial": lambda: radial_for_matrix(n, 240.0), "dar": lambda: dar_3d(n, 240.0, p=0.25),
           "tpi": lambda: tpi_3d(n, 240.0, p=0.4)}[kind]()
     w = dcf_for(tr)
-    coord = tr.k * 0.24
+    coord = tr.coord(240.0)
     means, rms = response_profile(coord, w, n)
     dev = np.abs(means / means.mean() - 1).max()
     print(f"{kind} analytic DCF N={n}: shell-mean response within {dev * 100:.2f}% over 80% of kmax, "
@@ -111,7 +114,7 @@ def test_analytic_dcf_flat_response(kind):
     assert dev < 0.06
     assert np.abs(means[2:] / means.mean() - 1).max() < 0.02
     # absolute scale: the weights cover the sampled ball (in 1/m^3), to within the last half-spacing
-    vol = 4 / 3 * math.pi * tr.kmax_per_m ** 3
+    vol = 4 / 3 * math.pi * tr.design.kmax_per_m ** 3
     assert 0.98 < w.sum() / vol < 1.1
 
 
@@ -134,11 +137,11 @@ def test_analytic_dcf_handles_ramp_sampling_like_shells():
 
     n, fov = 24, 0.24
     tr = dar_3d(n, fov * 1e3)
-    coord = (tr.k * fov).astype(np.float32)
+    coord = tr.coord(fov * 1e3)
     y = load_phantom("brain").kspace(tr.k, 0.0)[None] / ((fov / n) ** 3 * n**1.5)
     op = Nufft(coord, (n,) * 3, eps=1e-4)
     imgs = []
-    for w in (dcf_analytic(tr.k, "dar", k0=tr.k0_per_m), dcf_for(tr)):
+    for w in (dcf_analytic(tr.k, "dar", k0=tr.design.k0_per_m), dcf_for(tr)):
         imgs.append(np.abs(op.adjoint((y * normalise_dcf(w, coord)).astype(np.complex64)))[0])
     centre = (slice(n // 2 - 3, n // 2 + 3),) * 3  # inside the white matter
     assert abs(imgs[0][centre].mean() / imgs[1][centre].mean() - 1) < 0.05

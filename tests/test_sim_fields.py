@@ -160,13 +160,15 @@ def test_noise_covariance_positive_definite_and_recovered():
 
 
 def test_global_off_resonance_is_a_phase_in_time():
+    from na23recon.core.trajectory import Trajectory
     from na23recon.sim.scan import Acquisition, simulate_kspace
 
     ph = load_phantom("brain")
     k = _k_points(300, 50, 3).reshape(30, 10, 3)
     t = np.linspace(0, 4e-3, 10)
-    a0 = simulate_kspace(ph, k, t, Acquisition(matrix=16))
-    a1 = simulate_kspace(ph, k, t, Acquisition(matrix=16, off_resonance_hz=75.0))
+    traj = Trajectory(k, t=0.3e-3 + t)  # t from excitation: TE 0.3 ms + readout time
+    a0 = simulate_kspace(ph, traj, Acquisition(matrix=16))
+    a1 = simulate_kspace(ph, traj, Acquisition(matrix=16, off_resonance_hz=75.0))
     np.testing.assert_allclose(a1, a0 * np.exp(2j * np.pi * 75.0 * (0.3e-3 + t)), rtol=1e-9, atol=1e-12)
 
 

@@ -3,8 +3,34 @@
 import numpy as np
 import pytest
 
-from na23recon.cli import main
 from na23recon.io.trajfile import load_traj
+from na23recon.traj.make import generate, trajectory_dcf, write_trajectory
+
+
+def main(argv):
+    from na23recon.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+@pytest.mark.parametrize("kind", ["radial", "dar", "tpi"])
+def test_write_trajectory_round_trip(tmp_path, kind):
+    """generate -> trajectory_dcf -> write_trajectory -> load_traj keeps k, dcf, t (from excitation), meta."""
+    tr = generate(kind, 16, 200.0, te_ms=0.3)
+    tr = tr.with_dcf(trajectory_dcf(tr, "analytic"))
+    paths = write_trajectory(tmp_path / f"{kind}.npz", tr)
+    back = load_traj(paths["traj"], fov_mm=200, matrix=16)
+    assert back.kind == kind and back.meta["te_s"] == pytest.approx(0.3e-3)
+    assert np.array_equal(back.k, tr.k) and np.array_equal(back.dcf, tr.dcf) and np.array_equal(back.t, tr.t)
+    assert back.t[0] == pytest.approx(0.3e-3, abs=1e-15)
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pipe_menon_dcf_of_a_generated_trajectory():
+    tr = generate("radial", 12, 200.0)
+    w = trajectory_dcf(tr, "pipe-menon")
+    assert w.shape == tr.shape and np.all(w > 0)
+    assert trajectory_dcf(tr, "none") is None
 
 
 @pytest.mark.parametrize("kind", ["radial", "dar", "tpi"])

@@ -1,4 +1,4 @@
-"""Trajectory acceptance: per trajectory, the DCF-weighted adjoint of the analytic phantom
+"""Per trajectory, the DCF-weighted adjoint of the analytic phantom
 (closed-form ellipsoid k-space with T2* decay over the readout, never our NUFFT) reproduces the
 compartment means after a linear calibration with R^2 > 0.99."""
 
@@ -19,8 +19,8 @@ N, FOV_MM = 48, 240.0
 def test_adjoint_recon_of_analytic_phantom(kind):
     ph = load_phantom("brain")
     tr = generate(kind, N, FOV_MM)
-    y = ph.kspace(tr.k, tr.t[None, :]).astype(np.complex64)
-    coord = (tr.k * FOV_MM * 1e-3).astype(np.float32)
+    y = ph.kspace(tr.k, tr.t[None, :]).astype(np.complex64)  # t from excitation
+    coord = tr.coord(FOV_MM)
     img = np.abs(adjoint_recon(y[None], coord, dcf_for(tr), (N, N, N))[0])
     labels = ph.truth(N, FOV_MM, quantity="label")
     means = compartment_means(img, labels, erode=1)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from na23recon import GAMMA_BAR_NA23_HZ_PER_T
+from na23recon.core.trajectory import Trajectory
 from na23recon.errors import InputError
 from na23recon.traj.gradients import integrate_gradient
 from na23recon.traj.radial import (golden_angle_2d, n_spokes_nyquist, radial_3d, radial_for_matrix,
@@ -51,29 +52,34 @@ def test_golden_angle_2d():
     assert np.allclose(step, math.radians(111.246) % np.pi, atol=1e-3)
 
 
-def test_to_cycles_per_fov():
+def test_to_cycles_per_fov_is_trajectory_coord():
     k = radial_3d(10, 9, 64 / (2 * 0.24))
     kc = to_cycles_per_fov(k, 0.24)
     assert kc.dtype == np.float32
     assert abs(np.abs(kc).max() - 32.0) < 1e-4
+    assert np.array_equal(kc, Trajectory(k).coord(240.0))
 
 
 @pytest.mark.parametrize("centre_out", [True, False])
 def test_radial_for_matrix_limits_and_k(centre_out):
     tr = radial_for_matrix(32, 240.0, undersampling=2.0, dwell_us=10.0, centre_out=centre_out,
-                           gmax_mT_m=40.0, slew_T_m_s=150.0)
+                           gmax_mT_m=40.0, slew_T_m_s=150.0, te_ms=0.5)
+    assert isinstance(tr, Trajectory) and tr.kind == "radial"
+    design = tr.design
+    t_adc = tr.t - design.te_s  # t is from excitation; the waveform from the readout start
+    assert design.te_s == 0.5e-3 and t_adc[0] == pytest.approx(0.0, abs=1e-15)
     kmax = 32 / (2 * 0.24)
     nsp = n_spokes_nyquist(32) / 2
     assert tr.nreadout == math.ceil(nsp if centre_out else nsp / 2)
     assert tr.k.shape == (tr.nreadout, tr.t.size, 3)
     assert abs(np.linalg.norm(tr.k, axis=-1).max() - kmax) < 1e-9 * kmax
-    rep = tr.report
+    rep = design.report
     assert rep.ok
     assert rep.peak_g_T_m <= 40e-3 * 1.001 and rep.peak_slew_T_m_s <= 150 * 1.001
     # each readout's own (rotated) gradient integrates to its k within 1% of kmax
     for r in (0, tr.nreadout // 3, tr.nreadout - 1):
-        g = tr.gradient(r)
-        kint = integrate_gradient(g, tr.raster_s, tr.t, GAMMA_BAR_NA23_HZ_PER_T)
+        g = design.gradient(r)
+        kint = integrate_gradient(g, design.raster_s, t_adc, GAMMA_BAR_NA23_HZ_PER_T)
         if not centre_out:
             kint = kint + tr.k[r, 0]
         assert np.abs(kint - tr.k[r]).max() < 0.01 * kmax

@@ -153,9 +153,9 @@ def run_traj(args) -> int:
     if not args.out.endswith(".npz"):
         raise InputError(f"output must be a .npz file, got {args.out}")
     tr = generate(args.kind, args.matrix, args.fov_mm, **opts)
-    dcf = trajectory_dcf(tr, args.dcf)
-    paths = write_trajectory(args.out, tr, dcf, png=not args.no_png)
-    print(f"{tr.kind}: {tr.nreadout} readouts x {tr.nsample} samples; {tr.report.summary()}")
+    tr = tr.with_dcf(trajectory_dcf(tr, args.dcf))
+    paths = write_trajectory(args.out, tr, png=not args.no_png)
+    print(f"{tr.kind}: {tr.nreadout} readouts x {tr.nsample} samples; {tr.design.report.summary()}")
     _print_outputs(paths)
     return EXIT_OK
 

@@ -122,12 +122,20 @@ class Trajectory:
         The one unit rule of the toolkit: a matrix N spans -N/2..N/2 (sigpy's convention).
         fov_mm: a scalar or one FOV per axis (ndim,).
         """
-        fov_m = np.asarray(fov_mm, dtype=np.float64) * 1e-3
-        if fov_m.ndim and fov_m.shape[0] != self.ndim:
-            fov_m = fov_m[: self.ndim]
-        if not np.all(np.isfinite(fov_m)) or np.any(fov_m <= 0):
-            raise InputError(f"FOV must be positive to convert k to cycles/FOV, got {fov_mm}")
-        return (self.k * fov_m).astype(np.float32)
+        return (self.k * _fov_m(fov_mm, self.ndim)).astype(np.float32)
+
+    @classmethod
+    def from_coord(cls, coord: np.ndarray, fov_mm: float | tuple[float, ...] | np.ndarray,
+                   **fields: Any) -> "Trajectory":
+        """The inverse of `coord`: a Trajectory from k in cycles per FOV (matrix N at +-N/2).
+
+        `fields`: the other fields (t, dcf, kind, meta, design).
+        """
+        coord = np.asarray(coord)
+        if coord.dtype.kind not in "fiu":
+            raise InputError(f"trajectory k must be a real float array, found dtype {coord.dtype}")
+        ndim = coord.shape[-1] if coord.ndim else 0
+        return cls(k=coord.astype(np.float64) / _fov_m(fov_mm, ndim), **fields)
 
     def check_reach(self, fov_mm, base_matrix: int) -> None:
         """InputError unless the trajectory reaches the protocol's matrix edge N/2 cycles/FOV.
@@ -174,7 +182,11 @@ class Trajectory:
         """The trajectory of the selected samples (k, dcf and t alike)."""
         t = self.t
         if t is not None:
-            t = sel.apply(np.broadcast_to(t, self.shape))
+            if t.ndim == 1 and isinstance(sel.index, tuple) and len(sel.index) == 2 \
+                    and isinstance(sel.index[1], slice):
+                t = t[sel.index[1]]  # whole readouts keep one (nsample,) time axis, as the file stores it
+            else:
+                t = sel.apply(np.broadcast_to(t, self.shape))
         return replace(self, k=sel.apply(self.k), dcf=None if self.dcf is None else sel.apply(self.dcf), t=t,
                        design=None)
 
@@ -187,3 +199,15 @@ class Trajectory:
         if self.t is None:
             return None
         return self.t - float(np.min(self.t))
+
+
+def _fov_m(fov_mm, ndim: int) -> np.ndarray:
+    """FOV in m, a scalar or one per axis (the first `ndim` of a longer tuple); InputError unless > 0."""
+    fov_m = np.asarray(fov_mm, dtype=np.float64) * 1e-3
+    if fov_m.ndim and fov_m.shape[0] != ndim:
+        fov_m = fov_m[:ndim]
+    bad_shape = fov_m.ndim > 1 or (fov_m.ndim == 1 and fov_m.shape[0] != ndim)
+    if bad_shape or not np.all(np.isfinite(fov_m)) or np.any(fov_m <= 0):
+        raise InputError(f"FOV must be positive, one value or one per axis of k ({ndim}), to convert k between "
+                         f"1/m and cycles/FOV; got {fov_mm}")
+    return fov_m

@@ -1,9 +1,13 @@
-"""Trajectory files: the DESIGN.md `.npz` contract both ways, plus text/CSV and MATLAB imports.
+"""Trajectory files: the `.npz` contract both ways, plus text/CSV and MATLAB imports.
 
 Contract: `.npz` with `k` float (nreadout, nsample, 3) in cycles per metre (1/m), k[..., i] along
-image axis i; optional `dcf` (nreadout, nsample); optional `t` (nsample,) seconds. A `.npy`
-holding only `k` is accepted. Extra scalar metadata (kind, kmax_per_m, design parameters) is
-stored as 0-d arrays beside them and returned in `Trajectory.meta`.
+image axis i; optional `dcf` (nreadout, nsample); optional `t` (nsample,) seconds from
+excitation. A `.npy` holding only `k` is accepted. Extra scalar metadata (kind, kmax_per_m,
+design parameters) is stored as 0-d arrays `meta_<name>` beside them and returned in
+`Trajectory.meta` (and `meta_kind` as `Trajectory.kind`).
+
+Every reader returns a `core.Trajectory`, whose construction validates k, dcf and t; its
+InputError comes back with the file's name in front.
 
 Imports (`.txt`, `.csv`, `.mat`) need explicit units: `units='per_m'` (1/m) or `units='kmax'`
 (normalised so that |k| = 1 at kmax = matrix / (2 FOV); needs `fov_mm` and `matrix`; the
@@ -12,7 +16,6 @@ convention of many sequence packages is |k| <= 0.5, pass `units='kmax_half'` for
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import warnings
@@ -21,99 +24,70 @@ from typing import Any
 
 import numpy as np
 
+from ..core.atomic import atomic_path
+from ..core.trajectory import KMAX_TOLERANCE, Trajectory
 from ..errors import InputError
-from .atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
 UNITS = ("per_m", "kmax", "kmax_half")
-#: |k| may exceed the matrix's kmax by this fraction before a warning (ramp samples, rounding).
-KMAX_TOLERANCE = 0.02
+
+__all__ = ["Trajectory", "UNITS", "load_traj", "save_traj", "import_text", "import_mat"]
 
 
-@dataclasses.dataclass
-class Trajectory:
-    """A loaded trajectory.
-
-    k : float64 (nreadout, nsample, 3), 1/m.
-    dcf : float64 (nreadout, nsample) or None.
-    t : float64 (nsample,) s from excitation, or None.
-    meta : scalar metadata stored with the file (may be empty).
-    """
-
-    k: np.ndarray
-    dcf: np.ndarray | None = None
-    t: np.ndarray | None = None
-    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.k.shape[0], self.k.shape[1]
-
-    def cycles_per_fov(self, fov_mm: float) -> np.ndarray:
-        """k as float32 (nreadout, nsample, 3) in cycles per FOV (the NUFFT's units)."""
-        from ..traj.radial import to_cycles_per_fov
-
-        return to_cycles_per_fov(self.k, float(fov_mm) * 1e-3)
+def _trajectory(source: str, fov_mm: float | None = None, **fields: Any) -> Trajectory:
+    """`Trajectory(**fields)` (or `Trajectory.from_coord(fields.pop('coord'), fov_mm, ...)`) for a
+    file's arrays: its InputError names `source`; k must have the contract's 3 components."""
+    try:
+        if "coord" in fields:
+            traj = Trajectory.from_coord(fields.pop("coord"), fov_mm, **fields)
+        else:
+            traj = Trajectory(**fields)
+    except InputError as exc:
+        raise InputError(f"{source}: {exc}") from None
+    if traj.ndim != 3:
+        raise InputError(f"{source}: k must have shape (nreadout, nsample, 3), found {traj.k.shape}")
+    return traj
 
 
-def _validate(k: Any, dcf: Any, t: Any, source: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    k = np.asarray(k)
-    if k.dtype.kind not in "fiu":
-        raise InputError(f"{source}: k must be a real float array, found dtype {k.dtype}")
-    if k.ndim != 3 or k.shape[-1] != 3:
-        raise InputError(f"{source}: k must have shape (nreadout, nsample, 3), found {k.shape}")
-    k = k.astype(np.float64)
-    if not np.all(np.isfinite(k)):
-        bad = int(np.sum(~np.isfinite(k)))
-        raise InputError(f"{source}: k must be finite, found {bad} NaN/inf value(s)")
-    if dcf is not None:
-        dcf = np.asarray(dcf)
-        if dcf.shape != k.shape[:2]:
-            raise InputError(f"{source}: dcf must have shape {k.shape[:2]} (nreadout, nsample), found {dcf.shape}")
-        dcf = dcf.astype(np.float64)
-        if not np.all(np.isfinite(dcf)) or np.any(dcf < 0):
-            raise InputError(f"{source}: dcf must be finite and >= 0, found NaN/inf or negative values")
-    if t is not None:
-        t = np.asarray(t)
-        if t.shape != (k.shape[1],):
-            raise InputError(f"{source}: t must have shape ({k.shape[1]},) (nsample,), found {t.shape}")
-        t = t.astype(np.float64)
-        if not np.all(np.isfinite(t)):
-            raise InputError(f"{source}: t must be finite, found NaN/inf values")
-    return k, dcf, t
-
-
-def _check_kmax(k: np.ndarray, fov_mm: float | None, matrix: int | None, source: str) -> None:
+def _check_kmax(traj: Trajectory, fov_mm: float | None, matrix: int | None, source: str) -> None:
+    """Warn when |k| reaches beyond the matrix edge N/2 cycles/FOV (+2%): wrong units or FOV?"""
     if fov_mm is None or matrix is None:
         return
-    kmax = matrix / (2.0 * fov_mm * 1e-3)
-    found = float(np.max(np.linalg.norm(k, axis=-1)))
-    if found > kmax * (1 + KMAX_TOLERANCE):
-        msg = (f"{source}: |k| reaches {found:.2f} 1/m, beyond kmax {kmax:.2f} 1/m of matrix {matrix} at FOV "
-               f"{fov_mm} mm ({found / kmax:.2f} x kmax): wrong units or FOV?")
+    reach = float(np.sqrt(np.max(np.sum(traj.coord(fov_mm).astype(np.float64) ** 2, axis=-1))))
+    ratio = reach / (matrix / 2.0)
+    if ratio > 1 + KMAX_TOLERANCE:
+        found = traj.kmax_per_m()
+        msg = (f"{source}: |k| reaches {found:.2f} 1/m, beyond kmax {found / ratio:.2f} 1/m of matrix {matrix} at "
+               f"FOV {fov_mm} mm ({ratio:.2f} x kmax): wrong units or FOV?")
         log.warning(msg)
         warnings.warn(msg, stacklevel=3)
 
 
-def save_traj(path: str | os.PathLike, k: np.ndarray, dcf: np.ndarray | None = None,
-              t: np.ndarray | None = None, **meta: Any) -> Path:
-    """Write a trajectory `.npz` atomically (DESIGN.md contract).
+def save_traj(path: str | os.PathLike, traj: Trajectory) -> Path:
+    """Write `traj` as a trajectory `.npz` atomically (the module's contract).
 
-    k : (nreadout, nsample, 3) in 1/m; dcf : (nreadout, nsample); t : (nsample,) s from excitation.
-    meta : scalars (numbers, strings, bools) stored as 0-d arrays. Returns the path written.
+    k (nreadout, nsample, 3) in 1/m; its dcf and t (seconds from excitation) when present;
+    `traj.kind` as `meta_kind` and every `traj.meta` entry as a 0-d `meta_<name>` array (numbers,
+    strings, bools; None entries are skipped). Returns the path written.
     """
     path = Path(path)
     if path.suffix != ".npz":
         raise InputError(f"trajectory file must end in .npz, found {path.name!r}")
-    k, dcf, t = _validate(k, dcf, t, str(path))
-    arrays: dict[str, np.ndarray] = {"k": k}
-    if dcf is not None:
-        arrays["dcf"] = dcf
-    if t is not None:
-        arrays["t"] = t
+    if not isinstance(traj, Trajectory):
+        raise TypeError(f"save_traj needs a core.Trajectory, found {type(traj).__name__}")
+    if traj.ndim != 3:
+        raise InputError(f"{path}: k must have shape (nreadout, nsample, 3), found {traj.k.shape}")
+    arrays: dict[str, np.ndarray] = {"k": traj.k}
+    if traj.dcf is not None:
+        arrays["dcf"] = traj.dcf
+    if traj.t is not None:
+        arrays["t"] = traj.t
+    meta = dict(traj.meta)
+    if traj.kind is not None:
+        meta["kind"] = traj.kind
     for key, val in meta.items():
-        if key in arrays or key in ("k", "dcf", "t"):
+        if key in ("k", "dcf", "t"):
             raise InputError(f"metadata key {key!r} clashes with a trajectory array")
         if val is None:
             continue
@@ -128,9 +102,9 @@ def save_traj(path: str | os.PathLike, k: np.ndarray, dcf: np.ndarray | None = N
 
 def load_traj(path: str | os.PathLike, fov_mm: float | None = None, matrix: int | None = None,
               units: str = "per_m", key: str | None = None, nsample: int | None = None) -> Trajectory:
-    """Read a trajectory into a `Trajectory` (k in 1/m), validated.
+    """Read a trajectory file into a `core.Trajectory` (k in 1/m), validated.
 
-    `.npz` / `.npy`: the DESIGN.md contract (k already in 1/m; `units` must stay 'per_m').
+    `.npz` / `.npy`: the module's contract (k already in 1/m; `units` must stay 'per_m').
     `.txt` / `.csv`: rows `kx ky kz` (comma or whitespace separated, '#' comments), readouts of
     `nsample` samples one after another (see `import_text`). `.mat`: variable `key` (default the first of 'k', 'traj',
     'ktraj', 'kspace_traj') of shape (nreadout, nsample, 3), (3, nsample, nreadout) or
@@ -173,9 +147,10 @@ def load_traj(path: str | os.PathLike, fov_mm: float | None = None, matrix: int 
             except Exception as exc:  # object arrays, damaged members
                 raise InputError(f"{path.name}: cannot read its arrays ({type(exc).__name__}: "
                                  f"{' '.join(str(exc).split())})") from None
-        k, dcf, t = _validate(k, dcf, t, path.name)
-        _check_kmax(k, fov_mm, matrix, path.name)
-        return Trajectory(k=k, dcf=dcf, t=t, meta=meta)
+        kind = meta.get("kind")
+        traj = _trajectory(path.name, k=k, dcf=dcf, t=t, kind=kind if isinstance(kind, str) else None, meta=meta)
+        _check_kmax(traj, fov_mm, matrix, path.name)
+        return traj
     if suffix == ".mat":
         return import_mat(path, units=units, fov_mm=fov_mm, matrix=matrix, key=key)
     if suffix in (".txt", ".csv"):
@@ -185,15 +160,20 @@ def load_traj(path: str | os.PathLike, fov_mm: float | None = None, matrix: int 
     raise InputError(f"{path.name}: unknown trajectory format {suffix!r}; expected .npz, .npy, .mat, .txt or .csv")
 
 
-def _scale_units(k: np.ndarray, units: str, fov_mm: float | None, matrix: int | None, source: str) -> np.ndarray:
+def _scaled(k: np.ndarray, units: str, fov_mm: float | None, matrix: int | None, source: str,
+            **fields: Any) -> Trajectory:
+    """The Trajectory of k given in `units`: 1/m as is, or normalised to kmax (|k| = 1, or 0.5
+    for 'kmax_half', at the matrix edge N/2 cycles/FOV) through `Trajectory.from_coord`."""
     if units not in UNITS:
         raise InputError(f"units must be one of {UNITS}, found {units!r}")
     if units == "per_m":
-        return k
+        return _trajectory(source, k=k, **fields)
     if fov_mm is None or matrix is None:
         raise InputError(f"{source}: units={units!r} needs fov_mm and matrix to convert to 1/m")
-    kmax = matrix / (2.0 * fov_mm * 1e-3)
-    return k * (kmax if units == "kmax" else 2.0 * kmax)
+    edge = matrix / 2.0 if units == "kmax" else float(matrix)  # cycles/FOV per unit of the file
+    k = np.asarray(k)
+    coord = k.astype(np.float64) * edge if k.dtype.kind in "fiu" else k
+    return _trajectory(source, fov_mm=fov_mm, coord=coord, **fields)
 
 
 def import_text(path: str | os.PathLike, nsample: int, units: str, fov_mm: float | None = None,
@@ -221,11 +201,10 @@ def import_text(path: str | os.PathLike, nsample: int, units: str, fov_mm: float
         raise InputError(f"{path.name}: expected 3 columns (kx ky kz), found {rows.shape[1]}")
     if nsample < 1 or rows.shape[0] % nsample:
         raise InputError(f"{path.name}: {rows.shape[0]} rows are not a whole number of readouts of {nsample} samples")
-    k = rows.reshape(-1, nsample, 3)
-    k = _scale_units(k, units, fov_mm, matrix, path.name)
-    k, _, _ = _validate(k, None, None, path.name)
-    _check_kmax(k, fov_mm, matrix, path.name)
-    return Trajectory(k=k, meta={"imported_from": path.name, "units": units})
+    traj = _scaled(rows.reshape(-1, nsample, 3), units, fov_mm, matrix, path.name,
+                   meta={"imported_from": path.name, "units": units})
+    _check_kmax(traj, fov_mm, matrix, path.name)
+    return traj
 
 
 def import_mat(path: str | os.PathLike, units: str, fov_mm: float | None = None, matrix: int | None = None,
@@ -268,7 +247,7 @@ def import_mat(path: str | os.PathLike, units: str, fov_mm: float | None = None,
                 dcf = dcf.T
             break
     t = np.asarray(mat["t"]).ravel() if "t" in mat else None
-    k = _scale_units(k.astype(np.float64), units, fov_mm, matrix, path.name)
-    k, dcf, t = _validate(k, dcf, t, path.name)
-    _check_kmax(k, fov_mm, matrix, path.name)
-    return Trajectory(k=k, dcf=dcf, t=t, meta={"imported_from": path.name, "units": units})
+    traj = _scaled(k, units, fov_mm, matrix, path.name, dcf=dcf, t=t,
+                   meta={"imported_from": path.name, "units": units})
+    _check_kmax(traj, fov_mm, matrix, path.name)
+    return traj

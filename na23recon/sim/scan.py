@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .. import GAMMA_BAR_NA23_HZ_PER_T
+from ..core.trajectory import Trajectory
 from ..errors import InputError
 from ..io.scan import Scan, ScanInfo
 from .phantom import Phantom, load_phantom
@@ -59,15 +60,19 @@ class Acquisition:
 TRAJECTORIES = ("radial", "dar", "tpi")
 
 
-def make_trajectory(acq: Acquisition):
-    """The scanner-like trajectory of `acq` and its analytic DCF.
+def make_trajectory(acq: Acquisition) -> Trajectory:
+    """The scanner-like trajectory of `acq` with its analytic DCF, as a `core.Trajectory`.
 
-    Returns (k (nreadout, nsample, 3) 1/m float64, t (nsample,) s from the readout start, dcf
-    (nreadout, nsample) in (1/m)^3, metadata dict). DCF: radial shell volumes for radial, the
-    closed form |k|^2 below k0 and k0^2 above (`traj.dcf.dcf_analytic`, the generator's k0) for
-    TPI; DA-radial spokes are straight, so they get the exact shell volumes too (which follow the
-    gradient ramp at the start of the readout, unlike the closed form). TPI has no undersampling option of its own: with undersampling u > 1 every
-    u-th projection is kept (evenly strided over the cones)."""
+    k (nreadout, nsample, 3) 1/m, t (nsample,) s from excitation (TE + time from the readout
+    start), dcf (nreadout, nsample) in (1/m)^3, meta: the scalars stored with the trajectory file
+    (kind, kmax_per_m, k0_per_m, te_s, readout_ms, nreadout, nsample, undersampling, dcf_method).
+    DCF: radial shell volumes for radial, the closed form |k|^2 below k0 and k0^2 above
+    (`traj.dcf.dcf_analytic`, the generator's k0) for TPI (Boada et al. MRM 1997); DA-radial
+    (Nagel et al. MRM 2009) spokes are straight, so they get the exact shell volumes too (which
+    follow the gradient ramp at the start of the readout, unlike the closed form). TPI has no
+    undersampling option of its own: with undersampling u > 1 every u-th projection is kept
+    (evenly strided over the cones); the result then has no gradient `design`."""
+    from ..core.trajectory import SampleSelection
     from ..traj.dcf import dcf_analytic, dcf_radial_shells
 
     if acq.traj not in TRAJECTORIES:
@@ -77,47 +82,50 @@ def make_trajectory(acq: Acquisition):
     if acq.traj == "radial":
         from ..traj.radial import radial_for_matrix
 
-        tr = radial_for_matrix(acq.matrix, acq.fov_mm, undersampling=acq.undersampling)
+        tr = radial_for_matrix(acq.matrix, acq.fov_mm, undersampling=acq.undersampling, te_ms=acq.te_ms)
     elif acq.traj == "dar":
         from ..traj.dar import dar_3d
 
-        tr = dar_3d(acq.matrix, acq.fov_mm, undersampling=acq.undersampling)
+        tr = dar_3d(acq.matrix, acq.fov_mm, undersampling=acq.undersampling, te_ms=acq.te_ms)
     else:
         from ..traj.tpi import tpi_3d
 
-        tr = tpi_3d(acq.matrix, acq.fov_mm)
-    k, t = np.asarray(tr.k, dtype=np.float64), np.asarray(tr.t, dtype=np.float64)
+        tr = tpi_3d(acq.matrix, acq.fov_mm, te_ms=acq.te_ms)
+    kmax_per_m, k0_per_m = float(tr.design.kmax_per_m), float(tr.design.k0_per_m)
     if acq.traj == "tpi" and acq.undersampling > 1:
-        keep = np.unique(np.round(np.linspace(0, k.shape[0] - 1, int(np.ceil(k.shape[0] / acq.undersampling)))))
-        k = k[keep.astype(int)]
+        n = tr.nreadout
+        keep = np.unique(np.round(np.linspace(0, n - 1, int(np.ceil(n / acq.undersampling))))).astype(int)
+        tr = tr.select(SampleSelection((keep, slice(None))))
     if acq.traj in ("radial", "dar"):
         # straight spokes: the exact shell volumes follow the ramp-sampled start, which the closed form
         # misses (dcf_analytic 'dar' weights the first ramp samples up to 60x too much and scales
         # extended objects ~45% too bright at matrix 32)
-        dcf = dcf_radial_shells(k)
+        dcf = dcf_radial_shells(tr.k)
         dcf_method = "dcf_radial_shells"
     else:
-        dcf = dcf_analytic(k, kind=acq.traj, k0=float(tr.k0_per_m), kmax=float(tr.kmax_per_m))
+        dcf = dcf_analytic(tr.k, kind=acq.traj, k0=k0_per_m, kmax=kmax_per_m)
         dcf_method = "dcf_analytic(tpi, k0)"
-    meta = {"kind": acq.traj, "kmax_per_m": float(tr.kmax_per_m), "k0_per_m": float(tr.k0_per_m),
-            "te_s": acq.te_ms * 1e-3, "readout_ms": float(t[-1] * 1e3), "nreadout": int(k.shape[0]),
-            "nsample": int(k.shape[1]), "undersampling": float(acq.undersampling), "dcf_method": dcf_method}
-    return k, t, dcf, meta
+    meta = {"kind": acq.traj, "kmax_per_m": kmax_per_m, "k0_per_m": k0_per_m,
+            "te_s": acq.te_ms * 1e-3, "readout_ms": float(tr.sample_times()[-1] * 1e3), "nreadout": tr.nreadout,
+            "nsample": tr.nsample, "undersampling": float(acq.undersampling), "dcf_method": dcf_method}
+    return replace(tr, dcf=dcf, meta=meta)
 
 
-def simulate_kspace(phantom: Phantom, k_per_m: np.ndarray, t_s: np.ndarray, acq: Acquisition,
+def simulate_kspace(phantom: Phantom, traj: Trajectory, acq: Acquisition,
                     fields=None, flip_deg: float | None = None) -> np.ndarray:
-    """k-space of `phantom` at k (nreadout, nsample, 3) 1/m and times t (nsample,) s from the
-    readout start, scaled to voxel units of `acq.matrix`: (nreadout, nsample) complex128 without
-    `fields`, (ncoil, nreadout, nsample) with a `sim.kspace.FieldSet`. Exact closed forms with each
-    sample's T2* decay (`sim.kspace.analytic_kspace`), plus the global off-resonance phase."""
+    """k-space of `phantom` at the samples of `traj` (k in 1/m, t in s from excitation), scaled
+    to voxel units of `acq.matrix`: (nreadout, nsample) complex128 without `fields`,
+    (ncoil, nreadout, nsample) with a `sim.kspace.FieldSet`. Exact closed forms with each sample's
+    T2* decay (`sim.kspace.analytic_kspace`), plus the global off-resonance phase."""
     from .kspace import analytic_kspace
 
+    if traj.t is None:
+        raise InputError("simulating k-space needs the sample times t (s from excitation)")
     n = acq.matrix
     vox_m3 = (acq.fov_mm * 1e-3 / n) ** 3
-    t_exc = acq.te_ms * 1e-3 + np.asarray(t_s)[None, :]
+    t_exc = traj.t[None, :] if traj.t.ndim == 1 else traj.t
     flip = np.deg2rad(acq.flip_deg if flip_deg is None else flip_deg)
-    y = analytic_kspace(phantom, k_per_m, t_exc, acq.tr_ms, flip, fields)
+    y = analytic_kspace(phantom, traj.k, t_exc, acq.tr_ms, flip, fields)
     if acq.off_resonance_hz:
         y = y * np.exp(2j * np.pi * acq.off_resonance_hz * t_exc)
     y /= vox_m3 * np.sqrt(float(n) ** 3)
@@ -168,8 +176,8 @@ def simulate_scan(phantom: Phantom, acq: Acquisition, snr: float | None = None, 
                   flip_deg: float | None = None, cache: dict | None = None):
     """Simulate a centre-out 3D scan (radial, DA-radial or TPI) with B1+, coils and noise.
 
-    Returns (Scan, trajectory dict with k [1/m], dcf, t [s from excitation], meta, and 'sim': a
-    dict describing the fields, their fit residuals and the noise covariance).
+    Returns (Scan, {'traj': the `core.Trajectory` (k [1/m], dcf, t [s from excitation], meta),
+    'sim': a dict describing the fields, their fit residuals and the noise covariance}).
     flip_deg overrides acq.flip_deg (double-angle pairs). `cache`, a dict the caller keeps,
     reuses the noiseless k-space between calls that differ only in snr and seed.
     """
@@ -186,13 +194,13 @@ def simulate_scan(phantom: Phantom, acq: Acquisition, snr: float | None = None, 
         raise InputError(f"flip angle must be in (0, 180) degrees, got {flip}")
     key = (phantom.name, repr(acq), flip)
     if cache is not None and key in cache:
-        k, t, dcf, meta, y, rx, sim_info = cache[key]
+        traj, y, rx, sim_info = cache[key]
     else:
-        k, t, dcf, meta = make_trajectory(acq)
+        traj = make_trajectory(acq)
         b1 = b1_model_for(phantom, acq)
         rx = receive_model_for(phantom, acq)
         fields = build_fields(phantom, np.deg2rad(flip), acq.tr_ms, b1, rx, order=acq.field_order)
-        y = simulate_kspace(phantom, k, t, acq, fields=fields, flip_deg=flip)
+        y = simulate_kspace(phantom, traj, acq, fields=fields, flip_deg=flip)
         sim_info = {
             "b1": b1.describe() if b1 is not None else None,
             "receive": rx.describe() if hasattr(rx, "describe") else rx,
@@ -202,20 +210,20 @@ def simulate_scan(phantom: Phantom, acq: Acquisition, snr: float | None = None, 
             "off_resonance_hz": acq.off_resonance_hz,
         }
         if cache is not None:
-            cache[key] = (k, t, dcf, meta, y, rx, sim_info)
-    fov_m = acq.fov_mm * 1e-3
+            cache[key] = (traj, y, rx, sim_info)
     rng = np.random.default_rng(seed)
     data = y.astype(np.complex64)
     noise = None
     sim_info = dict(sim_info)
     if snr is not None:
-        sigma = noise_sigma(phantom, dcf, k * fov_m, acq, snr)
+        sigma = noise_sigma(phantom, traj.dcf, traj.coord(acq.fov_mm), acq, snr)
         cov = rx.noise_covariance(sigma, acq.noise_correlation) if hasattr(rx, "noise_covariance") else \
             np.eye(acq.ncoil) * sigma**2
         chol = np.linalg.cholesky(cov)
         data = data + _correlated_noise(rng, chol, data.shape)
         noise = _correlated_noise(rng, chol, (acq.ncoil, 4096))
         sim_info["noise"] = {"sigma": sigma, "covariance_real": cov.real.tolist(), "covariance_imag": cov.imag.tolist()}
+    t = traj.sample_times()
     dwell_s = float(t[1] - t[0]) if t.size > 1 else 10e-6
     info = ScanInfo(
         nucleus="23Na", b0_T=acq.b0_T, larmor_hz=GAMMA_BAR_NA23_HZ_PER_T * acq.b0_T, te_ms=[acq.te_ms],
@@ -225,8 +233,7 @@ def simulate_scan(phantom: Phantom, acq: Acquisition, snr: float | None = None, 
         software_version="na23recon-sim", protocol_name=f"sim_{phantom.name}_{acq.traj}",
     )
     scan = Scan(data=data[None, None], info=info, noise=noise)
-    return scan, {"k": k.astype(np.float32), "dcf": dcf.astype(np.float32),
-                  "t": (acq.te_ms * 1e-3 + t).astype(np.float32), "meta": meta, "sim": sim_info}
+    return scan, {"traj": traj, "sim": sim_info}
 
 
 def _correlated_noise(rng: np.random.Generator, chol: np.ndarray, shape) -> np.ndarray:
@@ -254,14 +261,12 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
     acq_kw: the other `Acquisition` fields (traj, te_ms, tr_ms, flip_deg, ncoil, undersampling,
     b1_variation, off_resonance_hz, ...). Returns the paths by name.
     """
-    from ..io.atomic import write_text_atomic
+    from ..core.atomic import ensure_writable_dir, write_text_atomic
+    from ..core.nifti import save_nifti
     from ..io.geometry import affine_from_info
-    from ..io.nifti import save_nifti
     from ..io.trajfile import save_traj
     from ..io.twix import write_scan
     from ..provenance import base_sidecar
-
-    from ..io.atomic import ensure_writable_dir
 
     ph = load_phantom(phantom)
     out = ensure_writable_dir(out)
@@ -281,7 +286,7 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
         paths["scan_2a"] = out / "scan_2a.dat"
         write_scan(paths["scan_2a"], scan2)
         sims["scan_2a"] = traj2["sim"]
-    save_traj(paths["traj"], traj["k"], dcf=traj["dcf"], t=traj["t"], **traj["meta"])
+    save_traj(paths["traj"], traj["traj"])
     shape = (matrix,) * 3
     affine = affine_from_info(scan.info, shape)
     side = base_sidecar(inputs=[])
@@ -299,7 +304,7 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
              for c in ph.compartments if c.medium is not None]
     write_text_atomic(paths["vials"], json.dumps({"vials": vials}, indent=2) + "\n")
     write_text_atomic(paths["phantom"], json.dumps({
-        "phantom": ph.name, "acquisition": acq.__dict__, "snr": snr, "seed": seed, "trajectory": traj["meta"],
+        "phantom": ph.name, "acquisition": acq.__dict__, "snr": snr, "seed": seed, "trajectory": dict(traj["traj"].meta),
         "simulation": sims, "compartments": [c.__dict__ for c in ph.compartments]},
         indent=2, default=str) + "\n")
     return paths

@@ -25,9 +25,10 @@ import math
 
 import numpy as np
 
+from ..core.trajectory import Trajectory
 from ..errors import InputError
-from .gradients import (GeneratedTrajectory, check_design_params, check_waveforms, choose_readout_gradient,
-                        gamma_bar_default, gradient_from_k, ramp_intervals, rotation_z_to)
+from .gradients import (GradientDesign, check_design_params, check_waveforms, choose_readout_gradient,
+                        gamma_bar_default, generated_trajectory, gradient_from_k, ramp_intervals, rotation_z_to)
 from .radial import n_spokes_nyquist, spoke_directions
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def dar_3d(matrix: int, fov_mm: float, gmax_mT_m: float = 40.0, slew_T_m_s: floa
            dwell_us: float = 10.0, k0_per_m: float | None = None, p: float | None = 0.25,
            g0_mT_m: float | None = None, undersampling: float = 1.0, readout_os: float = 1.0,
            ordering: str = "spiral", raster_us: float = 10.0, te_ms: float = 0.0,
-           gamma_bar_hz_per_t: float | None = None) -> GeneratedTrajectory:
+           gamma_bar_hz_per_t: float | None = None) -> Trajectory:
     """Density-adapted 3D radial trajectory (Nagel et al. 2009), centre-out.
 
     Parameters
@@ -111,8 +112,11 @@ def dar_3d(matrix: int, fov_mm: float, gmax_mT_m: float = 40.0, slew_T_m_s: floa
         limit raises InputError.
     undersampling : spokes = ceil(pi N^2 / undersampling) (directions as `spoke_directions`).
 
-    Returns a `GeneratedTrajectory`: k (nspoke, nsample, 3) 1/m, t (nsample,) s, g_base
-    (1, ngrad, 3) T/m along z (rotated per spoke), checked against the limits.
+    te_ms : time from excitation to the readout start.
+
+    Returns a `Trajectory` (kind 'dar'): k (nspoke, nsample, 3) 1/m, t (nsample,) s from
+    excitation, design a `GradientDesign` (g_base (1, ngrad, 3) T/m along z, rotated per spoke),
+    checked against the limits.
     """
     check_design_params("DA-radial", matrix,
                         positive=dict(fov_mm=fov_mm, gmax_mT_m=gmax_mT_m, slew_T_m_s=slew_T_m_s, dwell_us=dwell_us,
@@ -146,7 +150,8 @@ def dar_3d(matrix: int, fov_mm: float, gmax_mT_m: float = 40.0, slew_T_m_s: floa
                   undersampling=float(undersampling), readout_os=float(readout_os), ordering=ordering,
                   raster_us=float(raster_us), n_spokes=int(n_spokes), nsample=int(t.size),
                   readout_ms=float(t[-1] * 1e3))
-    return GeneratedTrajectory(k=k, t=t, g_base=gw[None], base_index=np.zeros(n_spokes, dtype=np.int64),
-                               rotation=rotation_z_to(dirs), raster_s=raster, kmax_per_m=kmax, k0_per_m=k0,
-                               kind="dar", params=params, report=rep, te_s=te_ms * 1e-3,
-                               readout_solid_angle=np.full(n_spokes, 4.0 * math.pi / n_spokes))
+    design = GradientDesign(g_base=gw[None], base_index=np.zeros(n_spokes, dtype=np.int64),
+                            rotation=rotation_z_to(dirs), raster_s=raster, kmax_per_m=kmax, k0_per_m=k0,
+                            te_s=te_ms * 1e-3, params=params, report=rep,
+                            readout_solid_angle=np.full(n_spokes, 4.0 * math.pi / n_spokes))
+    return generated_trajectory(k, t, "dar", design)

@@ -9,7 +9,7 @@ covering the sphere of radius N/2 add up to ~ (4/3) pi (N/2)^3.
   (straight spokes) stands for; equals |k|^2 dk (plus the centre sphere's share at k = 0) and so
   is the analytic |k|^2 DCF of radial, the constant k0^2 dk0 of density-adapted radial (Nagel
   et al. 2009, MRM 62:1565), and it follows ramp sampling too.
-- `dcf_analytic`: the closed forms of REFERENCES.md: radial |k|^2 with a centre floor, DA-radial
+- `dcf_analytic`: the closed forms: radial |k|^2 with a centre floor, DA-radial
   and TPI (Boada et al. 1997, MRM 38:1022) |k|^2 below k0 and k0^2 above, each scaled to the
   sampled volume.
 - `dcf_pipe_menon`: iterative w <- w / (C (C^T w)) (Pipe & Menon 1999, MRM 41:179) with the
@@ -159,14 +159,16 @@ def dcf_shells(k: np.ndarray, solid_angle: np.ndarray | None = None) -> np.ndarr
 
 
 def dcf_for(traj) -> np.ndarray:
-    """Analytic DCF (nreadout, nsample) in (1/m)^3 for a `GeneratedTrajectory` of any kind.
+    """Analytic DCF (nreadout, nsample) in (1/m)^3 for a `core.Trajectory` of any kind.
 
-    Radial: `dcf_radial_shells`; DA-radial and TPI: `dcf_shells` with the readouts' solid angles.
+    Radial: `dcf_radial_shells`; DA-radial and TPI: `dcf_shells` with the readouts' solid angles
+    from the trajectory's `GradientDesign` (equal solid angles without one).
     Multiply by FOV^3 (m^3) for (cycles/FOV)^3.
     """
     if traj.kind == "radial":
         return dcf_radial_shells(traj.k)
-    return dcf_shells(traj.k, traj.readout_solid_angle)
+    solid = getattr(traj.design, "readout_solid_angle", None)
+    return dcf_shells(traj.k, solid)
 
 
 def dcf_pipe_menon(coord: np.ndarray, shape: tuple[int, ...], n_iter: int = 20, eps: float = 1e-4,
@@ -187,7 +189,7 @@ def dcf_pipe_menon(coord: np.ndarray, shape: tuple[int, ...], n_iter: int = 20, 
     eps : NUFFT tolerance: sets the kernel width (1e-4 gives ~7 taps at upsampling 2, a smooth
         density estimate at Nyquist-spaced spokes).
     pad : k-space margin (cycles/FOV) added to each side of the grid so that samples at the edge
-        do not wrap around onto the opposite edge (the edge care REFERENCES.md mentions);
+        do not wrap around onto the opposite edge of the periodic grid;
         default the kernel's half-width + 2.
     w0 : starting weights (nreadout, nsample); default 1 (an analytic DCF converges faster).
     op : an existing `Nufft` plan on the padded shape to reuse (advanced).

@@ -1,15 +1,16 @@
-"""Gradient waveforms shared by the trajectory generators: the result type and the limit checks.
+"""Gradient waveforms shared by the trajectory generators: the gradient design and the limit checks.
 
-Every generator returns a `GeneratedTrajectory`: the sampled k-space positions (1/m), the sample
-times (s from the start of the readout), and the gradient waveform (T/m) on the gradient raster
-that produces them. The waveform is stored once per distinct shape (`g_base`) plus a rotation per
-readout, because 3D radial and TPI readouts are rotated copies of one (radial) or a few (one per
-cone, TPI) waveforms; rotations leave |G| and |dG/dt| unchanged, so checking the base waveforms
-checks them all.
+Every generator returns a `core.Trajectory` (k in 1/m, t in s from excitation) whose `design` is a
+`GradientDesign`: the gradient waveform (T/m) on the gradient raster that produces the samples.
+The waveform is stored once per distinct shape (`g_base`) plus a rotation per readout, because 3D
+radial and TPI readouts are rotated copies of one (radial) or a few (one per cone, TPI) waveforms;
+rotations leave |G| and |dG/dt| unchanged, so checking the base waveforms checks them all.
 
 Waveform convention: `g_base[b, i]` is the gradient held during raster interval
 [i * raster, (i + 1) * raster) (piecewise constant, as a scanner's gradient raster plays it), the
-readout (and the ADC) starting at t = 0. Then k(t) = gamma_bar * integral_0^t G dt', exactly.
+readout (and the ADC) starting at t_adc = 0, i.e. te_s after excitation. Then
+k(t_adc) = gamma_bar * integral_0^t_adc G dt', exactly; a sample's time from excitation is
+t = te_s + t_adc.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import GAMMA_BAR_NA23_HZ_PER_T
+from ..core.trajectory import Trajectory
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
-#: Relative tolerance of the Gmax and slew checks (0.1%, issue 4).
+#: Relative tolerance of the Gmax and slew checks (0.1%).
 LIMIT_RTOL = 1e-3
-#: Relative tolerance of the k-from-integrated-G check (1% of kmax, issue 4).
+#: Relative tolerance of the k-from-integrated-G check (1% of kmax).
 K_RTOL = 1e-2
 
 
@@ -56,61 +58,54 @@ class GradientReport:
                 f"readout {self.readout_s * 1e3:.3f} ms")
 
 
-@dataclasses.dataclass
-class GeneratedTrajectory:
-    """A trajectory as the scanner plays it.
+@dataclasses.dataclass(frozen=True, eq=False)
+class GradientDesign:
+    """How a generated trajectory is played: the `design` of its `core.Trajectory`.
 
     Attributes
     ----------
-    k : float64 (nreadout, nsample, 3), cycles per metre (1/m); k[..., i] along image axis i.
-    t : float64 (nsample,), seconds from the start of the readout (ADC start) of each sample.
-        Add `te_s` for the time from excitation.
-    g_base : float64 (nbase, ngrad, 3), T/m, piecewise constant on `raster_s` from t = 0.
+    g_base : float64 (nbase, ngrad, 3), T/m, piecewise constant on `raster_s` from the readout
+        start (t_adc = 0).
     base_index : int (nreadout,), which base waveform each readout plays.
     rotation : float64 (nreadout, 3, 3); readout r plays G = rotation[r] @ g_base[base_index[r]].
     raster_s : gradient raster time, s.
     kmax_per_m, k0_per_m : nominal kmax = N / (2 FOV) and the start of the constant-density
         region (0 for plain radial), 1/m.
-    te_s : time from excitation to the first sample (the readout start), s; informational.
-    kind : 'radial' | 'dar' | 'tpi'.
+    te_s : time from excitation to the readout start (the first sample), s: the trajectory's
+        t = te_s + t_adc.
     params : the design parameters (JSON-serialisable), saved with the trajectory file.
     report : the gradient check (`GradientReport`).
     readout_solid_angle : (nreadout,) sr, the solid angle each readout stands for (4 pi / n for
         uniformly spread spokes, per cone for TPI); used by the analytic DCF. None if unknown.
     """
 
-    k: np.ndarray
-    t: np.ndarray
     g_base: np.ndarray
     base_index: np.ndarray
     rotation: np.ndarray
     raster_s: float
     kmax_per_m: float
     k0_per_m: float
-    kind: str
-    params: dict[str, Any]
-    report: GradientReport | None = None
     te_s: float = 0.0
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    report: GradientReport | None = None
     readout_solid_angle: np.ndarray | None = None
 
-    @property
-    def nreadout(self) -> int:
-        return self.k.shape[0]
-
-    @property
-    def nsample(self) -> int:
-        return self.k.shape[1]
-
     def gradient(self, readout: int) -> np.ndarray:
-        """Gradient waveform (ngrad, 3) in T/m played during readout `readout`."""
+        """Gradient waveform (ngrad, 3) in T/m played during readout `readout` (from its start)."""
         return self.g_base[self.base_index[readout]] @ self.rotation[readout].T
 
     def file_meta(self) -> dict[str, Any]:
         """Scalar metadata to store beside `k` in the trajectory file."""
-        meta = {"kind": self.kind, "raster_s": self.raster_s, "kmax_per_m": self.kmax_per_m,
-                "k0_per_m": self.k0_per_m, "te_s": self.te_s}
+        meta = {"raster_s": self.raster_s, "kmax_per_m": self.kmax_per_m, "k0_per_m": self.k0_per_m,
+                "te_s": self.te_s}
         meta.update({f"param_{k}": v for k, v in self.params.items() if np.isscalar(v)})
         return meta
+
+
+def generated_trajectory(k: np.ndarray, t_adc: np.ndarray, kind: str, design: GradientDesign) -> Trajectory:
+    """The `Trajectory` a generator returns: t from excitation (te_s + t_adc), the design's file metadata."""
+    return Trajectory(k=k, t=np.asarray(t_adc, dtype=np.float64) + design.te_s, kind=kind,
+                      meta=design.file_meta(), design=design)
 
 
 def check_design_params(what: str, matrix: Any, positive: dict[str, Any] | None = None,

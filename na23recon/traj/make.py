@@ -8,18 +8,19 @@ from typing import Any
 
 import numpy as np
 
+from ..core.trajectory import Trajectory
 from ..errors import InputError
-from .gradients import GeneratedTrajectory
 
 log = logging.getLogger(__name__)
 
 KINDS = ("radial", "dar", "tpi")
 
 
-def generate(kind: str, matrix: int, fov_mm: float, **opts: Any) -> GeneratedTrajectory:
+def generate(kind: str, matrix: int, fov_mm: float, **opts: Any) -> Trajectory:
     """Generate a 'radial' (`radial_for_matrix`), 'dar' (`dar_3d`) or 'tpi' (`tpi_3d`) trajectory.
 
-    `opts` go to the generator; None values are dropped (generator defaults apply).
+    `opts` go to the generator; None values are dropped (generator defaults apply). The result has
+    t from excitation and its `GradientDesign` as `design`; no DCF yet (`trajectory_dcf`).
     """
     opts = {k: v for k, v in opts.items() if v is not None}
     if kind == "radial":
@@ -40,31 +41,38 @@ def generate(kind: str, matrix: int, fov_mm: float, **opts: Any) -> GeneratedTra
     raise InputError(f"trajectory kind must be one of {KINDS}, found {kind!r}")
 
 
-def trajectory_dcf(tr: GeneratedTrajectory, method: str = "analytic") -> np.ndarray | None:
-    """DCF (nreadout, nsample) in (1/m)^3 for a generated trajectory: 'analytic', 'pipe-menon' or 'none'."""
+def trajectory_dcf(traj: Trajectory, method: str = "analytic") -> np.ndarray | None:
+    """DCF (nreadout, nsample) in (1/m)^3 for a generated trajectory: 'analytic', 'pipe-menon' or 'none'.
+
+    'analytic': shell volumes (`dcf.dcf_for`); 'pipe-menon': iterated from them (Pipe & Menon,
+    MRM 1999) on the design's matrix and FOV. Attach it with `traj.with_dcf(dcf)`.
+    """
     from .dcf import dcf_for, dcf_pipe_menon
 
     if method == "none":
         return None
     if method == "analytic":
-        return dcf_for(tr)
+        return dcf_for(traj)
     if method == "pipe-menon":
-        fov_m = tr.params["fov_mm"] * 1e-3
-        n = int(tr.params["matrix"])
-        w0 = dcf_for(tr) * fov_m ** 3
-        return dcf_pipe_menon(tr.k * fov_m, (n, n, n), w0=w0) / fov_m ** 3
+        if traj.design is None:
+            raise InputError("the Pipe-Menon DCF needs a generated trajectory (its design's matrix and FOV)")
+        fov_mm = float(traj.design.params["fov_mm"])
+        n = int(traj.design.params["matrix"])
+        cell = (fov_mm * 1e-3) ** 3  # (1/m)^3 -> (cycles/FOV)^3
+        w0 = dcf_for(traj) * cell
+        return dcf_pipe_menon(traj.coord(fov_mm), (n, n, n), w0=w0) / cell
     raise InputError(f"DCF method must be 'analytic', 'pipe-menon' or 'none', found {method!r}")
 
 
-def write_trajectory(out: str | Path, tr: GeneratedTrajectory, dcf: np.ndarray | None = None,
-                     png: bool = True) -> dict[str, Path]:
-    """Write `out` (.npz, DESIGN.md contract; t from excitation = t + te_s) and, with `png`, a figure beside it."""
+def write_trajectory(out: str | Path, traj: Trajectory, png: bool = True) -> dict[str, Path]:
+    """Write `traj` (with its dcf, t from excitation) to `out` (.npz, `io.trajfile.save_traj`) and,
+    with `png`, a figure beside it. Returns the paths by name ('traj', 'png')."""
     from ..io.trajfile import save_traj
 
     out = Path(out)
-    paths = {"traj": save_traj(out, tr.k, dcf=dcf, t=tr.t + tr.te_s, **tr.file_meta())}
+    paths = {"traj": save_traj(out, traj)}
     if png:
         from ..report.figures import trajectory_png
 
-        paths["png"] = trajectory_png(out.with_suffix(".png"), tr, dcf)
+        paths["png"] = trajectory_png(out.with_suffix(".png"), traj)
     return paths

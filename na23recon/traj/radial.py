@@ -1,14 +1,15 @@
 """3D radial (centre-out and full-diameter) and 2D golden-angle radial trajectories.
 
 Units: k in cycles per metre (1/m), times in s, gradients in T/m. The NUFFT wants cycles per FOV:
-`to_cycles_per_fov(k, fov_m)` (edge of a matrix N at +-N/2).
+`Trajectory.coord(fov_mm)` (edge of a matrix N at +-N/2).
 
 Spoke directions:
 - 'spiral': generalised spiral points on the sphere (Saff & Kuijlaars 1997, Math. Intelligencer
   19:5), consecutive spokes are neighbours (smooth eddy-current behaviour, local NUFFT access);
 - 'golden': 3D golden means (Chan et al. 2009, MRM 61:354), any contiguous subset is nearly
   uniform (retrospective undersampling, motion binning).
-Full Nyquist for centre-out 3D radial needs ~ 4 pi (kmax FOV)^2 = pi N^2 spokes (REFERENCES.md).
+Full Nyquist for centre-out 3D radial needs ~ 4 pi (kmax FOV)^2 = pi N^2 spokes: the spoke tips
+on the sphere |k| = kmax must lie no more than 1/FOV apart.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import math
 
 import numpy as np
 
+from ..core.trajectory import Trajectory
 from ..errors import InputError
-from .gradients import (GeneratedTrajectory, check_design_params, check_waveforms, gamma_bar_default,
-                        ramp_intervals, rotation_z_to, trapezoid_ramp_profile)
+from .gradients import (GradientDesign, check_design_params, check_waveforms, gamma_bar_default,
+                        generated_trajectory, ramp_intervals, rotation_z_to, trapezoid_ramp_profile)
 
 # 3D golden means (Chan et al. 2009): eigenvector of the Fibonacci-like matrix.
 GOLDEN_MEANS_3D = (0.4656002, 0.6823278)
@@ -28,11 +30,12 @@ GOLDEN_ANGLE_HALF_RAD = math.pi * (math.sqrt(5.0) - 1.0)  # 222.5 deg (= 2 pi / 
 
 
 def to_cycles_per_fov(k_per_m: np.ndarray, fov_m: float | np.ndarray) -> np.ndarray:
-    """k in cycles per FOV, float32 (..., ndim): k[1/m] * FOV[m]; matrix N spans -N/2..N/2.
+    """Bare k (nreadout, nsample, ndim) in 1/m -> float32 cycles per FOV, by `Trajectory.coord`.
 
-    `fov_m` is a scalar or one FOV per axis (ndim,).
+    For callers that still hold a bare array; with a `Trajectory` at hand call its `coord(fov_mm)`.
+    `fov_m` is a scalar or one FOV per axis (ndim,), in metres.
     """
-    return (np.asarray(k_per_m, dtype=np.float64) * np.asarray(fov_m, dtype=np.float64)).astype(np.float32)
+    return Trajectory(k=k_per_m).coord(np.asarray(fov_m, dtype=np.float64) * 1e3)
 
 
 def spoke_directions(n_spokes: int, ordering: str = "spiral", hemisphere: bool = False) -> np.ndarray:
@@ -137,7 +140,7 @@ def radial_for_matrix(matrix: int, fov_mm: float, undersampling: float = 1.0, dw
                       readout_os: float = 2.0, ordering: str = "spiral", centre_out: bool = True,
                       gmax_mT_m: float = 40.0, slew_T_m_s: float = 150.0, raster_us: float = 10.0,
                       ramp_sampling: bool = True, te_ms: float = 0.0,
-                      gamma_bar_hz_per_t: float | None = None) -> GeneratedTrajectory:
+                      gamma_bar_hz_per_t: float | None = None) -> Trajectory:
     """A scanner-like 3D radial acquisition for a matrix N and FOV, with times and gradients.
 
     Spokes: ceil(pi N^2 / undersampling) centre-out (half as many full-diameter spokes, each
@@ -148,7 +151,8 @@ def radial_for_matrix(matrix: int, fov_mm: float, undersampling: float = 1.0, dw
     exactly on kmax = N / (2 FOV). Full-diameter spokes prephase to -kmax with a gradient outside
     the readout and read at a constant gradient (no ramp sampling).
 
-    Returns a `GeneratedTrajectory` (k (nspoke, nsample, 3) 1/m, t (nsample,) s, gradient
+    Returns a `Trajectory` (kind 'radial'): k (nspoke, nsample, 3) 1/m, t (nsample,) s from
+    excitation (`te_ms` + time from the readout start), design a `GradientDesign` (gradient
     (1, ngrad, 3) T/m along z rotated per spoke), checked against `gmax_mT_m` and `slew_T_m_s`.
     """
     check_design_params("radial", matrix,
@@ -212,7 +216,8 @@ def radial_for_matrix(matrix: int, fov_mm: float, undersampling: float = 1.0, dw
                   centre_out=bool(centre_out), gmax_mT_m=float(gmax_mT_m), slew_T_m_s=float(slew_T_m_s),
                   raster_us=float(raster_us), ramp_sampling=bool(ramp_sampling and centre_out),
                   n_spokes=int(n_spokes), nsample=int(nsample), g_plateau_mT_m=float(g_plateau * 1e3))
-    return GeneratedTrajectory(k=k, t=t, g_base=g_base, base_index=np.zeros(n_spokes, dtype=np.int64),
-                               rotation=rotation_z_to(dirs), raster_s=raster, kmax_per_m=kmax,
-                               k0_per_m=0.0, kind="radial", params=params, report=rep, te_s=te_ms * 1e-3,
-                               readout_solid_angle=np.full(n_spokes, 4.0 * math.pi / n_spokes / (1 if centre_out else 2)))
+    design = GradientDesign(g_base=g_base, base_index=np.zeros(n_spokes, dtype=np.int64),
+                            rotation=rotation_z_to(dirs), raster_s=raster, kmax_per_m=kmax, k0_per_m=0.0,
+                            te_s=te_ms * 1e-3, params=params, report=rep,
+                            readout_solid_angle=np.full(n_spokes, 4.0 * math.pi / n_spokes / (1 if centre_out else 2)))
+    return generated_trajectory(k, t, "radial", design)

@@ -28,10 +28,11 @@ import math
 
 import numpy as np
 
+from ..core.trajectory import Trajectory
 from ..errors import InputError
 from .dar import da_radial_profile, fit_profile_to_dwell
-from .gradients import (GeneratedTrajectory, check_design_params, check_waveforms, choose_readout_gradient,
-                        gamma_bar_default, gradient_from_k, rotation_about_z)
+from .gradients import (GradientDesign, check_design_params, check_waveforms, choose_readout_gradient,
+                        gamma_bar_default, generated_trajectory, gradient_from_k, rotation_about_z)
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def _peak_slew(gw: np.ndarray, raster: float) -> float:
 def tpi_3d(matrix: int, fov_mm: float, p: float = 0.4, gmax_mT_m: float = 40.0, slew_T_m_s: float = 150.0,
            dwell_us: float = 10.0, g_mT_m: float | None = None, readout_os: float = 1.0,
            raster_us: float = 10.0, max_readout_ms: float | None = None, te_ms: float = 0.0,
-           gamma_bar_hz_per_t: float | None = None) -> GeneratedTrajectory:
+           gamma_bar_hz_per_t: float | None = None) -> Trajectory:
     """Twisted projection imaging trajectory (Boada et al. 1997), 3D, centre-out.
 
     Parameters
@@ -94,9 +95,12 @@ def tpi_3d(matrix: int, fov_mm: float, p: float = 0.4, gmax_mT_m: float = 40.0, 
     max_readout_ms : optional cap on the readout duration (T2* budget); exceeding it raises.
     gamma_bar_hz_per_t : gamma / 2 pi of the nucleus (default 23Na).
 
-    Returns a `GeneratedTrajectory`: k (nproj, nsample, 3) 1/m, t (nsample,) s, g_base
-    (ncone, ngrad, 3) T/m (cone i at azimuth 0), base_index (nproj,) the cone of each projection,
-    rotation (nproj, 3, 3) about z; params include the cone angles and projections per cone.
+    te_ms : time from excitation to the readout start.
+
+    Returns a `Trajectory` (kind 'tpi'): k (nproj, nsample, 3) 1/m, t (nsample,) s from
+    excitation, design a `GradientDesign`: g_base (ncone, ngrad, 3) T/m (cone i at azimuth 0),
+    base_index (nproj,) the cone of each projection, rotation (nproj, 3, 3) about z; params include
+    the cone angles and projections per cone.
     """
     check_design_params("TPI", matrix,
                         positive=dict(fov_mm=fov_mm, p=p, gmax_mT_m=gmax_mT_m, slew_T_m_s=slew_T_m_s, dwell_us=dwell_us,
@@ -138,7 +142,7 @@ def tpi_3d(matrix: int, fov_mm: float, p: float = 0.4, gmax_mT_m: float = 40.0, 
                   readout_ms=float(t[-1] * 1e3),
                   readout_formula_ms=float(tpi_readout_time_formula(kmax, g, p, gamma) * 1e3),
                   cone_theta_rad=theta.tolist(), proj_per_cone=nproj.tolist())
-    tr = GeneratedTrajectory(k=k, t=t, g_base=gw, base_index=base_index, rotation=rot, raster_s=raster,
-                             kmax_per_m=kmax, k0_per_m=float(k0), kind="tpi", params=params, report=rep,
-                             te_s=te_ms * 1e-3, readout_solid_angle=solid[base_index])
-    return tr
+    design = GradientDesign(g_base=gw, base_index=base_index, rotation=rot, raster_s=raster, kmax_per_m=kmax,
+                            k0_per_m=float(k0), te_s=te_ms * 1e-3, params=params, report=rep,
+                            readout_solid_angle=solid[base_index])
+    return generated_trajectory(k, t, "tpi", design)
