@@ -10,7 +10,7 @@ from na23recon.core.trajectory import Trajectory
 from na23recon.errors import InputError
 from na23recon.traj.gradients import integrate_gradient
 from na23recon.traj.radial import (golden_angle_2d, n_spokes_nyquist, radial_3d, radial_for_matrix,
-                                   spoke_directions, to_cycles_per_fov)
+                                   spoke_directions)
 
 
 @pytest.mark.parametrize("ordering", ["spiral", "golden"])
@@ -52,12 +52,12 @@ def test_golden_angle_2d():
     assert np.allclose(step, math.radians(111.246) % np.pi, atol=1e-3)
 
 
-def test_to_cycles_per_fov_is_trajectory_coord():
+def test_trajectory_coord_is_cycles_per_fov():
     k = radial_3d(10, 9, 64 / (2 * 0.24))
-    kc = to_cycles_per_fov(k, 0.24)
+    kc = Trajectory(k).coord(240.0)
     assert kc.dtype == np.float32
-    assert abs(np.abs(kc).max() - 32.0) < 1e-4
-    assert np.array_equal(kc, Trajectory(k).coord(240.0))
+    assert abs(np.abs(kc).max() - 32.0) < 1e-4  # the edge of matrix 64 at +-32 cycles/FOV
+    assert np.allclose(kc, k * 0.24, rtol=1e-6)
 
 
 @pytest.mark.parametrize("centre_out", [True, False])

@@ -29,15 +29,6 @@ GOLDEN_ANGLE_RAD = math.pi * (math.sqrt(5.0) - 1.0) / 2.0  # 180 deg / golden ra
 GOLDEN_ANGLE_HALF_RAD = math.pi * (math.sqrt(5.0) - 1.0)  # 222.5 deg (= 2 pi / phi) for half spokes
 
 
-def to_cycles_per_fov(k_per_m: np.ndarray, fov_m: float | np.ndarray) -> np.ndarray:
-    """Bare k (nreadout, nsample, ndim) in 1/m -> float32 cycles per FOV, by `Trajectory.coord`.
-
-    For callers that still hold a bare array; with a `Trajectory` at hand call its `coord(fov_mm)`.
-    `fov_m` is a scalar or one FOV per axis (ndim,), in metres.
-    """
-    return Trajectory(k=k_per_m).coord(np.asarray(fov_m, dtype=np.float64) * 1e3)
-
-
 def spoke_directions(n_spokes: int, ordering: str = "spiral", hemisphere: bool = False) -> np.ndarray:
     """Unit vectors (n_spokes, 3) spread uniformly over the sphere (or the upper hemisphere z >= 0).
 
