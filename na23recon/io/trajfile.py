@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core.atomic import atomic_path
 from ..errors import InputError
-from .atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -127,7 +127,8 @@ def build_header(acq: Acquisition, nreadout: int, necho: int, ncoil: int, nsampl
                                         ("Long", "NoOfFourierColumns", nsample),
                                         ("Long", "NoOfFourierLines", nreadout), ("Long", "NEco", necho)]),
         "Dicom": _xprotocol("Dicom", [("Double", "flMagneticFieldStrength", acq.b0_T),
-                                      ("String", "SoftwareVersions", acq.software_version),
+                                      # twixtools needs it: "" reads back as unknown
+                                      ("String", "SoftwareVersions", acq.software_version or ""),
                                       ("String", "tProtocolName", prot)]),
         "Meas": _xprotocol("Meas", [("String", "tPatientPosition", pp), ("Long", "iMaxNoOfRxChannels", ncoil)]),
         "MeasYaps": _ascconv(acq, nreadout, necho),
@@ -194,7 +195,8 @@ def write_scan(path: str | os.PathLike, scan: Scan, overwrite: bool = True,
     noise (ncoil, nnoise) -> NOISEADJSCAN readouts of `noise_readout` samples (default nsample,
     the last one shorter) at the start of the measurement, or with `noise_measurement=True` in a
     measurement of their own before it (as scanners do). The readouts' SliceData carry the
-    volume position and `Geometry.quaternion()` (left zero without a geometry).
+    volume position and `Geometry.quaternion()` (left zero without a geometry; twixtools reads
+    such a file only with `read_twix(..., parse_geometry=False)`, as it has no slice to parse).
 
     Returns the path written. Raises InputError if the path exists and overwrite is False.
     """
