@@ -28,7 +28,8 @@ from .phantom import Phantom, load_phantom
 class SimProtocol:
     """Protocol of a simulated scan. Units in the names (DESIGN.md).
 
-    traj: 'radial' | 'dar' (density-adapted radial, Nagel 2009) | 'tpi' (Boada 1997).
+    traj: 'radial' | 'dar' (density-adapted radial: Nagel et al., MRM 2009) | 'tpi' (twisted projections:
+        Boada et al., MRM 1997).
     b1_variation: transmit flip scale spans about 1 +- this (`sim.fields.B1Model`, `b1_model`).
     receive: 'auto' (helmet loops when ncoil > 1, else uniform), 'uniform', 'reciprocal'
         (s = k_B1, a transmit-receive volume coil; one coil) or 'helmet'.

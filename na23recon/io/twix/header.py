@@ -172,7 +172,7 @@ def split_header(buf, off: int, length: int) -> tuple[Header, int]:
 # Header -> Acquisition
 # =================================================================================================
 
-def _scaled(value, factor: float):
+def _divided(value, factor: float):
     return None if value is None else value / factor
 
 
@@ -219,9 +219,9 @@ def acquisition_from_header(hdr: Header) -> Acquisition:
             b0_T=parse_number(b0, b0_key),
             larmor_hz=num("sTXSPEC.asNucleusInfo[0].lFrequency"),
             te_ms=tuple(te) or None,
-            tr_ms=_scaled(num("alTR[0]"), 1000.0),
+            tr_ms=_divided(num("alTR[0]"), 1000.0),
             flip_deg=num("adFlipAngleDegree[0]"),
-            dwell_us=_scaled(num("sRXSPEC.alDwellTime[0]"), 1000.0),
+            dwell_us=_divided(num("sRXSPEC.alDwellTime[0]"), 1000.0),
             geometry=geometry_from_header(hdr),
             ref_voltage=num("sTXSPEC.asNucleusInfo[0].flReferenceAmplitude"),
             coil_names=tuple(coils),
