@@ -81,6 +81,13 @@ def test_impossible_header_values_refused(tmp_path, key, value, word):
     assert word in format_description(d)
 
 
+def test_unknown_patient_position_refused(tmp_path):
+    p = _write(tmp_path)
+    p.write_bytes(p.read_bytes().replace(b'"HFS"', b'"XYZ"'))
+    with pytest.raises(InputError, match=r"^twix header tPatientPosition: unknown patient position 'XYZ'"):
+        read_scan(p)
+
+
 def test_unknown_tr_flip_b0_read_as_none(tmp_path):
     p = _write(tmp_path)
     for key in ("alTR[0]", "adFlipAngleDegree[0]", "sProtConsistencyInfo.flNominalB0"):

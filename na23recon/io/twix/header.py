@@ -236,8 +236,8 @@ def acquisition_from_header(hdr: Header) -> Acquisition:
                   "dwell_us": "sRXSPEC.alDwellTime[0]", "b0_T": b0_key,
                   "larmor_hz": "sTXSPEC.asNucleusInfo[0].lFrequency",
                   "ref_voltage": "sTXSPEC.asNucleusInfo[0].flReferenceAmplitude",
-                  "position": SLICE + "sPosition", "normal": SLICE + "sNormal",
-                  "in-plane rotation": SLICE + "dInPlaneRot", "patient position": "tPatientPosition"}
+                  "patient position": "tPatientPosition", "volume position": SLICE + "sPosition",
+                  "normal": SLICE + "sNormal", "in-plane rotation": SLICE + "dInPlaneRot"}
         keys = [key for word, key in source.items() if word in msg][:1]
         raise InputError(f"twix header{' ' + keys[0] if keys else ''}: {msg}") from None
 
