@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from na23recon.io.scan import Scan, ScanInfo
+from na23recon.core import Acquisition, Geometry, Scan
 from na23recon.io.twix import read_scan, write_scan
 
 
@@ -64,7 +64,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     shape = (1, necho, ncoil, nro, ns)
     data = (rng.standard_normal(shape, np.float32) + 1j * rng.standard_normal(shape, np.float32)).astype(np.complex64)
-    info = ScanInfo(te_ms=[0.3, 5.0], coil_names=[f"Na{i}" for i in range(ncoil)], matrix=(64, 64, 64))
+    info = Acquisition(nucleus="23Na", te_ms=(0.3, 5.0), tr_ms=100.0, coil_names=[f"Na{i}" for i in range(ncoil)],
+                       geometry=Geometry(fov_mm=(240.0,) * 3, matrix=(64, 64, 64)))
     tmpdir = tempfile.TemporaryDirectory()
     path = Path(args.keep) if args.keep else Path(tmpdir.name) / "bench.dat"
     t = time.perf_counter()

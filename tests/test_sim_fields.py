@@ -147,10 +147,10 @@ def test_coil_fit_residual_is_reported_and_small_on_brain():
 
 
 def test_noise_covariance_positive_definite_and_recovered():
-    from na23recon.sim.scan import Acquisition, simulate_scan
+    from na23recon.sim.scan import SimProtocol, simulate_scan
 
     ph = load_phantom("brain")
-    acq = Acquisition(matrix=12, ncoil=4, noise_correlation=0.4)
+    acq = SimProtocol(matrix=12, ncoil=4, noise_correlation=0.4)
     scan, traj = simulate_scan(ph, acq, snr=5.0, seed=3)
     assert scan.data.shape[2] == 4 and scan.noise.shape == (4, 4096)
     cov = np.array(traj["sim"]["noise"]["covariance_real"]) + 1j * np.array(traj["sim"]["noise"]["covariance_imag"])
@@ -161,14 +161,14 @@ def test_noise_covariance_positive_definite_and_recovered():
 
 def test_global_off_resonance_is_a_phase_in_time():
     from na23recon.core.trajectory import Trajectory
-    from na23recon.sim.scan import Acquisition, simulate_kspace
+    from na23recon.sim.scan import SimProtocol, simulate_kspace
 
     ph = load_phantom("brain")
     k = _k_points(300, 50, 3).reshape(30, 10, 3)
     t = np.linspace(0, 4e-3, 10)
     traj = Trajectory(k, t=0.3e-3 + t)  # t from excitation: TE 0.3 ms + readout time
-    a0 = simulate_kspace(ph, traj, Acquisition(matrix=16))
-    a1 = simulate_kspace(ph, traj, Acquisition(matrix=16, off_resonance_hz=75.0))
+    a0 = simulate_kspace(ph, traj, SimProtocol(matrix=16))
+    a1 = simulate_kspace(ph, traj, SimProtocol(matrix=16, off_resonance_hz=75.0))
     np.testing.assert_allclose(a1, a0 * np.exp(2j * np.pi * 75.0 * (0.3e-3 + t)), rtol=1e-9, atol=1e-12)
 
 
@@ -182,7 +182,7 @@ def test_double_angle_pair_and_truth_b1(tmp_path):
     p = simulate_to_folder(tmp_path / "d", matrix=12, flip_deg=45.0, tr_ms=300.0, b1_variation=0.3,
                            double_angle=True, traj="radial")
     a, b = read_scan(p["scan"]), read_scan(p["scan_2a"])
-    assert a.info.flip_deg == pytest.approx(45.0) and b.info.flip_deg == pytest.approx(90.0)
+    assert a.acquisition.flip_deg == pytest.approx(45.0) and b.acquisition.flip_deg == pytest.approx(90.0)
     b1 = nib.load(str(p["b1"])).get_fdata()
     assert 0.65 < b1.min() and b1.max() < 1.31 and b1.max() - b1.min() > 0.3
     with pytest.raises(InputError, match="below 90"):

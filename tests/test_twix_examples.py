@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from _twix_examples import example_file
-from na23recon.io.geometry import affine_from_info
 from na23recon.io.twix import list_measurements, read_scan
 
 twixtools = pytest.importorskip("twixtools")
@@ -27,20 +26,20 @@ def test_proton_file_refused_without_allow(example):
 
 def test_header_values_match_twixtools(example):
     path, tw, scan = example
-    y, info = tw["hdr"]["MeasYaps"], scan.info
+    y, info = tw["hdr"]["MeasYaps"], scan.acquisition
     nuc = y["sTXSPEC"]["asNucleusInfo"][0]
     assert info.nucleus == nuc["tNucleus"] == "1H"
     assert info.larmor_hz == nuc["lFrequency"]
     assert info.ref_voltage == pytest.approx(nuc["flReferenceAmplitude"])
     assert info.b0_T == pytest.approx(tw["hdr"]["Dicom"]["flMagneticFieldStrength"])
-    assert info.te_ms == [t / 1000 for t in y["alTE"][: len(info.te_ms)]]
+    assert info.te_ms == tuple(t / 1000 for t in y["alTE"][: len(info.te_ms)])
     assert info.tr_ms == y["alTR"][0] / 1000
     assert info.flip_deg == y["adFlipAngleDegree"][0]
     assert info.dwell_us == y["sRXSPEC"]["alDwellTime"][0] / 1000
     sl = y["sSliceArray"]["asSlice"][0]
     assert info.fov_mm == (sl["dReadoutFOV"], sl["dPhaseFOV"], sl["dThickness"])
-    assert info.matrix[:2] == (y["sKSpace"]["lBaseResolution"], y["sKSpace"]["lPhaseEncodingLines"])
-    assert info.patient_position == tw["hdr"]["Meas"]["tPatientPosition"] == "HFS"
+    assert info.matrix == (y["sKSpace"]["lBaseResolution"], y["sKSpace"]["lPhaseEncodingLines"], 1)  # 2D
+    assert info.geometry.patient_position == tw["hdr"]["Meas"]["tPatientPosition"] == "HFS"
     assert info.software_version == tw["hdr"]["Dicom"]["SoftwareVersions"]
     assert info.protocol_name == y["tProtocolName"]
     assert len(info.coil_names) == scan.ncoil == 2
@@ -59,14 +58,14 @@ def test_data_match_twixtools(example):
 def test_geometry_matches_twixtools(example):
     path, tw, scan = example
     geo = tw["geometry"][0]
-    a = affine_from_info(scan.info)
+    a = scan.acquisition.geometry.affine()
     r = np.diag([-1.0, -1.0, 1.0]) @ a[:3, :3]  # back to LPS
     u = r / np.linalg.norm(r, axis=0)
     prs = geo.prs_to_pcs()  # twixtools' columns from the readout quaternion: (-phase, read, slice)
     np.testing.assert_allclose(u[:, 0], prs[:, 1], atol=1e-6)
     np.testing.assert_allclose(u[:, 1], -prs[:, 0], atol=1e-6)
     np.testing.assert_allclose(u[:, 2], prs[:, 2], atol=1e-6)
-    np.testing.assert_allclose(scan.info.slice_position_mm, geo.offset)
+    np.testing.assert_allclose(scan.acquisition.geometry.position_mm, geo.offset)
     np.testing.assert_allclose(np.linalg.norm(r, axis=0)[:2], geo.voxelsize[:2])
 
 

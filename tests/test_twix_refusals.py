@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 
 from na23recon.errors import InputError
-from na23recon.io.scan import Scan, ScanInfo
-from na23recon.io.twix import check_traj_matches, read_scan, write_scan
+from na23recon.core import Acquisition, Scan, Trajectory
+from na23recon.io.twix import read_scan, write_scan
 
 
 def _small(tmp_path, name="s.dat", nucleus="23Na", ncoil=2, nro=6, ns=8, noise=True):
     rng = np.random.default_rng(1)
     data = rng.standard_normal((1, 2, ncoil, nro, ns)).astype(np.complex64)
-    info = ScanInfo(nucleus=nucleus, te_ms=[0.3, 4.0], coil_names=[f"c{i}" for i in range(ncoil)])
+    acq = Acquisition(nucleus=nucleus, te_ms=(0.3, 4.0), tr_ms=100.0, coil_names=[f"c{i}" for i in range(ncoil)])
     nz = rng.standard_normal((ncoil, 16)).astype(np.complex64) if noise else None
-    return write_scan(tmp_path / name, Scan(data, info, noise=nz))
+    return write_scan(tmp_path / name, Scan(data, acq, noise=nz))
 
 
 def _one_line(exc):
@@ -29,7 +29,7 @@ def test_wrong_nucleus_refused_unless_allowed(tmp_path):
     with pytest.raises(InputError, match=r"nucleus is '1H', expected '23Na'") as e:
         read_scan(p)
     _one_line(e)
-    assert read_scan(p, allow_nucleus=True).info.nucleus == "1H"
+    assert read_scan(p, allow_nucleus=True).acquisition.nucleus == "1H"
 
 
 def test_truncated_file_refused(tmp_path):
@@ -133,13 +133,13 @@ def test_meas_index_out_of_range(tmp_path):
         read_scan(_small(tmp_path), meas=3)
 
 
-def test_check_traj_matches_names_both_numbers():
-    scan = Scan(np.zeros((1, 1, 2, 10, 32), np.complex64), ScanInfo())
-    check_traj_matches(scan, np.zeros((10, 32, 3)))
+def test_check_trajectory_names_both_numbers():
+    scan = Scan(np.zeros((1, 1, 2, 10, 32), np.complex64), Acquisition())
+    scan.check_trajectory(Trajectory(np.zeros((10, 32, 3))))
     with pytest.raises(InputError, match="12 readouts x 32 samples but the scan has 10 readouts"):
-        check_traj_matches(scan, np.zeros((12, 32, 3)))
+        scan.check_trajectory(Trajectory(np.zeros((12, 32, 3))))
     with pytest.raises(InputError, match="10 readouts x 30 samples but the scan has 10 readouts x 32"):
-        check_traj_matches(scan, np.zeros((10, 30, 3)))
+        scan.check_trajectory(Trajectory(np.zeros((10, 30, 3))))
 
 
 def test_reading_is_silent(tmp_path, capsys):

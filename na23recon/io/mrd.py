@@ -7,23 +7,36 @@ slice/phase/set/segment into the readout key. Acquisitions flagged ACQ_IS_NOISE_
 become `Scan.noise`. The trajectory, when the acquisitions carry one, is returned as stored
 (float32 (nreadout, nsample, ndim), the units of the file: MRD does not fix them).
 
-Header -> ScanInfo: systemFieldStrength_T, H1resonanceFrequency_Hz (the system frequency of the
-measured nucleus), sequenceParameters TE/TR (ms) and flipAngle_deg, reconSpace FOV (mm) and
-matrix, patientPosition, protocolName, coilLabel; nucleus, reference voltage and software
-version from userParameters (nucleus, refVoltage_V, softwareVersion); slice position, normal and
-in-plane rotation from the first image acquisition's position / slice_dir / read_dir (float32).
+Header -> `Acquisition`: systemFieldStrength_T, H1resonanceFrequency_Hz (the system frequency of
+the measured nucleus), sequenceParameters TE/TR (ms) and flipAngle_deg, the first image
+acquisition's sample_time_us (dwell), coilLabel, protocolName; nucleus, reference voltage and
+software version from userParameters (nucleus, refVoltage_V, softwareVersion). A value the file
+does not give is None (unknown); the acquisition header's sample_time_us of 0 is ISMRMRD's unset
+value and reads as unknown too. Values outside what a scanner can do raise InputError
+(`Acquisition` range-checks them).
+
+Header -> `Geometry`: reconSpace (else encodedSpace) FOV (mm) and matrix, patientPosition, and
+the volume position, normal and in-plane rotation from the first image acquisition's position /
+slice_dir / read_dir (float32). Without a slice direction (all zero, ISMRMRD's unset value) or a
+patient position the geometry is None.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 
+from ..core.acquisition import Acquisition
+from ..core.atomic import atomic_path
+from ..core.geometry import Geometry, prs_vectors
+from ..core.scan import Scan
 from ..errors import InputError
-from .scan import Scan, ScanInfo
+
+log = logging.getLogger(__name__)
 
 
 def _ismrmrd():
@@ -42,7 +55,8 @@ def read_mrd(path: str | os.PathLike, allow_nucleus: bool = True) -> tuple[Scan,
     or None; trajectory float32 (nreadout, nsample, ndim) or None). allow_nucleus=False refuses a
     file whose userParameters name a nucleus other than 23Na.
     """
-    from .twix import SUPPORTED_NUCLEUS, _mdh_dtypes, _readout_keys
+    from .twix.layout import mdh_dtypes, readout_keys
+    from .twix.read import SUPPORTED_NUCLEUS
 
     ismrmrd = _ismrmrd()
     path = Path(path)
@@ -66,12 +80,12 @@ def read_mrd(path: str | os.PathLike, allow_nucleus: bool = True) -> tuple[Scan,
     if len(shapes) != 1:
         raise InputError(f"MRD image acquisitions differ in shape: {sorted(shapes)}")
     nch, ns = shapes.pop()
-    cnt = np.zeros(len(img), dtype=_mdh_dtypes()[0].fields["Counter"][0])
+    cnt = np.zeros(len(img), dtype=mdh_dtypes()[0].fields["Counter"][0])
     for i, a in enumerate(img):
         ix = a.idx
         cnt[i] = (ix.kspace_encode_step_1, ix.average, ix.slice, ix.kspace_encode_step_2, ix.contrast,
                   ix.phase, ix.repetition, ix.set, ix.segment, 0, 0, 0, 0, 0)
-    rep, eco, rdo, nrep, _ = _readout_keys(cnt)
+    rep, eco, rdo, nrep, _ = readout_keys(cnt)
     necho, nro = int(eco.max()) + 1, int(rdo.max()) + 1
     data = np.zeros((nrep, necho, nch, nro, ns), np.complex64)
     ndim = img[0].trajectory_dimensions
@@ -81,10 +95,13 @@ def read_mrd(path: str | os.PathLike, allow_nucleus: bool = True) -> tuple[Scan,
         if traj is not None and rep[i] == 0 and eco[i] == 0:
             traj[rdo[i]] = a.traj
     nz = np.concatenate([a.data for a in noise], axis=1).astype(np.complex64) if noise else None
-    info = _info(hdr, img[0], nch)
-    if info.nucleus != SUPPORTED_NUCLEUS and not allow_nucleus:
-        raise InputError(f"scan nucleus is {info.nucleus!r}, expected {SUPPORTED_NUCLEUS!r}: {path}")
-    return Scan(data=data, info=info, noise=nz), traj
+    try:
+        acq = _acquisition(hdr, img[0], nch)
+    except InputError as exc:
+        raise InputError(f"MRD header of {path}: {exc}") from None
+    if acq.nucleus != SUPPORTED_NUCLEUS and not allow_nucleus:
+        raise InputError(f"scan nucleus is {acq.nucleus or 'not given'!r}, expected {SUPPORTED_NUCLEUS!r}: {path}")
+    return Scan(data=data, acquisition=acq, noise=nz), traj
 
 
 def _user(hdr, kind: str) -> dict:
@@ -95,80 +112,94 @@ def _user(hdr, kind: str) -> dict:
     return {p.name: p.value for p in items}
 
 
-def _info(hdr, acq, nch: int) -> ScanInfo:
-    from .geometry import prs_vectors
+def _first(values) -> float | None:
+    return float(values[0]) if values else None
 
+
+def _acquisition(hdr, acq, nch: int) -> Acquisition:
+    """The `Acquisition` of an MRD header and its first image acquisition (module docstring)."""
     sp = hdr.sequenceParameters
+    asi = hdr.acquisitionSystemInformation
+    exp = hdr.experimentalConditions
+    mi = hdr.measurementInformation
+    us, ud = _user(hdr, "str"), _user(hdr, "double")
+    coils = sorted(asi.coilLabel, key=lambda c: c.coilNumber) if asi is not None else []
+    dwell = float(acq.sample_time_us)
+    return Acquisition(
+        nucleus=us.get("nucleus") or None,
+        b0_T=None if asi is None or asi.systemFieldStrength_T is None else float(asi.systemFieldStrength_T),
+        larmor_hz=None if exp is None or exp.H1resonanceFrequency_Hz is None else float(exp.H1resonanceFrequency_Hz),
+        te_ms=tuple(float(t) for t in sp.TE) if sp is not None and sp.TE else None,
+        tr_ms=_first(sp.TR) if sp is not None else None,
+        flip_deg=_first(sp.flipAngle_deg) if sp is not None else None,
+        dwell_us=dwell if dwell != 0 else None,
+        geometry=_geometry(hdr, acq),
+        ref_voltage=ud.get("refVoltage_V"),
+        coil_names=tuple(c.coilName for c in coils)[:nch],
+        software_version=us.get("softwareVersion") or None,
+        protocol_name=(mi.protocolName or None) if mi is not None else None,
+    )
+
+
+def _geometry(hdr, acq) -> Geometry | None:
     enc = hdr.encoding[0]
     space = enc.reconSpace or enc.encodedSpace
-    asi = hdr.acquisitionSystemInformation
-    us, ud = _user(hdr, "str"), _user(hdr, "double")
+    mi = hdr.measurementInformation
+    pp = mi.patientPosition if mi is not None else None
+    pp = getattr(pp, "value", pp)
     normal = tuple(float(v) for v in acq.slice_dir)
-    rot = 0.0
-    if any(normal):
-        p0, r0, _ = prs_vectors(normal, 0.0)
-        r = np.asarray(acq.read_dir, dtype=np.float64)
-        rot = math.atan2(float(r @ p0), float(r @ r0))
-    pp = hdr.measurementInformation.patientPosition if hdr.measurementInformation else None
-    coils = sorted(asi.coilLabel, key=lambda c: c.coilNumber) if asi is not None else []
-    return ScanInfo(
-        nucleus=us.get("nucleus", "1H"),
-        b0_T=float(asi.systemFieldStrength_T) if asi is not None and asi.systemFieldStrength_T else 0.0,
-        larmor_hz=float(hdr.experimentalConditions.H1resonanceFrequency_Hz),
-        te_ms=[float(t) for t in (sp.TE if sp is not None and sp.TE else [0.0])],
-        tr_ms=float(sp.TR[0]) if sp is not None and sp.TR else 0.0,
-        flip_deg=float(sp.flipAngle_deg[0]) if sp is not None and sp.flipAngle_deg else 0.0,
-        dwell_us=float(acq.sample_time_us),
-        fov_mm=(float(space.fieldOfView_mm.x), float(space.fieldOfView_mm.y), float(space.fieldOfView_mm.z)),
-        matrix=(int(space.matrixSize.x), int(space.matrixSize.y), int(space.matrixSize.z)),
-        ref_voltage=ud.get("refVoltage_V"),
-        patient_position=getattr(pp, "value", pp) or "HFS",
-        slice_position_mm=tuple(float(v) for v in acq.position),
-        slice_normal=normal if any(normal) else (0.0, 0.0, 1.0),
-        inplane_rot_rad=rot,
-        coil_names=[c.coilName for c in coils][:nch] if coils else [],
-        software_version=us.get("softwareVersion", ""),
-        protocol_name=(hdr.measurementInformation.protocolName or "") if hdr.measurementInformation else "",
-    )
+    if space is None or not any(normal) or not pp:
+        log.debug("MRD file lacks the encoding space, slice direction or patient position: geometry unknown")
+        return None
+    p0, r0, _ = prs_vectors(normal, 0.0)
+    r = np.asarray(acq.read_dir, dtype=np.float64)
+    rot = math.atan2(float(r @ p0), float(r @ r0)) if r.any() else 0.0
+    fov, mat = space.fieldOfView_mm, space.matrixSize
+    return Geometry(fov_mm=(float(fov.x), float(fov.y), float(fov.z)), matrix=(int(mat.x), int(mat.y), int(mat.z)),
+                    position_mm=tuple(float(v) for v in acq.position), normal=normal, inplane_rot_rad=rot,
+                    patient_position=pp)
 
 
 def write_mrd(path: str | os.PathLike, scan: Scan, traj: np.ndarray | None = None) -> Path:
     """Write `scan` (and optionally traj (nreadout, nsample, ndim)) as an MRD .h5 file.
 
     Readout r -> kspace_encode_step_1 = r; echo -> contrast; repetition -> repetition. Meant for
-    tests and simulation; overwrites an existing file.
+    tests and simulation; overwrites an existing file. MRD needs the system frequency and the
+    encoding space, so the acquisition must give larmor_hz and a geometry (else InputError); other
+    unknown values are left out (dwell: sample_time_us 0, ISMRMRD's unset value).
     """
     ismrmrd = _ismrmrd()
     from ismrmrd import xsd
 
-    from .atomic import atomic_path
-    from .geometry import prs_vectors
-
-    info = scan.info
+    protocol = scan.acquisition
+    protocol.require("larmor_hz", "geometry", what="an MRD file")
+    g = protocol.geometry
     nrep, necho, nch, nro, ns = scan.data.shape
     space = xsd.encodingSpaceType(
-        matrixSize=xsd.matrixSizeType(x=info.matrix[0], y=info.matrix[1], z=info.matrix[2]),
-        fieldOfView_mm=xsd.fieldOfViewMm(x=info.fov_mm[0], y=info.fov_mm[1], z=info.fov_mm[2]))
+        matrixSize=xsd.matrixSizeType(x=g.matrix[0], y=g.matrix[1], z=g.matrix[2]),
+        fieldOfView_mm=xsd.fieldOfViewMm(x=g.fov_mm[0], y=g.fov_mm[1], z=g.fov_mm[2]))
     lim = xsd.encodingLimitsType(kspace_encoding_step_1=xsd.limitType(minimum=0, maximum=nro - 1, center=0))
     ups = xsd.userParametersType()
-    ups.userParameterString.append(xsd.userParameterStringType(name="nucleus", value=info.nucleus))
-    ups.userParameterString.append(xsd.userParameterStringType(name="softwareVersion", value=info.software_version))
-    if info.ref_voltage is not None:
-        ups.userParameterDouble.append(xsd.userParameterDoubleType(name="refVoltage_V", value=info.ref_voltage))
+    for name, value in (("nucleus", protocol.nucleus), ("softwareVersion", protocol.software_version)):
+        if value is not None:
+            ups.userParameterString.append(xsd.userParameterStringType(name=name, value=value))
+    if protocol.ref_voltage is not None:
+        ups.userParameterDouble.append(xsd.userParameterDoubleType(name="refVoltage_V", value=protocol.ref_voltage))
     h = xsd.ismrmrdHeader(
-        experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=int(round(info.larmor_hz))),
+        experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=int(round(protocol.larmor_hz))),
         acquisitionSystemInformation=xsd.acquisitionSystemInformationType(
-            systemFieldStrength_T=info.b0_T, receiverChannels=nch,
-            coilLabel=[xsd.coilLabelType(coilNumber=i, coilName=n) for i, n in enumerate(info.coil_names)]),
-        sequenceParameters=xsd.sequenceParametersType(TR=[info.tr_ms], TE=list(info.te_ms),
-                                                      flipAngle_deg=[info.flip_deg]),
+            systemFieldStrength_T=protocol.b0_T, receiverChannels=nch,
+            coilLabel=[xsd.coilLabelType(coilNumber=i, coilName=n) for i, n in enumerate(protocol.coil_names)]),
+        sequenceParameters=xsd.sequenceParametersType(TR=_listed(protocol.tr_ms), TE=list(protocol.te_ms or ()),
+                                                      flipAngle_deg=_listed(protocol.flip_deg)),
         measurementInformation=xsd.measurementInformationType(
-            patientPosition=xsd.patientPositionType(info.patient_position), protocolName=info.protocol_name),
+            patientPosition=xsd.patientPositionType(g.patient_position), protocolName=protocol.protocol_name),
         encoding=[xsd.encodingType(encodedSpace=space, reconSpace=space, encodingLimits=lim,
                                    trajectory=xsd.trajectoryType("other" if traj is not None else "cartesian"))],
         userParameters=ups,
     )
-    p, r, s = prs_vectors(info.slice_normal, info.inplane_rot_rad)
+    p, r, s = prs_vectors(g.normal, g.inplane_rot_rad)
+    dwell = 0.0 if protocol.dwell_us is None else protocol.dwell_us
     path = Path(path)
     with atomic_path(path, suffix=".h5") as tmp:
         tmp.unlink()
@@ -177,7 +208,7 @@ def write_mrd(path: str | os.PathLike, scan: Scan, traj: np.ndarray | None = Non
         if scan.noise is not None:
             acq = ismrmrd.Acquisition.from_array(np.ascontiguousarray(scan.noise, np.complex64))
             acq.set_flag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
-            acq.sample_time_us = info.dwell_us
+            acq.sample_time_us = dwell
             dset.append_acquisition(acq)
         for rep in range(nrep):
             for ro in range(nro):
@@ -187,11 +218,15 @@ def write_mrd(path: str | os.PathLike, scan: Scan, traj: np.ndarray | None = Non
                     acq.idx.kspace_encode_step_1 = ro
                     acq.idx.contrast = e
                     acq.idx.repetition = rep
-                    acq.sample_time_us = info.dwell_us
-                    acq.position[:] = info.slice_position_mm
+                    acq.sample_time_us = dwell
+                    acq.position[:] = g.position_mm
                     acq.read_dir[:] = r
                     acq.phase_dir[:] = p
                     acq.slice_dir[:] = s
                     dset.append_acquisition(acq)
         dset.close()
     return path
+
+
+def _listed(value) -> list:
+    return [] if value is None else [value]

@@ -19,12 +19,14 @@ import numpy as np
 from .. import GAMMA_BAR_NA23_HZ_PER_T
 from ..core.trajectory import Trajectory
 from ..errors import InputError
-from ..io.scan import Scan, ScanInfo
+from ..core.acquisition import Acquisition
+from ..core.geometry import Geometry
+from ..core.scan import Scan
 from .phantom import Phantom, load_phantom
 
 
 @dataclass
-class Acquisition:
+class SimProtocol:
     """Protocol of a simulated scan. Units in the names (DESIGN.md).
 
     traj: 'radial' | 'dar' (density-adapted radial, Nagel et al., Magn Reson Med 2009) | 'tpi' (twisted projection
@@ -60,7 +62,7 @@ class Acquisition:
 TRAJECTORIES = ("radial", "dar", "tpi")
 
 
-def make_trajectory(acq: Acquisition) -> Trajectory:
+def make_trajectory(acq: SimProtocol) -> Trajectory:
     """The scanner-like trajectory of `acq` with its analytic DCF, as a `core.Trajectory`.
 
     k (nreadout, nsample, 3) 1/m, t (nsample,) s from excitation (TE + time from the readout
@@ -111,7 +113,7 @@ def make_trajectory(acq: Acquisition) -> Trajectory:
     return replace(tr, dcf=dcf, meta=meta)
 
 
-def simulate_kspace(phantom: Phantom, traj: Trajectory, acq: Acquisition,
+def simulate_kspace(phantom: Phantom, traj: Trajectory, acq: SimProtocol,
                     fields=None, flip_deg: float | None = None) -> np.ndarray:
     """k-space of `phantom` at the samples of `traj` (k in 1/m, t in s from excitation), scaled
     to voxel units of `acq.matrix`: (nreadout, nsample) complex128 without `fields`,
@@ -132,7 +134,7 @@ def simulate_kspace(phantom: Phantom, traj: Trajectory, acq: Acquisition,
     return y if fields is not None else y[0]
 
 
-def noise_sigma(phantom: Phantom, dcf: np.ndarray, coord: np.ndarray, acq: Acquisition, snr: float) -> float:
+def noise_sigma(phantom: Phantom, dcf: np.ndarray, coord: np.ndarray, acq: SimProtocol, snr: float) -> float:
     """k-space noise SD giving image SNR `snr` for the brightest compartment after a density-
     compensated adjoint reconstruction (`recon.adjoint`): var_img = sigma^2 sum(w^2) / N^3 with the
     weights w (nreadout, nsample) in absolute units (`normalise_dcf`) and `coord` in cycles/FOV.
@@ -148,7 +150,7 @@ def noise_sigma(phantom: Phantom, dcf: np.ndarray, coord: np.ndarray, acq: Acqui
     return peak / snr / np.sqrt(np.sum(w * w) / n3)
 
 
-def b1_model_for(phantom: Phantom, acq: Acquisition):
+def b1_model_for(phantom: Phantom, acq: SimProtocol):
     """The `B1Model` of `acq` scaled to the phantom's head, or None without B1 variation."""
     from .fields import B1Model, head_radii_mm
 
@@ -157,7 +159,7 @@ def b1_model_for(phantom: Phantom, acq: Acquisition):
     return B1Model(kind=acq.b1_model, variation=acq.b1_variation, radii_mm=head_radii_mm(phantom))
 
 
-def receive_model_for(phantom: Phantom, acq: Acquisition):
+def receive_model_for(phantom: Phantom, acq: SimProtocol):
     """'uniform', 'reciprocal' or a `HelmetArray` for `acq.receive` / `acq.ncoil`."""
     from .coils import HelmetArray
     from .fields import head_radii_mm
@@ -172,7 +174,7 @@ def receive_model_for(phantom: Phantom, acq: Acquisition):
     return HelmetArray(acq.ncoil, head_radii_mm(phantom)) if rx == "helmet" else rx
 
 
-def simulate_scan(phantom: Phantom, acq: Acquisition, snr: float | None = None, seed: int = 0,
+def simulate_scan(phantom: Phantom, acq: SimProtocol, snr: float | None = None, seed: int = 0,
                   flip_deg: float | None = None, cache: dict | None = None):
     """Simulate a centre-out 3D scan (radial, DA-radial or TPI) with B1+, coils and noise.
 
@@ -225,14 +227,16 @@ def simulate_scan(phantom: Phantom, acq: Acquisition, snr: float | None = None, 
         sim_info["noise"] = {"sigma": sigma, "covariance_real": cov.real.tolist(), "covariance_imag": cov.imag.tolist()}
     t = traj.sample_times()
     dwell_s = float(t[1] - t[0]) if t.size > 1 else 10e-6
-    info = ScanInfo(
-        nucleus="23Na", b0_T=acq.b0_T, larmor_hz=GAMMA_BAR_NA23_HZ_PER_T * acq.b0_T, te_ms=[acq.te_ms],
-        tr_ms=acq.tr_ms, flip_deg=flip, dwell_us=dwell_s * 1e6, fov_mm=(acq.fov_mm,) * 3,
-        matrix=(acq.matrix,) * 3, coil_names=[f"Na{c + 1:02d}" for c in range(acq.ncoil)],
-        slice_position_mm=tuple(float(v) for v in acq.slice_position_mm), patient_position=acq.patient_position,
+    geometry = Geometry(fov_mm=(acq.fov_mm,) * 3, matrix=(acq.matrix,) * 3,
+                        position_mm=tuple(float(v) for v in acq.slice_position_mm),
+                        patient_position=acq.patient_position)
+    acquisition = Acquisition(
+        nucleus="23Na", b0_T=acq.b0_T, larmor_hz=GAMMA_BAR_NA23_HZ_PER_T * acq.b0_T, te_ms=(acq.te_ms,),
+        tr_ms=acq.tr_ms, flip_deg=flip, dwell_us=dwell_s * 1e6, geometry=geometry,
+        coil_names=tuple(f"Na{c + 1:02d}" for c in range(acq.ncoil)),
         software_version="na23recon-sim", protocol_name=f"sim_{phantom.name}_{acq.traj}",
     )
-    scan = Scan(data=data[None, None], info=info, noise=noise)
+    scan = Scan(data=data[None, None], acquisition=acquisition, noise=noise)
     return scan, {"traj": traj, "sim": sim_info}
 
 
@@ -258,12 +262,11 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
 
     double_angle: also write scan_2a.dat at twice the flip angle (noise seed + 1), the pair the
     double-angle B1 map needs (Insko & Bolinger, J Magn Reson A 1993; choose tr_ms >> T1 for it).
-    acq_kw: the other `Acquisition` fields (traj, te_ms, tr_ms, flip_deg, ncoil, undersampling,
+    acq_kw: the other `SimProtocol` fields (traj, te_ms, tr_ms, flip_deg, ncoil, undersampling,
     b1_variation, off_resonance_hz, ...). Returns the paths by name.
     """
     from ..core.atomic import ensure_writable_dir, write_text_atomic
     from ..core.nifti import save_nifti
-    from ..io.geometry import affine_from_info
     from ..io.trajfile import save_traj
     from ..io.twix import write_scan
     from ..provenance import base_sidecar
@@ -272,7 +275,7 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
     out = ensure_writable_dir(out)
     if not np.isfinite(fov_mm) or not 20 <= fov_mm <= 600:
         raise InputError(f"FOV must be between 20 and 600 mm, got {fov_mm}")
-    acq = Acquisition(matrix=matrix, fov_mm=fov_mm, **acq_kw)
+    acq = SimProtocol(matrix=matrix, fov_mm=fov_mm, **acq_kw)
     if double_angle and not 0 < acq.flip_deg < 90:
         raise InputError(f"a double-angle pair needs a flip angle below 90 degrees (2a < 180), got {acq.flip_deg}")
     scan, traj = simulate_scan(ph, acq, snr=snr, seed=seed, cache=cache)
@@ -288,9 +291,9 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
         sims["scan_2a"] = traj2["sim"]
     save_traj(paths["traj"], traj["traj"])
     shape = (matrix,) * 3
-    affine = affine_from_info(scan.info, shape)
+    affine = scan.acquisition.geometry.affine(shape)
     side = base_sidecar(inputs=[])
-    side["acquisition"] = scan.info.sidecar_acquisition()
+    side["acquisition"] = scan.acquisition.sidecar()
     side["simulation"] = {"phantom": ph.name, "snr": snr, "seed": seed, "what": "ground truth"}
     save_nifti(paths["truth"], ph.truth(shape, fov_mm, "conc", supersample=3), affine, {**side, "unit": "mM"})
     save_nifti(paths["labels"], ph.truth(shape, fov_mm, "label"), affine, {**side, "labels": {
