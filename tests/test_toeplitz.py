@@ -51,14 +51,21 @@ def test_toeplitz_normal_matches_dense_exact(shape):
 
 
 @pytest.mark.parametrize("shape", CASES, ids=["2d-12", "3d-8", "2d-odd"])
-def test_recon_toeplitz_normal_matches_dense_exact(shape):
-    from na23recon.recon.operators import ToeplitzNormal, make_nufft
-
+def test_sigpy_linops_match_dense_exact(shape):
+    """The sigpy Linops of the plan (A, A.H, A.N, normal_linop(w)) against the dense NUDFT."""
     k, w, x = _case(shape)
-    exact = (_exact_normal(k, w, shape) @ x.ravel()).reshape(shape)
-    op = make_nufft(k, shape, eps=1e-6)
-    out = ToeplitzNormal(op, w, use_plan=False)(x.astype(np.complex64))
-    assert rel(out, exact) < 1e-4
+    a = nudft_matrix(k, shape)
+    op = Nufft(k, shape, eps=1e-6, dtype=np.complex128)
+    A = op.linop()
+    y = np.random.default_rng(2).standard_normal(len(k)) + 0j
+    assert rel(A(x), a @ x.ravel()) < 1e-4
+    assert rel(A.H(y).ravel(), a.conj().T @ y) < 1e-4
+    assert rel(A.N(x).ravel(), a.conj().T @ (a @ x.ravel())) < 1e-4
+    Nw = op.normal_linop(w)
+    assert tuple(Nw.ishape) == tuple(Nw.oshape) == shape
+    exact = _exact_normal(k, w, shape) @ x.ravel()
+    assert rel(Nw(x).ravel(), exact) < 1e-4
+    assert rel(Nw.H(x).ravel(), exact) < 1e-4  # self-adjoint for real weights
 
 
 @pytest.mark.parametrize("shape", CASES, ids=["2d-12", "3d-8", "2d-odd"])

@@ -31,7 +31,7 @@ import sigpy as sp
 
 from .adjoint import normalise_dcf
 from .tv_kernels import fused_available, pdhg_tv_step3
-from .operators import SenseNormal, ToeplitzNormal
+from .operators import SenseNormal
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +100,10 @@ class SenseProblem:
             single coil with unit sensitivity.
         dcf: (nreadout, nsample) density compensation, any scale, or None for no weighting.
         decay: (nsample,) or (nreadout, nsample) per-sample signal factor d (`decay_weights`).
-        use_plan_normal: use the plan's own Toeplitz `normal` when it has one.
     """
 
     def __init__(self, op, coord: np.ndarray, maps: np.ndarray | None, dcf: np.ndarray | None,
-                 decay: np.ndarray | None = None, use_plan_normal: bool = True) -> None:
+                 decay: np.ndarray | None = None) -> None:
         self.op = op
         shape = tuple(op.shape)
         self.shape = shape
@@ -118,7 +117,7 @@ class SenseProblem:
         self.wd = (w * d).astype(np.float32)      # applied to the data: E^H W y with E = D A S
         self.w_normal = (w * d * d).astype(np.float32)
         self.decay = None if decay is None else d
-        self.T = ToeplitzNormal(op, self.w_normal, use_plan=use_plan_normal)
+        self.T = op.normal_linop(self.w_normal)  # A^H W A, Toeplitz
         self.N = SenseNormal(self.maps, self.T)
         self._lipschitz = None
 
