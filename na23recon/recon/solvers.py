@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sigpy as sp
 
-from .adjoint import normalise_dcf
+from ..traj.dcf import normalise_dcf
 from .tv_kernels import fused_available, pdhg_tv_step3
 from .operators import SenseNormal
 
