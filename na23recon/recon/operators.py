@@ -48,14 +48,12 @@ class SenseNormal(sp.linop.Linop):
 
     T is the plan's Toeplitz A^H W A (`Nufft.normal_linop(w)`); coils go through its `normal` in
     chunks of `coil_batch` to bound memory (each needs a (2N)^3 complex grid).
-    `lam` adds Tikhonov lam * x (the normal operator of min ||W^1/2(Ex - y)||^2 + lam ||x||^2).
     """
 
-    def __init__(self, maps: np.ndarray, normal: NufftNormalLinop, lam: float = 0.0, coil_batch: int = 4) -> None:
+    def __init__(self, maps: np.ndarray, normal: NufftNormalLinop, coil_batch: int = 4) -> None:
         self.maps = np.asarray(maps, dtype=np.complex64)
         self.maps_conj = np.conj(self.maps)
         self.normal_op = normal
-        self.lam = float(lam)
         self.coil_batch = max(1, int(coil_batch))
         shape = tuple(self.maps.shape[1:])
         super().__init__(shape, shape)
@@ -69,8 +67,6 @@ class SenseNormal(sp.linop.Linop):
             sl = slice(c0, min(ncoil, c0 + self.coil_batch))
             r = t.op.normal(self.maps[sl] * x, weights=t.weights)  # coils as a batch dim
             out += np.sum(self.maps_conj[sl] * r, axis=0)
-        if self.lam:
-            out += self.lam * x
         return out
 
     def _adjoint_linop(self) -> sp.linop.Linop:
