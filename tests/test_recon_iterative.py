@@ -3,12 +3,12 @@ sodium-like SNR, 3.5x undersampled radial): operators, CG-SENSE, CS-TV, CS-wavel
 
 import numpy as np
 import pytest
+from _multicoil import make_case, nrmse
 
 from na23recon.recon.app import reconstruct
 from na23recon.recon.operators import SenseForward, make_nufft
 from na23recon.recon.solvers import SenseProblem, cg_sense, decay_weights
 from na23recon.sim.evaluate import compartment_means, linear_calibration
-from _multicoil import make_case, nrmse
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +254,7 @@ def test_cs_tv_converges_to_reference_solution():
     dense ADMM solve of the same objective finds."""
     from na23recon.recon.solvers import cs_tv
 
-    prob, E, y, truth = _dense_problem()
+    prob, E, y, _ = _dense_problem()
     lam = 0.5
     ref, f_ref = _tv_admm(E, y, prob.shape, lam)
     x, info = cs_tv(prob, y, lam=lam, max_iter=3000, tol=1e-7)

@@ -9,9 +9,9 @@ most weight on that plane.
 """
 import numpy as np
 import pytest
+from test_nufft import nudft_matrix, rel
 
 from na23recon.nufft import Nufft
-from test_nufft import nudft_matrix, rel
 
 CASES = [(12, 12), (8, 8, 8), (9, 7)]
 

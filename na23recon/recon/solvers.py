@@ -30,8 +30,8 @@ import numpy as np
 import sigpy as sp
 
 from ..traj.dcf import normalise_dcf
-from .tv_kernels import fused_available, pdhg_tv_step3
 from .operators import SenseNormal
+from .tv_kernels import fused_available, pdhg_tv_step3
 
 log = logging.getLogger(__name__)
 
