@@ -7,8 +7,10 @@ indexed by m, and a point k in cycles per FOV (edge of the matrix at +-N/2),
 
 and the adjoint is the conjugate transpose, x[m] = prod(N)^(-1/2) sum_j y_j exp(+2 pi i ...).
 
-Method (type-2 / type-1 NUFFT, Dutt & Rokhlin 1993; Fessler & Sutton 2003; Beatty et al. 2005;
-Barnett, Magland & af Klinteberg 2019 for the ES kernel and the plan/sort/spread structure):
+Method (type-2 / type-1 NUFFT, Dutt & Rokhlin 1993, SIAM J. Sci. Comput. 14:1368; Fessler & Sutton
+2003, IEEE Trans. Signal Process. 51:560; Beatty et al. 2005, IEEE Trans. Med. Imaging 24:799;
+Barnett, Magland & af Klinteberg 2019, SIAM J. Sci. Comput. 41:C479 for the ES kernel and the
+plan/sort/spread structure):
 forward = interpolate(FFT(zero-pad(x / Phi))), adjoint = its exact transpose, where Phi is the
 kernel's Fourier transform on the oversampled grid (deapodisation).
 """
@@ -236,7 +238,7 @@ class Nufft:
 
         No FFT, no deapodisation, no scaling: grid[l] = sum_j phi(u_j - l) values_j with the ES
         kernel phi (peak 1) and u_j = k_j * grid_shape / shape the point in grid cells (Jackson
-        et al. 1991; Beatty et al. 2005). Periodic wrap at the grid edge.
+        et al. 1991, IEEE Trans. Med. Imaging 10:473; Beatty et al. 2005). Periodic wrap at the grid edge.
 
         Args:
             values: complex (..., *coord.shape[:-1]).
@@ -307,7 +309,8 @@ class Nufft:
         (an adjoint NUFFT at tolerance min(eps, 1e-4)) and cached (the last two weight vectors and
         the unweighted one), keyed by a SHA-1 of the weights; the hash is remembered for the same
         array object while its sum and a sample of its entries are unchanged, so pass a new array
-        rather than editing the old one in place. Wajer & Pruessmann 2001; Fessler et al. 2005.
+        rather than editing the old one in place. Wajer & Pruessmann, Proc. ISMRM 2001, p. 767;
+        Fessler et al. 2005, IEEE Trans. Signal Process. 53:3393.
 
         Args:
             x: complex (..., *shape).

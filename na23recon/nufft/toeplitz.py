@@ -6,8 +6,9 @@ For the NUFFT A in sigpy's convention, (A^H W A x)[t] = sum_s psf(t - s) x[s] wi
 
 a Toeplitz (block-Toeplitz) matrix: embedded in a circulant on the 2N grid it is applied with two
 FFTs of that grid (Wajer & Pruessmann 2001, "Major speedup of reconstruction for sensitivity
-encoding with arbitrary trajectories"; Fessler et al. 2005, "Toeplitz-based iterative image
-reconstruction for MRI with correction for magnetic field inhomogeneity"). The psf is itself an
+encoding with arbitrary trajectories", Proc. ISMRM 9, p. 767; Fessler et al. 2005, "Toeplitz-based
+iterative image reconstruction for MRI with correction for magnetic field inhomogeneity", IEEE
+Trans. Signal Process. 53:3393). The psf is itself an
 adjoint NUFFT (of w, at the points 2k on a 2N image), computed once per weight vector.
 
 Each application uses pruned FFTs: the zero-padded input has data in one corner, so the

@@ -5,8 +5,8 @@ density compensation w in absolute units: each sample's share of the k-space vol
 (cycles/FOV)^ndim, so that the weights add up to the volume the trajectory covers (a ball of
 radius max |k| for the centre-out trajectories of sodium MRI). The point-spread function then
 integrates to 1 and an extended uniform object of value v reconstructs to v whatever the sample
-count (Jackson et al. 1991; Pipe & Menon 1999 for the weights). The scaling is
-`traj.dcf.normalise_dcf` (importable from here too).
+count (Jackson et al. 1991, IEEE Trans. Med. Imaging 10:473; Pipe & Menon 1999, MRM 41:179 for
+the weights). The scaling is `traj.dcf.normalise_dcf` (importable from here too).
 """
 
 from __future__ import annotations

@@ -9,15 +9,16 @@ The DCF weighting trades a little noise optimality for far faster convergence on
 (Pruessmann et al. 2001 use it as the preconditioner of CG-SENSE).
 
 - `cg_sense`: `sigpy.alg.ConjugateGradient` on the normal equations (E^H W E + lam I) x = E^H W y
-  (CG-SENSE, Pruessmann et al. 2001, MRM 46:638; Hestenes & Stiefel 1952). Each iterate minimises
-  the objective over a growing Krylov space, so the logged weighted residual falls monotonically.
+  (CG-SENSE, Pruessmann et al. 2001, MRM 46:638; Hestenes & Stiefel 1952, J. Res. Natl. Bur.
+  Stand. 49:409). Each iterate minimises the objective over a growing Krylov space, so the logged
+  weighted residual falls monotonically.
 - `PrimalDualGradient`: min f(x) + g(G x) with f smooth (the data term, gradient E^H W E x - b by
   the Toeplitz normal operator: no NUFFT inside the loop) and g = lam ||.||_{2,1} for 3D isotropic
-  TV (Rudin-Osher-Fatemi; Block, Uecker & Frahm 2007 MRM 57:1086 for radial CS-TV). Primal-dual
-  hybrid gradient with an explicit gradient step (Chambolle & Pock 2011 JMIV 40:120; Condat 2013,
-  JOTA 158:460; Vu 2013).
-- L1-wavelet CS (Lustig, Donoho & Pauly 2007, MRM 58:1182): FISTA (Beck & Teboulle 2009) through
-  `sigpy.alg.GradientMethod` with sigpy's wavelet soft-thresholding prox.
+  TV (Rudin, Osher & Fatemi 1992, Physica D 60:259; Block, Uecker & Frahm 2007, MRM 57:1086 for
+  radial CS-TV). Primal-dual hybrid gradient with an explicit gradient step (Chambolle & Pock 2011,
+  JMIV 40:120; Condat 2013, JOTA 158:460; Vu 2013, Adv. Comput. Math. 38:667).
+- L1-wavelet CS (Lustig, Donoho & Pauly 2007, MRM 58:1182): FISTA (Beck & Teboulle 2009, SIAM J.
+  Imaging Sci. 2:183) through `sigpy.alg.GradientMethod` with sigpy's wavelet soft-thresholding prox.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def decay_weights(t_s: np.ndarray, t2s_ms: float | tuple[float, float], frac_sho
     t_s: (nsample,) or (nreadout, nsample) time of each sample from the readout start, s.
     t2s_ms: one T2* (mono-exponential) or (short, long) with `frac_short` of the signal short.
     x is then the magnetisation at the readout start (d = 1 at t = 0); the T2* blurring of the long
-    sodium readout is modelled for one T2* over the whole object (Boada et al. 1994 for the
+    sodium readout is modelled for one T2* over the whole object (Boada et al. 1994, MRM 32:219 for the
     biexponential decay). The model only reweights samples: E^H W E stays a Toeplitz operator
     with weights dcf * d^2, so it costs nothing per iteration.
     """

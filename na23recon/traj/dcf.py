@@ -10,7 +10,7 @@ covering the sphere of radius N/2 add up to ~ (4/3) pi (N/2)^3.
   is the analytic |k|^2 DCF of radial, the constant k0^2 dk0 of density-adapted radial (Nagel
   et al. 2009, MRM 62:1565), and it follows ramp sampling too.
 - `dcf_analytic`: the closed forms: radial |k|^2 with a centre floor, DA-radial (Nagel et al.
-  2009) and TPI (Boada et al. 1997, MRM 38:1022) |k|^2 below k0 and k0^2 above, each scaled to the
+  2009, MRM 62:1565) and TPI (Boada et al. 1997, MRM 38:1022) |k|^2 below k0 and k0^2 above, each scaled to the
   sampled volume.
 - `dcf_pipe_menon`: iterative w <- w / (C (C^T w)) (Pipe & Menon 1999, MRM 41:179) with the
   NUFFT's own gridding kernel.
