@@ -44,9 +44,10 @@ def main(argv=None) -> int:
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from _multicoil import make_case, nrmse  # the test suite's analytic multi-coil phantom
     from na23recon.recon import coils
-    from na23recon.recon.adjoint import adjoint_recon, normalise_dcf
+    from na23recon.recon.adjoint import adjoint_recon
     from na23recon.recon.operators import make_nufft
     from na23recon.recon.solvers import SenseProblem, cs_tv
+    from na23recon.traj.dcf import normalise_dcf
 
     t = time.perf_counter()
     case = make_case(n=n, snr=args.snr, undersampling=args.undersampling)

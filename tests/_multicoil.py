@@ -81,7 +81,7 @@ def make_case(n: int = 32, fov_mm: float = 240.0, undersampling: float = 3.5, sn
     tt = t[None, :] if decay else 0.0
     terms = coil_terms(ncoil)
     y = np.stack([ph.kspace(k, tt, sens_terms=tc) * scale for tc in terms])
-    from na23recon.recon.adjoint import normalise_dcf
+    from na23recon.traj.dcf import normalise_dcf
 
     w = normalise_dcf(dcf, coord).astype(np.float64)
     peak = max(c.conc_mM for c in ph.compartments)

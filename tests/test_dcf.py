@@ -130,10 +130,9 @@ def test_analytic_dcf_handles_ramp_sampling_like_shells():
     """The closed-form DA-radial DCF must weight ramp samples by their shorter radial step:
     images gridded with it and with the exact shell DCF agree (it used to read ~45% bright)."""
     from na23recon.nufft import Nufft
-    from na23recon.recon.adjoint import normalise_dcf
     from na23recon.sim.phantom import load_phantom
     from na23recon.traj.dar import dar_3d
-    from na23recon.traj.dcf import dcf_analytic, dcf_for
+    from na23recon.traj.dcf import dcf_analytic, dcf_for, normalise_dcf
 
     n, fov = 24, 0.24
     tr = dar_3d(n, fov * 1e3)

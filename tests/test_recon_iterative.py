@@ -3,12 +3,12 @@ sodium-like SNR, 3.5x undersampled radial): operators, CG-SENSE, CS-TV, CS-wavel
 
 import numpy as np
 import pytest
+from _multicoil import make_case, nrmse
 
 from na23recon.recon.app import reconstruct
-from na23recon.recon.operators import SenseForward, ToeplitzNormal, make_nufft
+from na23recon.recon.operators import SenseForward, make_nufft
 from na23recon.recon.solvers import SenseProblem, cg_sense, decay_weights
 from na23recon.sim.evaluate import compartment_means, linear_calibration
-from _multicoil import make_case, nrmse
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def test_toeplitz_normal_matches_nufft_pair(case):
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(n,) * 3) + 1j * rng.normal(size=(n,) * 3)).astype(np.complex64)
     ref = op.adjoint(case.dcf * op.forward(x))
-    out = ToeplitzNormal(op, case.dcf, use_plan=False)(x)
+    out = op.normal_linop(case.dcf)(x)
     assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 5e-3
 
 
@@ -77,7 +77,6 @@ def test_cs_tv_beats_adjoint(case):
     print(f"NRMSE 32^3: adjoint {e_adj:.3f}, cs-tv {e_tv:.3f}, cs-wavelet {e_wav:.3f}")
     assert e_tv <= 0.7 * e_adj
     assert e_wav < e_adj
-    assert info["solver"][0]["iterations"] == 30 and info["solver"][0]["residuals"][-1] < 1
 
 
 def test_multi_echo_reuses_operators(case):
@@ -127,7 +126,7 @@ def _compartments(case, img):
 
 @pytest.mark.slow
 def test_acceptance_64():
-    """Issue 6 acceptance at 64^3: CS-TV NRMSE >= 30% below the adjoint's; CG residuals monotone;
+    """Acceptance at 64^3: CS-TV NRMSE >= 30% below the adjoint's; CG residuals monotone;
     compartment means after linear calibration within 5% with CS-TV."""
     case = make_case(n=64, snr=20)
     e_adj, _, _ = _errors(case, "adjoint")
@@ -177,3 +176,95 @@ def test_cli_bad_recon_options_exit_2(sim_scan, tmp_path, capsys, extra):
                "--no-png"] + extra)
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "error" in err
+
+
+# ------------------------------------------------------------- convergence against direct solves
+def _dense_problem(shape=(8, 8, 8), ncoil=2, m=1400, seed=5):
+    """Small SENSE problem with the exact dense encoding matrix E (ncoil*M, prod(shape)), random
+    points (some on +-N/2), smooth random coil maps; k-space from E itself (not from the NUFFT)."""
+    from test_nufft import nudft_matrix
+
+    from na23recon.nufft import Nufft
+
+    rng = np.random.default_rng(seed)
+    k = (rng.random((m, 3)) - 0.5) * np.array(shape)
+    k[:6] = np.array(shape) / 2 * np.where(rng.random((6, 3)) < 0.5, -1, 1)
+    g = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    maps = np.stack([np.exp(1j * (0.8 * c + g[0] - 0.5 * g[1])) * (1 + 0.4 * (-1) ** c * g[2])
+                     for c in range(ncoil)]).astype(np.complex64)
+    maps /= np.sqrt(np.sum(np.abs(maps) ** 2, axis=0)).max()
+    a = nudft_matrix(k, shape)
+    E = np.concatenate([a * maps[c].ravel()[None, :] for c in range(ncoil)])
+    x = np.zeros(shape, complex)
+    x[2:6, 2:6, 1:7] = 1.0
+    x[3:5, 3:5, 2:5] = 2.0 + 0.5j
+    y = E @ x.ravel() + 0.05 * (rng.standard_normal(E.shape[0]) + 1j * rng.standard_normal(E.shape[0]))
+    op = Nufft(k, shape, eps=1e-6)
+    prob = SenseProblem(op, k, maps, None)
+    return prob, E, y.reshape(ncoil, m).astype(np.complex64), x
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+def test_cg_sense_converges_to_direct_solution(lam):
+    """CG-SENSE against numpy.linalg.solve of (E^H E + lam I) x = E^H y with the exact dense E."""
+    prob, E, y, _ = _dense_problem()
+    nmat = E.conj().T @ E + lam * np.eye(E.shape[1])
+    b = E.conj().T @ y.ravel()
+    direct = np.linalg.solve(nmat, b)
+    x, info = cg_sense(prob, y, lam=lam, max_iter=100, tol=1e-6)
+    assert info.converged and info.iterations < 100
+    err = np.linalg.norm(x.ravel() - direct) / np.linalg.norm(direct)
+    assert err < 1e-4, err
+    # the logged residual ends at the optimum's: sqrt(2 f* / y^H y), f* = c - 1/2 Re x*^H b
+    c = 0.5 * np.vdot(y, y).real
+    f_star = c - 0.5 * np.vdot(direct, b).real
+    assert info.residuals[-1] == pytest.approx(np.sqrt(f_star / c), rel=1e-4)
+
+
+def _tv_admm(E, y, shape, lam, rho=2.0, iters=3000):
+    """Reference for min 1/2 ||E x - y||^2 + lam sum_v |(G x)_v|_2, G forward differences with
+    periodic wrap (written here with np.roll): ADMM with a dense linear solve."""
+    n = int(np.prod(shape))
+
+    def grad(x):
+        return np.stack([np.roll(x, -1, axis=a) - x for a in range(3)])
+
+    def grad_t(v):
+        return sum(np.roll(v[a], 1, axis=a) - v[a] for a in range(3))
+
+    eye = np.eye(n).reshape((n,) + shape)
+    gtg = np.stack([grad_t(grad(e)).ravel() for e in eye], axis=1)
+    lhs_inv = np.linalg.inv(E.conj().T @ E + rho * gtg)
+    b = E.conj().T @ y.ravel()
+    z = np.zeros((3,) + shape, complex)
+    u = np.zeros_like(z)
+    for _ in range(iters):
+        x = (lhs_inv @ (b + rho * grad_t(z - u).ravel())).reshape(shape)
+        gx = grad(x)
+        v = gx + u
+        mag = np.sqrt(np.sum(np.abs(v) ** 2, axis=0))
+        z = v * np.maximum(0, 1 - lam / rho / np.maximum(mag, 1e-30))
+        u += gx - z
+    tv = np.sum(np.sqrt(np.sum(np.abs(grad(x)) ** 2, axis=0)))
+    return x, 0.5 * np.linalg.norm(E @ x.ravel() - y.ravel()) ** 2 + lam * tv
+
+
+def test_cs_tv_converges_to_reference_solution():
+    """The PDHG CS-TV solver (fused 3D step on the Toeplitz operator) reaches the minimiser that a
+    dense ADMM solve of the same objective finds."""
+    from na23recon.recon.solvers import cs_tv
+
+    prob, E, y, _ = _dense_problem()
+    lam = 0.5
+    ref, f_ref = _tv_admm(E, y, prob.shape, lam)
+    x, info = cs_tv(prob, y, lam=lam, max_iter=3000, tol=1e-7)
+    err = np.linalg.norm(x - ref) / np.linalg.norm(ref)
+    print(f"CS-TV vs ADMM reference: {info.iterations} iterations, relative difference {err:.2e}")
+    assert info.converged and err < 2e-3, err
+    # and its objective is the reference minimum to 1e-4 (here 1.6e-5 above it)
+    tv = np.sum(np.sqrt(sum(np.abs(np.roll(x, -1, axis=a) - x) ** 2 for a in range(3))))
+    f = 0.5 * np.linalg.norm(E @ x.ravel() - y.ravel()) ** 2 + lam * tv
+    assert f == pytest.approx(f_ref, rel=1e-4)
+    # the TV solution is not the least-squares one (the regulariser is active)
+    ls = np.linalg.lstsq(E, y.ravel(), rcond=None)[0].reshape(prob.shape)
+    assert np.linalg.norm(ls - ref) / np.linalg.norm(ref) > 20 * err

@@ -8,8 +8,10 @@
     g = op.spread(v); v = op.interp(g)   # gridding only (kernel convolution on the oversampled grid)
     A = op.linop()                       # sigpy Linop (A.H, A.N)
 
-Modules: kernel (ES kernel, Horner fit, Fourier transform), spread (numba kernels), plan (`Nufft`),
-toeplitz (normal operator), linop (sigpy wrappers).
+Modules: kernel (ES kernel, Horner fit, Fourier transform), spread (numba kernels), planning
+(grid size, upsampling choice, point sorting and work partition, thread pool), plan (`Nufft`),
+toeplitz (normal operator and its kernel cache), linop (sigpy wrappers: the package's only NUFFT
+Linops).
 """
 from .plan import Nufft
 

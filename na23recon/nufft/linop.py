@@ -1,4 +1,8 @@
-"""sigpy Linop wrappers around a `Nufft` plan, for sigpy's solvers (sigpy.alg, sigpy.app)."""
+"""sigpy Linop wrappers around a `Nufft` plan, for sigpy's solvers (sigpy.alg, sigpy.app).
+
+The package's only NUFFT Linops: `recon.operators` builds the SENSE operators on them, and
+`NufftNormalLinop` is the Toeplitz A^H diag(w) A that the iterative reconstructions use.
+"""
 from __future__ import annotations
 
 from typing import Sequence

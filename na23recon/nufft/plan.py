@@ -7,8 +7,10 @@ indexed by m, and a point k in cycles per FOV (edge of the matrix at +-N/2),
 
 and the adjoint is the conjugate transpose, x[m] = prod(N)^(-1/2) sum_j y_j exp(+2 pi i ...).
 
-Method (type-2 / type-1 NUFFT, Dutt & Rokhlin 1993; Fessler & Sutton 2003; Beatty et al. 2005;
-Barnett, Magland & af Klinteberg 2019 for the ES kernel and the plan/sort/spread structure):
+Method (type-2 / type-1 NUFFT, Dutt & Rokhlin 1993, SIAM J. Sci. Comput. 14:1368; Fessler & Sutton
+2003, IEEE Trans. Signal Process. 51:560; Beatty et al. 2005, IEEE Trans. Med. Imaging 24:799;
+Barnett, Magland & af Klinteberg 2019, SIAM J. Sci. Comput. 41:C479 for the ES kernel and the
+plan/sort/spread structure):
 forward = interpolate(FFT(zero-pad(x / Phi))), adjoint = its exact transpose, where Phi is the
 kernel's Fourier transform on the oversampled grid (deapodisation).
 """
@@ -17,8 +19,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -27,45 +27,13 @@ import scipy.fft
 from ..threads import default_threads
 from . import _kernels
 from . import kernel as _kernel
+from . import planning as _planning
 from . import spread as _spread
 from . import toeplitz as _toeplitz
 
 __all__ = ["Nufft"]
 
 log = logging.getLogger(__name__)
-
-# Cost model for the automatic upsampling choice, in ns per unit on the 2-core reference machine:
-# one kernel tap of spreading/interpolation, and one n log2 n unit of a complex FFT.
-_NS_PER_TAP = 0.7
-_NS_PER_FFT_UNIT = 0.35
-_BIN = 16  # bin edge (cells) along axes >= 1 for the sort
-_MAX_GRID_BYTES = 2**29  # above 512 MB the automatic choice takes upsampling 1.25
-_MAX_PRECOMPUTE_BYTES = 2**28  # stored kernel weights up to 256 MB by default
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool(nthreads: int) -> ThreadPoolExecutor:
-    """Process-wide worker pool for the nogil numba kernels (grown on demand, never shrunk)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < nthreads:
-            _POOL = ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="na23recon-nufft")
-        return _POOL
-
-
-def _grid_size(n_img: int, upsampling: float, width: int) -> int:
-    """Smallest even, FFT-friendly grid size >= upsampling * n_img and >= 2 * width."""
-    n = max(int(math.ceil(upsampling * n_img - 1e-9)), 2 * width)
-    if upsampling == 2.0:
-        return max(2 * n_img, 2 * width)
-    while True:
-        n = scipy.fft.next_fast_len(n)
-        if n % 2 == 0:
-            return n
-        n += 1
-
 
 class Nufft:
     """Non-uniform FFT plan for fixed sample points (2D or 3D), tolerance-controlled.
@@ -129,10 +97,10 @@ class Nufft:
         self._workers = self._threads
 
         if upsampling is None:
-            upsampling = self._choose_upsampling(m)
+            upsampling = _planning.choose_upsampling(self._eps, shape, m, self._dtype)
         self._upsampling = float(upsampling)
         self._width, self._beta = _kernel.es_params(self._eps, self._upsampling)
-        self._grid_shape = tuple(_grid_size(n, self._upsampling, self._width) for n in shape)
+        self._grid_shape = tuple(_planning.grid_size(n, self._upsampling, self._width) for n in shape)
 
         coef = _kernel.fit_horner(self._width, self._beta, tol=0.1 * self._eps)
         self._coef = {np.dtype(np.float64): coef, np.dtype(np.float32): coef.astype(np.float32)}
@@ -149,10 +117,12 @@ class Nufft:
         if coord.dtype not in (np.float32, np.float64):
             coord = coord.astype(np.float64)
         self._coord = np.array(coord.reshape(m, ndim))  # own copy, kept for the Toeplitz psf
-        self._setup_points(self._coord)
+        pts = _planning.setup_points(self._coord, shape, self._grid_shape, self._width, self._threads)
+        self._u, self._perm, self._slab_ptr = pts.u, pts.perm, pts.slab_ptr
+        self._task_slabs, self._color_ranges, self._chunks = pts.task_slabs, pts.color_ranges, pts.chunks
         nbytes = 4 * m * ndim * (self._width + 1)
         if precompute is None:
-            precompute = nbytes <= _MAX_PRECOMPUTE_BYTES and self._eps >= 1e-6
+            precompute = nbytes <= _planning.MAX_PRECOMPUTE_BYTES and self._eps >= 1e-6
         self._wst = np.zeros((0, ndim, self._width), np.float32)
         self._ist = np.zeros((0, ndim), np.int32)
         if precompute:
@@ -164,76 +134,13 @@ class Nufft:
                 self._u, self._coef[np.dtype(np.float64)], self._width, gs, wst, ist, lo, hi),
                 list(zip(ch[:-1].tolist(), ch[1:].tolist())))
             self._wst, self._ist = wst, ist
-        self._toeplitz_cache: dict = {}
-        self._weights_key_memo: dict = {}
+        self._toeplitz = _toeplitz.KernelCache(Nufft, self._coord, shape, min(self._eps, 1e-4), self._threads)
         log.info(
             "Nufft %s, %d points, eps %.1e: upsampling %.2f, width %d, beta %.2f, grid %s, %d threads",
             shape, m, self._eps, self._upsampling, self._width, self._beta, self._grid_shape, self._threads,
         )
 
     # ---------------------------------------------------------------- plan helpers
-    def _choose_upsampling(self, m: int) -> float:
-        costs = {}
-        for sigma in (2.0, 1.25):
-            w, _ = _kernel.es_params(self._eps, sigma)
-            grid = [_grid_size(n, sigma, w) for n in self._shape]
-            ntot = float(np.prod(grid))
-            costs[sigma] = m * w**self._ndim * _NS_PER_TAP + ntot * math.log2(ntot) * _NS_PER_FFT_UNIT
-        best = min(costs, key=costs.get)
-        big = float(np.prod([_grid_size(n, 2.0, 2) for n in self._shape])) * self._dtype.itemsize
-        if best == 2.0 and big > _MAX_GRID_BYTES:
-            best = 1.25  # a 2x grid this large costs more memory than the speed is worth
-        log.info("Nufft upsampling: modelled cost %s ms -> %.2f",
-                 {k: round(v * 1e-6, 1) for k, v in costs.items()}, best)
-        return best
-
-    def _setup_points(self, coord: np.ndarray) -> None:
-        n = np.array(self._grid_shape, np.int64)
-        scale = n / np.array(self._shape, np.float64)
-        u = _spread.to_grid_units(coord, scale, n)  # wrapped once: the kernels assume [0, n)
-        n0 = self._grid_shape[0]
-        nslab = max(1, n0 // self._width)
-        if nslab < 2:
-            nslab = 1
-        slab_of_plane = (np.arange(n0, dtype=np.int64) * nslab) // n0
-        perm, slab_ptr = _spread.bin_sort(u, n, slab_of_plane, _BIN, self._width)
-        self._u = _spread.take_rows(u, perm)
-        self._perm = perm
-        # Colours: neighbouring slabs differ; with an odd count the last slab gets its own colour.
-        if nslab == 1:
-            colors = np.zeros(1, np.int64)
-        else:
-            colors = np.arange(nslab) % 2
-            if nslab % 2:
-                colors[-1] = 2
-        ncolor = int(colors.max()) + 1
-        counts = np.diff(slab_ptr)
-        nthread = self._threads
-        # Per colour, the slabs are dealt (longest first) into up to 4 tasks per thread of similar
-        # point counts; the pool hands tasks out dynamically, so a thread that the OS delays does
-        # not hold up the colour's barrier.
-        task_slabs, color_ranges = [], []
-        for c in range(ncolor):
-            slabs = np.flatnonzero(colors == c)
-            ntask = max(1, min(len(slabs), 4 * nthread if nthread > 1 else 1))
-            loads = np.zeros(ntask)
-            lists = [[] for _ in range(ntask)]
-            for s in slabs[np.argsort(-counts[slabs], kind="stable")]:
-                t = int(np.argmin(loads))
-                lists[t].append(int(s))
-                loads[t] += counts[s]
-            ranges = []
-            for t in np.argsort(-loads, kind="stable"):  # biggest tasks first
-                lo = len(task_slabs)
-                task_slabs.extend(sorted(lists[t]))
-                ranges.append((lo, len(task_slabs)))
-            color_ranges.append(ranges)
-        self._slab_ptr = slab_ptr
-        self._task_slabs = np.array(task_slabs, np.int64)
-        self._color_ranges = color_ranges
-        nch = max(1, min(self._m, 8 * nthread))
-        self._chunks = (np.arange(nch + 1, dtype=np.int64) * self._m) // nch
-
     def _deapod_for(self, rdtype: np.dtype) -> np.ndarray:
         d = self._deapod.get(rdtype)
         if d is None:
@@ -290,15 +197,7 @@ class Nufft:
         return np.ascontiguousarray(x.reshape((b,) + tuple(tail))), batch
 
     def _parallel(self, fn, ranges, *args) -> None:
-        """Run fn(*args, lo, hi) for each (lo, hi) in ranges, concurrently (kernels release the GIL)."""
-        ranges = [r for r in ranges if r[1] > r[0]]
-        if len(ranges) <= 1 or self._threads == 1:
-            for lo, hi in ranges:
-                fn(*args, lo, hi)
-            return
-        pool = _pool(self._threads)
-        for f in [pool.submit(fn, *args, lo, hi) for lo, hi in ranges]:
-            f.result()
+        _planning.run_parallel(self._threads, fn, ranges, *args)
 
     def _fft_axes(self) -> tuple[int, ...]:
         return tuple(range(-self._ndim, 0))
@@ -339,7 +238,7 @@ class Nufft:
 
         No FFT, no deapodisation, no scaling: grid[l] = sum_j phi(u_j - l) values_j with the ES
         kernel phi (peak 1) and u_j = k_j * grid_shape / shape the point in grid cells (Jackson
-        et al. 1991; Beatty et al. 2005). Periodic wrap at the grid edge.
+        et al. 1991, IEEE Trans. Med. Imaging 10:473; Beatty et al. 2005). Periodic wrap at the grid edge.
 
         Args:
             values: complex (..., *coord.shape[:-1]).
@@ -410,7 +309,8 @@ class Nufft:
         (an adjoint NUFFT at tolerance min(eps, 1e-4)) and cached (the last two weight vectors and
         the unweighted one), keyed by a SHA-1 of the weights; the hash is remembered for the same
         array object while its sum and a sample of its entries are unchanged, so pass a new array
-        rather than editing the old one in place. Wajer & Pruessmann 2001; Fessler et al. 2005.
+        rather than editing the old one in place. Wajer & Pruessmann, Proc. ISMRM 2001, p. 767;
+        Fessler et al. 2005, IEEE Trans. Signal Process. 53:3393.
 
         Args:
             x: complex (..., *shape).
@@ -421,38 +321,9 @@ class Nufft:
             complex (..., *shape), dtype of x.
         """
         xb, batch = self._as_batch(x, self._shape, "normal")
-        kern = self._toeplitz_kernel(weights, xb.dtype)
+        kern = self._toeplitz.get(weights, xb.dtype)
         z = _toeplitz.apply_normal(kern, xb, self._ndim, self._workers)
         return z.reshape(batch + self._shape)
-
-    def _toeplitz_kernel(self, weights, dtype) -> np.ndarray:
-        import hashlib
-
-        if weights is None:
-            key = None
-        else:
-            w = np.asarray(weights)
-            if w.size != self._m:
-                raise ValueError(f"normal: weights must have {self._coord_shape} = {self._m} entries, "
-                                 f"got shape {w.shape}")
-            # The full hash costs ~ms per call; an iterative solver passes the same array every
-            # time, so remember the hash by identity plus a cheap fingerprint of the contents.
-            quick = (id(w), w.shape, w.dtype.str, complex(np.sum(w, dtype=np.complex128)),
-                     w.reshape(-1)[:: max(1, w.size // 64)].tobytes())
-            key = self._weights_key_memo.get(quick)
-            if key is None:
-                key = hashlib.sha1(np.ascontiguousarray(w).view(np.uint8)).hexdigest() + str(w.dtype)
-                self._weights_key_memo = {quick: key}
-        cached = self._toeplitz_cache.get((key, np.dtype(dtype)))
-        if cached is not None:
-            return cached
-        kern = _toeplitz.psf_kernel(Nufft, self._coord, self._shape, weights, min(self._eps, 1e-4),
-                                    self._threads, np.dtype(dtype))
-        weighted = [k for k in self._toeplitz_cache if k[0] is not None]
-        if key is not None and len(weighted) >= 2:
-            del self._toeplitz_cache[weighted[0]]
-        self._toeplitz_cache[(key, np.dtype(dtype))] = kern
-        return kern
 
     def linop(self, batch_shape: Sequence[int] = ()):
         """sigpy Linop for this NUFFT: ishape batch + shape, oshape batch + coord.shape[:-1].

@@ -5,7 +5,8 @@ density compensation w in absolute units: each sample's share of the k-space vol
 (cycles/FOV)^ndim, so that the weights add up to the volume the trajectory covers (a ball of
 radius max |k| for the centre-out trajectories of sodium MRI). The point-spread function then
 integrates to 1 and an extended uniform object of value v reconstructs to v whatever the sample
-count (Jackson et al. 1991; Pipe & Menon 1999 for the weights).
+count (Jackson et al. 1991, IEEE Trans. Med. Imaging 10:473; Pipe & Menon 1999, MRM 41:179 for
+the weights). The scaling is `traj.dcf.normalise_dcf` (importable from here too).
 """
 
 from __future__ import annotations
@@ -15,35 +16,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InputError
+from ..traj.dcf import normalise_dcf
 
 if TYPE_CHECKING:
     from ..nufft import Nufft
 
-
-def normalise_dcf(dcf: np.ndarray, coord: np.ndarray) -> np.ndarray:
-    """Scale density weights of any scale to absolute k-space volumes in (cycles/FOV)^ndim.
-
-    coord: (nreadout, nsample, ndim) in cycles/FOV, or a flat (M, ndim) list; dcf: coord.shape[:-1].
-    The weights are scaled to add up to the volume of the ball (disc in 2D) that the samples cover:
-    radius max |k| plus half the radial step of the readouts' last samples (each sample owns the
-    interval to the midpoints between it and its neighbours); max |k| for a flat list.
-    """
-    dcf = np.asarray(dcf, dtype=np.float64)
-    coord = np.asarray(coord)
-    if dcf.shape != coord.shape[:-1]:
-        raise InputError(f"density compensation has shape {dcf.shape} but the trajectory {coord.shape[:-1]}")
-    if not np.all(np.isfinite(dcf)) or np.any(dcf < 0) or dcf.sum() <= 0:
-        raise InputError("density compensation weights must be finite, non-negative and not all zero")
-    r = np.sqrt(np.sum(coord.astype(np.float64) ** 2, axis=-1))
-    kmax = float(r.max())
-    if coord.ndim == 3 and coord.shape[1] >= 2:
-        end = np.argmax(r, axis=1)  # the outermost sample of each readout and its inner neighbour
-        rows = np.arange(r.shape[0])
-        step = np.abs(r[rows, end] - r[rows, np.where(end > 0, end - 1, 1)])
-        kmax += 0.5 * float(np.median(step))
-    ndim = coord.shape[-1]
-    vol = 4.0 / 3.0 * np.pi * kmax**3 if ndim == 3 else np.pi * kmax**2
-    return (dcf * (vol / dcf.sum())).astype(np.float32)
+__all__ = ["adjoint_recon", "normalise_dcf"]  # normalise_dcf lives in traj.dcf
 
 
 def adjoint_recon(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, shape: tuple[int, ...],

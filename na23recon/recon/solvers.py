@@ -8,16 +8,17 @@ That is why lambda is given relative to the image noise SD (`SenseProblem.image_
 The DCF weighting trades a little noise optimality for far faster convergence on radial data
 (Pruessmann et al. 2001 use it as the preconditioner of CG-SENSE).
 
-- `ConjugateGradient`: CG on the normal equations (E^H W E + lam I) x = E^H W y (CG-SENSE,
-  Pruessmann et al. 2001, MRM 46:638). Each iterate minimises the objective over a growing Krylov
-  space, so the logged weighted residual falls monotonically (in exact arithmetic).
+- `cg_sense`: `sigpy.alg.ConjugateGradient` on the normal equations (E^H W E + lam I) x = E^H W y
+  (CG-SENSE, Pruessmann et al. 2001, MRM 46:638; Hestenes & Stiefel 1952, J. Res. Natl. Bur.
+  Stand. 49:409). Each iterate minimises the objective over a growing Krylov space, so the logged
+  weighted residual falls monotonically.
 - `PrimalDualGradient`: min f(x) + g(G x) with f smooth (the data term, gradient E^H W E x - b by
   the Toeplitz normal operator: no NUFFT inside the loop) and g = lam ||.||_{2,1} for 3D isotropic
-  TV (Rudin-Osher-Fatemi; Block, Uecker & Frahm 2007 MRM 57:1086 for radial CS-TV). Primal-dual
-  hybrid gradient with an explicit gradient step (Chambolle & Pock 2011 JMIV 40:120; Condat 2013,
-  JOTA 158:460; Vu 2013).
-- L1-wavelet CS (Lustig, Donoho & Pauly 2007, MRM 58:1182): FISTA (Beck & Teboulle 2009) through
-  `sigpy.alg.GradientMethod` with sigpy's wavelet soft-thresholding prox.
+  TV (Rudin, Osher & Fatemi 1992, Physica D 60:259; Block, Uecker & Frahm 2007, MRM 57:1086 for
+  radial CS-TV). Primal-dual hybrid gradient with an explicit gradient step (Chambolle & Pock 2011,
+  JMIV 40:120; Condat 2013, JOTA 158:460; Vu 2013, Adv. Comput. Math. 38:667).
+- L1-wavelet CS (Lustig, Donoho & Pauly 2007, MRM 58:1182): FISTA (Beck & Teboulle 2009, SIAM J.
+  Imaging Sci. 2:183) through `sigpy.alg.GradientMethod` with sigpy's wavelet soft-thresholding prox.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import sigpy as sp
 
-from .adjoint import normalise_dcf
+from ..traj.dcf import normalise_dcf
+from .operators import SenseNormal
 from .tv_kernels import fused_available, pdhg_tv_step3
-from .operators import SenseNormal, ToeplitzNormal
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SenseProblem", "IterLog", "ConjugateGradient", "PrimalDualGradient", "Gradient",
+__all__ = ["SenseProblem", "IterLog", "PrimalDualGradient", "forward_difference",
            "cg_sense", "cs_tv", "cs_wavelet", "decay_weights"]
 
 
@@ -53,7 +54,7 @@ def decay_weights(t_s: np.ndarray, t2s_ms: float | tuple[float, float], frac_sho
     t_s: (nsample,) or (nreadout, nsample) time of each sample from the readout start, s.
     t2s_ms: one T2* (mono-exponential) or (short, long) with `frac_short` of the signal short.
     x is then the magnetisation at the readout start (d = 1 at t = 0); the T2* blurring of the long
-    sodium readout is modelled for one T2* over the whole object (Boada et al. 1994 for the
+    sodium readout is modelled for one T2* over the whole object (Boada et al. 1994, MRM 32:219 for the
     biexponential decay). The model only reweights samples: E^H W E stays a Toeplitz operator
     with weights dcf * d^2, so it costs nothing per iteration.
     """
@@ -100,11 +101,10 @@ class SenseProblem:
             single coil with unit sensitivity.
         dcf: (nreadout, nsample) density compensation, any scale, or None for no weighting.
         decay: (nsample,) or (nreadout, nsample) per-sample signal factor d (`decay_weights`).
-        use_plan_normal: use the plan's own Toeplitz `normal` when it has one.
     """
 
     def __init__(self, op, coord: np.ndarray, maps: np.ndarray | None, dcf: np.ndarray | None,
-                 decay: np.ndarray | None = None, use_plan_normal: bool = True) -> None:
+                 decay: np.ndarray | None = None) -> None:
         self.op = op
         shape = tuple(op.shape)
         self.shape = shape
@@ -118,7 +118,7 @@ class SenseProblem:
         self.wd = (w * d).astype(np.float32)      # applied to the data: E^H W y with E = D A S
         self.w_normal = (w * d * d).astype(np.float32)
         self.decay = None if decay is None else d
-        self.T = ToeplitzNormal(op, self.w_normal, use_plan=use_plan_normal)
+        self.T = op.normal_linop(self.w_normal)  # A^H W A, Toeplitz
         self.N = SenseNormal(self.maps, self.T)
         self._lipschitz = None
 
@@ -145,19 +145,22 @@ class SenseProblem:
         return float(noise_sd * np.sqrt(np.sum(self.wd.astype(np.float64) ** 2) / n))
 
     def lipschitz(self, iters: int = 20, rtol: float = 0.01) -> float:
-        """Estimate of ||E^H W E||: power iteration on the single-coil A^H W A (cheap: one coil),
-        times max_r sum_c |S_c(r)|^2, with a 10% margin. Radial undersampling makes it several
-        times 1 (sparse outer spokes with large weights), which sets the CS step size. The
-        iteration stops once the estimate changes by less than `rtol` (the margin covers that)."""
+        """Estimate of ||E^H W E||: power iteration (`sigpy.alg.PowerMethod`) on the single-coil
+        A^H W A (cheap: one coil), times max_r sum_c |S_c(r)|^2, with a 10% margin. Radial
+        undersampling makes it several times 1 (sparse outer spokes with large weights), which sets
+        the CS step size. The iteration stops once the estimate changes by less than `rtol` (the
+        margin covers that): typically after 5-8 of the `iters` applications. `sigpy.app.MaxEig`
+        would always run all of them (it has no tolerance), so the loop over PowerMethod is here."""
         if self._lipschitz is None:
             smax = float(np.max(np.sum(np.abs(self.maps) ** 2, axis=0)))
             x = np.random.default_rng(0).standard_normal(self.shape).astype(np.complex64)
-            lam, prev = 1.0, 0.0
-            for it in range(iters):
-                y = self.T(x)
-                lam = _norm(y) / max(_norm(x), 1e-30)
-                x = y / np.float32(max(_norm(y), 1e-30))
-                if it >= 3 and abs(lam - prev) <= rtol * lam:
+            x /= np.float32(_norm(x))  # unit start: every estimate is ||T x|| / ||x||
+            alg = sp.alg.PowerMethod(self.T, x, max_iter=iters)
+            prev = 0.0
+            while not alg.done():
+                alg.update()
+                lam = float(alg.max_eig)
+                if alg.iter >= 4 and abs(lam - prev) <= rtol * lam:
                     break
                 prev = lam
             self._lipschitz = 1.1 * lam * smax
@@ -166,70 +169,43 @@ class SenseProblem:
 
 
 # ------------------------------------------------------------------------------------ CG
-class ConjugateGradient(sp.alg.Alg):
-    """CG for A x = b, A Hermitian positive definite, recording the quadratic objective.
+class _LoggedCG(sp.alg.ConjugateGradient):
+    """`sigpy.alg.ConjugateGradient` (no preconditioner) that also records the quadratic objective.
 
-    For A = E^H W E + lam I and b = E^H W y the objective 1/2 ||W^1/2(Ex - y)||^2 + lam/2 ||x||^2
-    equals c - 1/2 Re x^H (b + r) with r = b - A x and c = 1/2 y^H W y: free to log, and it falls
-    at every iteration. Stops when ||r|| <= tol ||b||.
+    For A = E^H W E + lam I and b = E^H W y the objective f(x) = 1/2 ||W^1/2(Ex - y)||^2 +
+    lam/2 ||x||^2 equals c - 1/2 Re x^H (b + r) with r = b - A x and c = 1/2 y^H W y; a CG step
+    x + alpha p (alpha = r^H r / p^H A p, p^H r = r^H r) lowers it by alpha r^H r / 2, so it is
+    logged without an extra operator application (sigpy does not update r on its last step).
     """
 
-    def __init__(self, A, b: np.ndarray, x: np.ndarray, c: float, max_iter: int = 20, tol: float = 0.0) -> None:
-        self.A, self.b, self.x, self.c, self.tol = A, b, x, float(c), float(tol)
-        self.r = b - A(x)
-        self.p = self.r.copy()
-        self.rr = _norm(self.r) ** 2
+    def __init__(self, A, b: np.ndarray, x: np.ndarray, c: float, max_iter: int, tol: float) -> None:
         self.bnorm = max(_norm(b), 1e-30)
-        self.not_positive_definite = False
+        super().__init__(A, b, x, max_iter=max_iter, tol=tol * self.bnorm)  # sigpy's tol is absolute
+        self.f = float(c) - 0.5 * (_vdot(x, b).real + _vdot(x, self.r).real)
         self.objective: list[float] = []
-        super().__init__(max_iter)
 
     def _update(self) -> None:
-        ap = self.A(self.p)
-        pap = _vdot(self.p, ap).real
-        if pap <= 0:
-            self.not_positive_definite = True
-            return
-        alpha = self.rr / pap
-        self.x += np.complex64(alpha) * self.p
-        self.r -= np.complex64(alpha) * ap
-        rr_new = _norm(self.r) ** 2
-        self.p = self.r + np.complex64(rr_new / self.rr) * self.p
-        self.rr = rr_new
-        self.objective.append(self.c - 0.5 * (_vdot(self.x, self.b).real + _vdot(self.x, self.r).real))
-
-    def _done(self) -> bool:
-        return self.iter >= self.max_iter or self.not_positive_definite or np.sqrt(self.rr) <= self.tol * self.bnorm
+        rr = float(self.rzold)
+        super()._update()
+        if not self.not_positive_definite:
+            self.f -= 0.5 * float(self.alpha) * rr
+            self.objective.append(self.f)
 
 
 # ----------------------------------------------------------------------------------- TV
-class Gradient(sp.linop.Linop):
-    """Forward differences with periodic wrap along every image axis: (*shape) -> (ndim, *shape)."""
+def forward_difference(shape) -> sp.linop.Linop:
+    """G: forward differences with periodic wrap along every image axis, (*shape) -> (ndim, *shape):
+    (G x)_a = roll(x, -1, a) - x, built from sigpy's Circshift and Identity (G^H = -div for free).
 
-    def __init__(self, shape) -> None:
-        shape = tuple(int(s) for s in shape)
-        super().__init__((len(shape),) + shape, shape)
-
-    def _apply(self, x: np.ndarray) -> np.ndarray:
-        return np.stack([np.roll(x, -1, axis=a) - x for a in range(x.ndim)])
-
-    def _adjoint_linop(self) -> sp.linop.Linop:
-        return _Divergence(self)
-
-
-class _Divergence(sp.linop.Linop):
-    def __init__(self, g: Gradient) -> None:
-        self.g = g
-        super().__init__(g.ishape, g.oshape)
-
-    def _apply(self, u: np.ndarray) -> np.ndarray:
-        out = np.zeros(u.shape[1:], u.dtype)
-        for a in range(u.shape[0]):
-            out += np.roll(u[a], 1, axis=a) - u[a]
-        return out
-
-    def _adjoint_linop(self) -> sp.linop.Linop:
-        return self.g
+    Not `sigpy.linop.FiniteDifference`: that is the backward difference x - roll(x, 1, a), whose
+    components at a voxel pair it with its lower neighbours, so its isotropic ||.||_{2,1} is the
+    mirrored TV and the iterates differ; the fused `tv_kernels` step computes this forward one.
+    """
+    shape = tuple(int(s) for s in shape)
+    eye = sp.linop.Identity(shape)
+    rows = [sp.linop.Reshape((1,) + shape, shape) * (sp.linop.Circshift(shape, [-1], axes=[a]) - eye)
+            for a in range(len(shape))]
+    return sp.linop.Vstack(rows, axis=0)
 
 
 class PrimalDualGradient(sp.alg.Alg):
@@ -245,7 +221,7 @@ class PrimalDualGradient(sp.alg.Alg):
     def __init__(self, N, b: np.ndarray, x: np.ndarray, lam: float, lipschitz: float, c: float,
                  max_iter: int = 30, tol: float = 0.0) -> None:
         self.N, self.b, self.x, self.lam = N, b, x, float(lam)
-        self.G = Gradient(x.shape)
+        self.G = forward_difference(x.shape)
         ndim = x.ndim
         self.tau = 1.0 / lipschitz
         self.sigma = lipschitz / (8.0 * ndim)
@@ -305,12 +281,13 @@ def cg_sense(problem: SenseProblem, y: np.ndarray, lam: float = 0.0, max_iter: i
     b = problem.rhs(y)
     c = problem.data_energy(y)
     x = np.zeros(problem.shape, np.complex64) if x0 is None else np.asarray(x0, np.complex64).copy()
-    A = problem.N if not lam else (lambda v: problem.N(v) + np.complex64(lam) * v)
-    alg = ConjugateGradient(A, b, x, c, max_iter=max_iter, tol=tol)
+    A = problem.N if not lam else problem.N + lam * sp.linop.Identity(problem.shape)
+    alg = _LoggedCG(A, b, x, c, max_iter=max_iter, tol=tol)
     secs = _run(alg, "CG-SENSE", progress)
     res = [float(np.sqrt(max(2 * o, 0.0) / max(2 * c, 1e-30))) for o in alg.objective]
+    # alg.resid is ||b - A x|| before the last step when max_iter ran out: `converged` errs on no
     logd = IterLog("cg", iterations=alg.iter, max_iter=max_iter, tol=tol, residuals=res, lam=float(lam),
-                   converged=bool(np.sqrt(alg.rr) <= tol * alg.bnorm), seconds=secs)
+                   converged=bool(alg.resid <= tol * alg.bnorm), seconds=secs)
     return alg.x, logd
 
 

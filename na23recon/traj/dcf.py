@@ -9,11 +9,13 @@ covering the sphere of radius N/2 add up to ~ (4/3) pi (N/2)^3.
   (straight spokes) stands for; equals |k|^2 dk (plus the centre sphere's share at k = 0) and so
   is the analytic |k|^2 DCF of radial, the constant k0^2 dk0 of density-adapted radial (Nagel
   et al. 2009, MRM 62:1565), and it follows ramp sampling too.
-- `dcf_analytic`: the closed forms: radial |k|^2 with a centre floor, DA-radial
-  and TPI (Boada et al. 1997, MRM 38:1022) |k|^2 below k0 and k0^2 above, each scaled to the
+- `dcf_analytic`: the closed forms: radial |k|^2 with a centre floor, DA-radial (Nagel et al.
+  2009, MRM 62:1565) and TPI (Boada et al. 1997, MRM 38:1022) |k|^2 below k0 and k0^2 above, each scaled to the
   sampled volume.
 - `dcf_pipe_menon`: iterative w <- w / (C (C^T w)) (Pipe & Menon 1999, MRM 41:179) with the
   NUFFT's own gridding kernel.
+- `normalise_dcf`: rescale weights of any scale to absolute k-space volumes in (cycles/FOV)^ndim
+  (what the reconstructions take).
 """
 
 from __future__ import annotations
@@ -244,3 +246,29 @@ def gridded_response(coord: np.ndarray, dcf: np.ndarray, shape: tuple[int, ...],
     kmax = float(np.sqrt(np.max(np.sum(coord ** 2, axis=-1))))
     grid = grid / np.median(grid[radius < 0.5 * kmax])
     return grid, radius
+
+
+def normalise_dcf(dcf: np.ndarray, coord: np.ndarray) -> np.ndarray:
+    """Scale density weights of any scale to absolute k-space volumes in (cycles/FOV)^ndim.
+
+    coord: (nreadout, nsample, ndim) in cycles/FOV, or a flat (M, ndim) list; dcf: coord.shape[:-1].
+    The weights are scaled to add up to the volume of the ball (disc in 2D) that the samples cover:
+    radius max |k| plus half the radial step of the readouts' last samples (each sample owns the
+    interval to the midpoints between it and its neighbours); max |k| for a flat list.
+    """
+    dcf = np.asarray(dcf, dtype=np.float64)
+    coord = np.asarray(coord)
+    if dcf.shape != coord.shape[:-1]:
+        raise InputError(f"density compensation has shape {dcf.shape} but the trajectory {coord.shape[:-1]}")
+    if not np.all(np.isfinite(dcf)) or np.any(dcf < 0) or dcf.sum() <= 0:
+        raise InputError("density compensation weights must be finite, non-negative and not all zero")
+    r = np.sqrt(np.sum(coord.astype(np.float64) ** 2, axis=-1))
+    kmax = float(r.max())
+    if coord.ndim == 3 and coord.shape[1] >= 2:
+        end = np.argmax(r, axis=1)  # the outermost sample of each readout and its inner neighbour
+        rows = np.arange(r.shape[0])
+        step = np.abs(r[rows, end] - r[rows, np.where(end > 0, end - 1, 1)])
+        kmax += 0.5 * float(np.median(step))
+    ndim = coord.shape[-1]
+    vol = 4.0 / 3.0 * np.pi * kmax**3 if ndim == 3 else np.pi * kmax**2
+    return (dcf * (vol / dcf.sum())).astype(np.float32)
