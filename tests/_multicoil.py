@@ -3,7 +3,7 @@
 Eight receive coils around the head, each sensitivity a short Fourier series
 s_c(r) = e^{i theta_c} [1 + beta sin(2 pi f u_c . r)] + gamma e^{i phi_c} e^{i 2 pi g v_c . r}:
 magnitude rising smoothly towards the coil (direction u_c in the transverse plane, tilted in z),
-a distinct smooth phase per coil. `Phantom.kspace(..., sens_terms=...)` turns each series into exact
+a distinct smooth phase per coil. `sim.kspace.phantom_kspace(..., sens_terms=...)` turns each series into exact
 k-space (a sum of shifted closed-form transforms), so no voxel image and no NUFFT is involved.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from na23recon.sim.kspace import phantom_kspace
 from na23recon.sim.phantom import Phantom, load_phantom
 from na23recon.traj.dcf import dcf_radial_shells
 from na23recon.traj.radial import radial_for_matrix
@@ -80,7 +81,7 @@ def make_case(n: int = 32, fov_mm: float = 240.0, undersampling: float = 3.5, sn
     scale = 1.0 / (vox * np.sqrt(float(n) ** 3))
     tt = t[None, :] if decay else 0.0
     terms = coil_terms(ncoil)
-    y = np.stack([ph.kspace(k, tt, sens_terms=tc) * scale for tc in terms])
+    y = np.stack([phantom_kspace(ph, k, tt, sens_terms=tc) * scale for tc in terms])
     from na23recon.traj.dcf import normalise_dcf
 
     w = normalise_dcf(dcf, coord).astype(np.float64)

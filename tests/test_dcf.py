@@ -130,6 +130,7 @@ def test_analytic_dcf_handles_ramp_sampling_like_shells():
     """The closed-form DA-radial DCF must weight ramp samples by their shorter radial step:
     images gridded with it and with the exact shell DCF agree (it used to read ~45% bright)."""
     from na23recon.nufft import Nufft
+    from na23recon.sim.kspace import phantom_kspace
     from na23recon.sim.phantom import load_phantom
     from na23recon.traj.dar import dar_3d
     from na23recon.traj.dcf import dcf_analytic, dcf_for, normalise_dcf
@@ -137,7 +138,7 @@ def test_analytic_dcf_handles_ramp_sampling_like_shells():
     n, fov = 24, 0.24
     tr = dar_3d(n, fov * 1e3)
     coord = tr.coord(fov * 1e3)
-    y = load_phantom("brain").kspace(tr.k, 0.0)[None] / ((fov / n) ** 3 * n**1.5)
+    y = phantom_kspace(load_phantom("brain"), tr.k, 0.0)[None] / ((fov / n) ** 3 * n**1.5)
     op = Nufft(coord, (n,) * 3, eps=1e-4)
     imgs = []
     for w in (dcf_analytic(tr.k, "dar", k0=tr.design.k0_per_m), dcf_for(tr)):

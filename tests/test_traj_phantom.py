@@ -7,6 +7,7 @@ import pytest
 
 from na23recon.recon.adjoint import adjoint_recon
 from na23recon.sim.evaluate import compartment_means, linear_calibration
+from na23recon.sim.kspace import phantom_kspace
 from na23recon.sim.phantom import load_phantom
 from na23recon.traj.dcf import dcf_for
 from na23recon.traj.make import generate
@@ -19,7 +20,7 @@ N, FOV_MM = 48, 240.0
 def test_adjoint_recon_of_analytic_phantom(kind):
     ph = load_phantom("brain")
     tr = generate(kind, N, FOV_MM)
-    y = ph.kspace(tr.k, tr.t[None, :]).astype(np.complex64)  # t from excitation
+    y = phantom_kspace(ph, tr.k, tr.t[None, :]).astype(np.complex64)  # t from excitation
     coord = tr.coord(FOV_MM)
     img = np.abs(adjoint_recon(y[None], coord, dcf_for(tr), (N, N, N))[0])
     labels = ph.truth(N, FOV_MM, quantity="label")

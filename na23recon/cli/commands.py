@@ -183,12 +183,15 @@ def run_quantify(args) -> int:
     return EXIT_OK
 
 
+#: The TSC step of run/batch quantifies the image the reconstruction made (its --echo): no echo of its own.
+QUANT_EXCLUDED = ("echo",)
+
+
 def _add_step_options(p, suppress: bool = False) -> None:
-    """Every option of the reconstruction, B1 (prefixed b1-) and TSC steps, for run and batch.
-    The image's echo for TSC is the reconstruction's (--echo), so the TSC step's own is left out."""
+    """Every option of the reconstruction, B1 (prefixed b1-) and TSC steps, for run and batch."""
     add_options(p, ReconOptions, title="reconstruction", suppress=suppress)
     add_options(p, B1Options, prefix="b1-", title="B1 map (double-angle pair)", suppress=suppress)
-    add_options(p, QuantOptions, exclude=("echo",), title="quantification (with vials)", suppress=suppress)
+    add_options(p, QuantOptions, exclude=QUANT_EXCLUDED, title="quantification (with vials)", suppress=suppress)
 
 
 def add_run(sub) -> None:
@@ -205,7 +208,7 @@ def run_run(args) -> int:
     job, options, outdir = load_run_config(args.config)
     # options given on the command line override the config's
     options = RunOptions(recon=replace(options.recon, **given(ReconOptions, args)),
-                         quant=replace(options.quant, **given(QuantOptions, args)),
+                         quant=replace(options.quant, **given(QuantOptions, args, exclude=QUANT_EXCLUDED)),
                          b1=replace(options.b1, **given(B1Options, args, prefix="b1-")))
     _print_outputs(process_scan(job, args.out or outdir, options))
     return EXIT_OK
@@ -228,7 +231,7 @@ def run_batch_cmd(args) -> int:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
-    options = RunOptions(recon=from_args(ReconOptions, args), quant=from_args(QuantOptions, args),
+    options = RunOptions(recon=from_args(ReconOptions, args), quant=from_args(QuantOptions, args, exclude=QUANT_EXCLUDED),
                          b1=from_args(B1Options, args, prefix="b1-"))
     results = run_batch(args.manifest, args.out, options, workers=args.workers,
                         threads_per_worker=args.threads_per_worker, dask=args.dask,

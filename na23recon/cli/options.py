@@ -67,15 +67,18 @@ def add_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "", ex
         group.add_argument(opt, **kw)
 
 
-def from_args(cls: type[T], args: argparse.Namespace, prefix: str = "", **fixed: Any) -> T:
-    """The options dataclass from a parsed namespace (fields not on the parser keep their default;
-    `fixed` sets fields the command decides itself)."""
-    values = given(cls, args, prefix)
+def from_args(cls: type[T], args: argparse.Namespace, prefix: str = "", exclude: tuple[str, ...] = (),
+              **fixed: Any) -> T:
+    """The options dataclass from a parsed namespace (fields not on the parser, or in `exclude`,
+    keep their default; `fixed` sets fields the command decides itself)."""
+    values = given(cls, args, prefix, exclude)
     values.update(fixed)
     return cls(**values)
 
 
-def given(cls: type, args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
-    """{field: value} of the options of `cls` that are in the namespace (with `suppress`: given)."""
+def given(cls: type, args: argparse.Namespace, prefix: str = "", exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """{field: value} of the options of `cls` that are in the namespace (with `suppress`: given),
+    leaving out `exclude` (fields whose option belongs to another step on a shared parser)."""
     dest = prefix.replace("-", "_")
-    return {f.name: getattr(args, dest + f.name) for f in fields(cls) if hasattr(args, dest + f.name)}
+    return {f.name: getattr(args, dest + f.name) for f in fields(cls)
+            if f.name not in exclude and hasattr(args, dest + f.name)}

@@ -272,3 +272,20 @@ def _transform(k, m, cen, vol, kind, out):
 def _transform_unit(u, kind, out):
     for p in numba.prange(u.shape[0]):
         out[p] = _shape_ft(u[p, 0], u[p, 1], u[p, 2], kind)
+
+
+def phantom_kspace(phantom: Phantom, k_per_m: np.ndarray, t_s: np.ndarray | float = 0.0, tr_ms: float = 1e9,
+                   flip_rad: float = np.pi / 2, sens_terms: list[tuple[np.ndarray, complex]] | None = None) -> np.ndarray:
+    """Analytic k-space M(k, t) of `phantom` at points k (..., 3) in 1/m sampled at times t (s from
+    excitation, broadcast to k[..., 0]): complex128 (...) in mM * m^3.
+
+    sens_terms, optional: a receive sensitivity written as a finite Fourier series
+    s(r) = sum_m a_m exp(i 2 pi f_m . r) (f_m in 1/m); then M_s(k) = sum_m a_m M(k - f_m), exact.
+    One coil of `analytic_kspace` (the series as a `FieldSet` shared by every compartment).
+    """
+    fs = None
+    if sens_terms is not None:
+        freqs = np.array([np.asarray(f, dtype=np.float64) for f, _ in sens_terms]).reshape(-1, 3)
+        amps = np.array([a for _, a in sens_terms], dtype=np.complex128)
+        fs = FieldSet.series(len(phantom.compartments), freqs, amps)
+    return analytic_kspace(phantom, k_per_m, t_s, tr_ms, flip_rad, fs)[0]

@@ -114,16 +114,6 @@ class Compartment:
             u /= np.linalg.norm(u, axis=1, keepdims=True)
         return (u * np.asarray(self.semi_axes_mm)) @ self.rotation.T + np.asarray(self.center_mm)
 
-    def fourier(self, k_per_m: np.ndarray) -> np.ndarray:
-        """Closed-form transform of the compartment's indicator at k (..., 3) in 1/m: complex128 (...).
-
-        Ellipsoid: abc B(|diag(a,b,c) R^T k|) (unit ball B). Elliptic cylinder: ab 2c D(|(a k1', b k2')|)
-        sinc(2 c k3'), with D the unit disc's transform and k' = R^T k (Koay, Sarlls & Ozarslan,
-        Magn Reson Med 2007). Evaluated by `sim.kspace.compartment_fourier`."""
-        from .kspace import compartment_fourier
-
-        return compartment_fourier(self, k_per_m)
-
 
 @dataclass
 class Phantom:
@@ -148,24 +138,6 @@ class Phantom:
     def weights(self, t_s: np.ndarray, tr_ms: float = 1e9, flip_rad: float = np.pi / 2) -> np.ndarray:
         """Signal weight per compartment and time: (ncomp, *t.shape) = C * saturation * decay."""
         return np.stack([c.conc_mM * c.saturation(tr_ms, flip_rad) * c.decay(t_s) for c in self.compartments])
-
-    def kspace(self, k_per_m: np.ndarray, t_s: np.ndarray | float = 0.0, tr_ms: float = 1e9,
-               flip_rad: float = np.pi / 2, sens_terms: list[tuple[np.ndarray, complex]] | None = None) -> np.ndarray:
-        """Analytic k-space M(k, t) at points k (..., 3) in 1/m sampled at times t (broadcast to k[..., 0]).
-
-        sens_terms, optional: a receive sensitivity written as a finite Fourier series
-        s(r) = sum_m a_m exp(i 2 pi f_m . r) (f_m in 1/m); then M_s(k) = sum_m a_m M(k - f_m), exact.
-        Returns complex128 (...) in units of mM * m^3. One coil of `sim.kspace.analytic_kspace`
-        (the series as a `FieldSet` shared by every compartment).
-        """
-        from .kspace import FieldSet, analytic_kspace
-
-        fs = None
-        if sens_terms is not None:
-            freqs = np.array([np.asarray(f, dtype=np.float64) for f, _ in sens_terms]).reshape(-1, 3)
-            amps = np.array([a for _, a in sens_terms], dtype=np.complex128)
-            fs = FieldSet.series(len(self.compartments), freqs, amps)
-        return analytic_kspace(self, k_per_m, t_s, tr_ms, flip_rad, fs)[0]
 
     def label_map(self, r_mm: np.ndarray) -> np.ndarray:
         """Label of the compartment that owns each point r (..., 3) mm (0 = background)."""
