@@ -17,7 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from na23recon.batch import run_batch
+from na23recon.core import ReconOptions
+from na23recon.pipeline.batch import run_batch
+from na23recon.pipeline.config import RunOptions
 from na23recon.sim.scan import simulate_to_folder
 
 
@@ -42,7 +44,7 @@ def main() -> None:
         (tmp / "m.csv").write_text("\n".join(rows) + "\n")
         sim_s = time.perf_counter() - t0
         # warm the numba cache once so neither run pays for compilation
-        opts = {"matrix": a.matrix, "method": a.method, "iters": a.iters}
+        opts = RunOptions(recon=ReconOptions(matrix=a.matrix, method=a.method, iters=a.iters))
         run_batch(tmp / "m.csv", tmp / "warm", opts, workers=1, threads_per_worker=1, progress=False)
         res = {}
         runs = [(w, None) for w in a.workers] + ([(max(a.workers), a.dask)] if a.dask else [])

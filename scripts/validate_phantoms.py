@@ -40,7 +40,8 @@ if str(ROOT) not in sys.path:
 from na23recon import __version__  # noqa: E402
 from na23recon.errors import InputError  # noqa: E402
 from na23recon.io.nifti import load_nifti  # noqa: E402
-from na23recon.pipeline import recon_file  # noqa: E402
+from na23recon.core import ReconOptions  # noqa: E402
+from na23recon.pipeline.recon_step import recon_file  # noqa: E402
 from na23recon.quant.tsc import quantify  # noqa: E402
 from na23recon.quant.vials import load_vials  # noqa: E402
 from na23recon.sim.evaluate import compartment_stats, nrmse, ssim  # noqa: E402
@@ -64,14 +65,12 @@ def _git_commit() -> str:
 
 
 def _figure(path: Path, truth: np.ndarray, tsc: np.ndarray, title: str, vmax: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from na23recon.report.figures import new_figure, save_png
 
     z = truth.shape[2] // 2
     err = tsc - truth
-    fig, ax = plt.subplots(1, 3, figsize=(10.5, 3.6))
+    fig = new_figure((10.5, 3.6))
+    ax = fig.subplots(1, 3)
     for a, img, name, kw in [(ax[0], truth, "truth (mM)", dict(cmap="gray", vmin=0, vmax=vmax)),
                              (ax[1], tsc, "reconstruction, TSC (mM)", dict(cmap="gray", vmin=0, vmax=vmax)),
                              (ax[2], err, "error (mM)", dict(cmap="RdBu_r", vmin=-vmax / 3, vmax=vmax / 3))]:
@@ -81,8 +80,7 @@ def _figure(path: Path, truth: np.ndarray, tsc: np.ndarray, title: str, vmax: fl
         fig.colorbar(im, ax=a, fraction=0.046)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
 
 
 def evaluate_run(sim: dict[str, Path], recon: Path, phantom, acq: dict, b1_variation: float) -> dict:
@@ -159,7 +157,7 @@ def run(out: Path, quick: bool = False, phantom: str = "brain", methods=METHODS,
                 t0 = time.perf_counter()
                 recon_path = out / "runs" / tag / f"recon_{method}.nii.gz"
                 try:
-                    recon_file(sim["scan"], sim["traj"], recon_path, method=method, png=False)
+                    recon_file(sim["scan"], sim["traj"], recon_path, ReconOptions(method=method), png=False)
                 except InputError as exc:
                     if "unknown method" in str(exc):
                         skipped[method] = str(exc)

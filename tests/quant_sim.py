@@ -86,7 +86,7 @@ def affine(matrix: int) -> np.ndarray:
 
 
 def acquisition(flip_deg: float, tr_ms: float, te_ms: float, matrix: int) -> dict:
-    """A sidecar with the DESIGN.md acquisition block for the test images."""
+    """A sidecar with the sidecar acquisition block for the test images."""
     return {"acquisition": {"nucleus": "23Na", "b0_T": 3.0, "te_ms": [te_ms], "tr_ms": tr_ms, "flip_deg": flip_deg,
                             "dwell_us": 10.0, "fov_mm": [FOV_MM] * 3, "matrix": [matrix] * 3}}
 

@@ -73,7 +73,7 @@ def test_proton_scan_refused(tmp_path, capsys):
 
     p = simulate_to_folder(tmp_path / "h", matrix=16)
     scan = read_scan(p["scan"])
-    scan.info.nucleus = "1H"
+    scan.acquisition = scan.acquisition.with_(nucleus="1H")
     h1 = tmp_path / "h1.dat"
     write_scan(h1, scan)
     out = tmp_path / "o" / "x.nii.gz"

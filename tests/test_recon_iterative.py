@@ -5,10 +5,16 @@ import numpy as np
 import pytest
 from _multicoil import make_case, nrmse
 
-from na23recon.recon.app import reconstruct
+from na23recon.core import ReconOptions
+from na23recon.recon.app import reconstruct_arrays
 from na23recon.recon.operators import SenseForward, make_nufft
 from na23recon.recon.solvers import SenseProblem, cg_sense, decay_weights
 from na23recon.sim.evaluate import compartment_means, linear_calibration
+
+
+def reconstruct(kspace, coord, dcf, shape, noise=None, t_s=None, **options):
+    """The array-level reconstruction with its options given as ReconOptions fields."""
+    return reconstruct_arrays(kspace, coord, dcf, shape, ReconOptions(**options), noise=noise, t_s=t_s)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""NIfTI output and input with the JSON sidecar of DESIGN.md.
+"""NIfTI output and input with the JSON sidecar (the contract in docs/design.md).
 
 Images are indexed (x, y, z) in the NIfTI order; their world geometry is a 4x4 RAS affine in mm,
 which travels with the array everywhere (nibabel's lesson: the affine is never implicit).

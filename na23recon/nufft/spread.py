@@ -5,7 +5,7 @@ The spreading (points -> grid) and interpolation (grid -> points) kernels themse
 All kernels are module-level serial `@njit(cache=True, nogil=True)` functions, so a fresh process
 loads them from numba's cache instead of recompiling, and the plan runs them in a thread pool.
 Not `parallel=True`: with numba 0.61 the prange versions of these loops ran ~2x slower when
-loaded from the cache than freshly compiled (numba issue #8085); serial nogil kernels keep
+loaded from the cache than freshly compiled (measured here); serial nogil kernels keep
 their speed from the cache and let the plan schedule the threads itself. Conventions shared by every kernel:
 
 - `u` (M, ndim) float64: point coordinates in oversampled-grid cells, already in sorted order;

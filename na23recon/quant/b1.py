@@ -9,7 +9,7 @@ the relative flip scale (1.0 = nominal), independent of M0, T2* and the receive 
 cancel in the ratio. Magnitude images only determine k a in [0, 90 deg]: choose a so that
 k a stays below 90 deg (a = 60 deg covers k up to 1.5).
 
-Corrections (REFERENCES.md "B1 and signal equation"): the actual flip is k_B1 * nominal (used in
+Corrections: the actual flip is k_B1 * nominal (used in
 the signal equation, quant/relax.py); the receive sensitivity of a transmit-receive coil is
 ~ k_B1 by reciprocity at low field, or is given as a separate relative receive map.
 """
@@ -198,8 +198,8 @@ def receive_sensitivity(b1: np.ndarray | None, receive_map: np.ndarray | None = 
     """Relative receive sensitivity (x, y, z) to divide the image by.
 
     receive_map given: used as is (must be finite and > 0). Otherwise, with `reciprocity`, a
-    transmit-receive coil receives with the transmit profile (B1- ~ B1+ at low field,
-    REFERENCES.md), so the sensitivity is k_B1 itself; without either, 1.0.
+    transmit-receive coil receives with the transmit profile (B1- ~ B1+ at low field; Hoult,
+    Concepts Magn Reson 2000), so the sensitivity is k_B1 itself; without either, 1.0.
     """
     if receive_map is not None:
         r = np.asarray(receive_map, dtype=np.float64)

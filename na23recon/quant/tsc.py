@@ -5,9 +5,9 @@ its tissue at the actual flip (k_B1 * nominal; quant/relax.py), giving m = S / (
 proportional to concentration. Over the vials (each with its own medium's W) the calibration
 m = a C + b is fitted (free intercept, zero intercept, or intercept fixed at the noise floor as
 the 0 mM point), and TSC = (m - b) / a. With b = 0 this is exactly
-TSC = C_ref (S_tissue / S_ref) (W_ref / W_tissue) (REFERENCES.md "TSC quantification";
-Christensen et al. 1996 and Thulborn et al. 1999 for the external-reference calibration,
-Boada et al. 1994 for the biexponential relaxation weighting).
+TSC = C_ref (S_tissue / S_ref) (W_ref / W_tissue) (Christensen et al., Magn Reson Med 1996 and
+Thulborn et al., Radiology 1999 for the external-reference calibration; Boada et al., Magn Reson
+Med 1994 for the biexponential relaxation weighting).
 
 Uncertainty: per voxel, first-order propagation of the image noise (sigma / (R W)) and of the
 calibration's covariance (a, b), the covariance scaled by the reduced chi^2 when that exceeds 1.

@@ -1,6 +1,6 @@
 """Reference vials: the vials file, automatic detection in the image, matching to concentrations.
 
-Vials file (DESIGN.md): {"vials": [{"label": 1, "concentration_mM": 50.0, "medium": "agar2"}, ...]}.
+Vials file (docs/design.md): {"vials": [{"label": 1, "concentration_mM": 50.0, "medium": "agar2"}, ...]}.
 With a vial mask each `label` is a value in the mask. Without one, the vials are found as compact
 bright blobs (local maxima of a smoothed image, well above the background noise) beyond the
 head's ringing, and matched to the listed concentrations by rank of their expected signal; a
@@ -79,7 +79,7 @@ def parse_vials(d: Mapping, config: Mapping | None = None) -> list[Vial]:
 
 
 def load_vials(path: str | os.PathLike, config: Mapping | None = None) -> list[Vial]:
-    """Read and check a vials JSON file (DESIGN.md)."""
+    """Read and check a vials JSON file (the contract in docs/design.md)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"vials file not found: {p}")

@@ -27,7 +27,7 @@ from .phantom import Phantom, load_phantom
 
 @dataclass
 class SimProtocol:
-    """Protocol of a simulated scan. Units in the names (DESIGN.md).
+    """Protocol of a simulated scan. Units in the names.
 
     traj: 'radial' | 'dar' (density-adapted radial, Nagel et al., Magn Reson Med 2009) | 'tpi' (twisted projection
         imaging, Boada et al., Magn Reson Med 1997).
