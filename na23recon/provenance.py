@@ -11,7 +11,6 @@ from pathlib import Path
 
 from . import __version__
 
-
 _COMMAND: list[str] | None = None
 
 

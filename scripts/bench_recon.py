@@ -43,6 +43,7 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from _multicoil import make_case, nrmse  # the test suite's analytic multi-coil phantom
+
     from na23recon.recon import coils
     from na23recon.recon.adjoint import adjoint_recon
     from na23recon.recon.operators import make_nufft

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 import quant_sim as qs
+
 from na23recon.errors import InputError
 from na23recon.quant.b1 import double_angle, estimate_noise_sd, receive_sensitivity
 

@@ -68,7 +68,6 @@ def test_truncated_twix(small, tmp_path, capsys):
 
 def test_proton_scan_refused(tmp_path, capsys):
     from na23recon.io.twix import read_scan, write_scan
-
     from na23recon.sim.scan import simulate_to_folder
 
     p = simulate_to_folder(tmp_path / "h", matrix=16)

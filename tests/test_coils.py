@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from _multicoil import coil_terms, make_case, sens_on_grid
 
 from na23recon.errors import InputError
 from na23recon.recon import coils
-from _multicoil import coil_terms, make_case, sens_on_grid
 
 
 @pytest.fixture(scope="module")

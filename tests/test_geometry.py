@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from na23recon.errors import InputError
 from na23recon.core import Acquisition, Geometry, Scan
 from na23recon.core.geometry import CORONAL, SAGITTAL, TRANSVERSE, main_orientation, pcs_to_device, prs_vectors
+from na23recon.errors import InputError
 
 LPS2RAS = np.diag([-1.0, -1.0, 1.0])
 

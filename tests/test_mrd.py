@@ -5,9 +5,9 @@ import pytest
 
 pytest.importorskip("ismrmrd")
 
+from na23recon.core import Acquisition, Geometry, Scan  # noqa: E402
 from na23recon.errors import InputError  # noqa: E402
 from na23recon.io.mrd import read_mrd, write_mrd  # noqa: E402
-from na23recon.core import Acquisition, Geometry, Scan  # noqa: E402
 
 
 def _scan():

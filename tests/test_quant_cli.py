@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 import pytest
+import quant_sim as qs
 from scipy import ndimage
 
-import quant_sim as qs
 from na23recon.cli import main
 from na23recon.core.nifti import load_nifti, save_nifti
 

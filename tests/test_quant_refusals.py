@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 import pytest
-
 import quant_sim as qs
+
 from na23recon.cli import main
 from na23recon.core.nifti import load_nifti, save_nifti
 

@@ -126,6 +126,7 @@ def test_html_report_self_contained_and_escaped(tmp_path):
     import base64
 
     from na23recon.io.nifti import save_nifti
+
     from na23recon.report import html_report
     from na23recon.report.figures import montage_png
 

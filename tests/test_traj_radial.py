@@ -9,8 +9,7 @@ from na23recon import GAMMA_BAR_NA23_HZ_PER_T
 from na23recon.core.trajectory import Trajectory
 from na23recon.errors import InputError
 from na23recon.traj.gradients import integrate_gradient
-from na23recon.traj.radial import (golden_angle_2d, n_spokes_nyquist, radial_3d, radial_for_matrix,
-                                   spoke_directions)
+from na23recon.traj.radial import golden_angle_2d, n_spokes_nyquist, radial_3d, radial_for_matrix, spoke_directions
 
 
 @pytest.mark.parametrize("ordering", ["spiral", "golden"])

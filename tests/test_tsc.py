@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+import quant_sim as qs
 from scipy import ndimage
 
-import quant_sim as qs
 from na23recon.errors import InputError
 from na23recon.quant.b1 import double_angle
 from na23recon.quant.tsc import fit_calibration, quantify, roi_stats

@@ -3,8 +3,8 @@ and a Cartesian reconstruction of gre.dat whose energy sits in the middle of the
 
 import numpy as np
 import pytest
-
 from _twix_examples import example_file
+
 from na23recon.io.twix import list_measurements, read_scan
 
 twixtools = pytest.importorskip("twixtools")

@@ -5,8 +5,8 @@ import struct
 import numpy as np
 import pytest
 
-from na23recon.errors import InputError
 from na23recon.core import Acquisition, Scan, Trajectory
+from na23recon.errors import InputError
 from na23recon.io.twix import read_scan, write_scan
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from na23recon.errors import InputError
 from na23recon.core import Acquisition, Geometry, Scan
+from na23recon.errors import InputError
 from na23recon.io.twix import list_measurements, read_header, read_scan, write_scan
 
 

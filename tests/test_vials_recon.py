@@ -15,8 +15,8 @@ import pytest
 from scipy import ndimage
 
 from na23recon.cli import main
-from na23recon.errors import InputError
 from na23recon.core.nifti import load_nifti, save_nifti
+from na23recon.errors import InputError
 from na23recon.pipeline.recon_step import recon_file
 from na23recon.quant.tsc import quantify
 from na23recon.quant.vials import load_vials

@@ -8,8 +8,9 @@ needs it asks for it (`require`). Units are in the names (ms, us, deg, T, Hz).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -115,7 +116,7 @@ class Acquisition:
         if missing:
             raise InputError(f"{what} needs the acquisition's {', '.join(missing)}, which the input does not give")
 
-    def with_(self, **changes: Any) -> "Acquisition":
+    def with_(self, **changes: Any) -> Acquisition:
         """A copy with some fields replaced (checked again)."""
         return replace(self, **changes)
 
@@ -143,7 +144,7 @@ class Acquisition:
 
     @classmethod
     def from_sidecar(cls, block: Mapping | None, shape: tuple[int, ...] | None = None,
-                     affine: np.ndarray | None = None) -> tuple["Acquisition", list[str]]:
+                     affine: np.ndarray | None = None) -> tuple[Acquisition, list[str]]:
         """An Acquisition from a sidecar's `acquisition` block.
 
         A missing `matrix` / `fov_mm` comes from the image (shape, voxel size x shape) when

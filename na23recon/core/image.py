@@ -41,7 +41,7 @@ class Image:
 
     # --- files -----------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Image":
+    def load(cls, path: str | os.PathLike) -> Image:
         """Read a NIfTI image and its JSON sidecar (empty meta when there is none)."""
         arr, aff, meta = load_nifti(path)
         if arr.ndim not in (3, 4):
@@ -62,7 +62,7 @@ class Image:
         """Voxel size along each array axis, mm."""
         return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
 
-    def echo(self, e: int = 0, what: str = "image") -> "Image":
+    def echo(self, e: int = 0, what: str = "image") -> Image:
         """The 3D image of one echo (a 3D image is its own echo 0)."""
         if self.array.ndim == 3:
             if e != 0:
@@ -77,7 +77,7 @@ class Image:
         Returns (acquisition, sidecar fields that were missing)."""
         return Acquisition.from_sidecar(self.meta.get("acquisition"), self.shape, self.affine)
 
-    def check_same_grid(self, other: "Image", what: str) -> None:
+    def check_same_grid(self, other: Image, what: str) -> None:
         """InputError unless `other` lies on this image's voxel grid (shape and affine)."""
         if self.shape[:3] != other.shape[:3]:
             raise InputError(f"{what} has shape {other.shape[:3]} but the image {self.shape[:3]}")

@@ -10,8 +10,9 @@ option.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import InputError
 

@@ -126,7 +126,7 @@ class Trajectory:
 
     @classmethod
     def from_coord(cls, coord: np.ndarray, fov_mm: float | tuple[float, ...] | np.ndarray,
-                   **fields: Any) -> "Trajectory":
+                   **fields: Any) -> Trajectory:
         """The inverse of `coord`: a Trajectory from k in cycles per FOV (matrix N at +-N/2).
 
         `fields`: the other fields (t, dcf, kind, meta, design).
@@ -154,7 +154,7 @@ class Trajectory:
             log.warning("trajectory extends to %.3g cycles/FOV, beyond the matrix edge %g", reach, half)
 
     # --- selections ------------------------------------------------------------------------------
-    def crop(self, matrix: int, fov_mm) -> tuple["Trajectory", SampleSelection | None]:
+    def crop(self, matrix: int, fov_mm) -> tuple[Trajectory, SampleSelection | None]:
         """The samples a reconstruction at matrix `matrix` (below the acquired one) can use: those
         inside the ball |k| <= matrix/2 cycles/FOV. Returns (trajectory, selection to apply to the
         k-space data); (self, None) when every sample fits.
@@ -178,7 +178,7 @@ class Trajectory:
             sel = SampleSelection(keep)
         return self.select(sel), sel
 
-    def select(self, sel: SampleSelection) -> "Trajectory":
+    def select(self, sel: SampleSelection) -> Trajectory:
         """The trajectory of the selected samples (k, dcf and t alike)."""
         t = self.t
         if t is not None:
@@ -190,7 +190,7 @@ class Trajectory:
         return replace(self, k=sel.apply(self.k), dcf=None if self.dcf is None else sel.apply(self.dcf), t=t,
                        design=None)
 
-    def with_dcf(self, dcf: np.ndarray | None) -> "Trajectory":
+    def with_dcf(self, dcf: np.ndarray | None) -> Trajectory:
         """A copy with another density compensation."""
         return replace(self, dcf=dcf)
 

@@ -35,6 +35,8 @@ from ..core.atomic import atomic_path
 from ..core.geometry import Geometry, prs_vectors
 from ..core.scan import Scan
 from ..errors import InputError
+from .twix.layout import mdh_dtypes, readout_keys
+from .twix.read import SUPPORTED_NUCLEUS
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +57,6 @@ def read_mrd(path: str | os.PathLike, allow_nucleus: bool = True) -> tuple[Scan,
     or None; trajectory float32 (nreadout, nsample, ndim) or None). allow_nucleus=False refuses a
     file whose userParameters name a nucleus other than 23Na.
     """
-    from .twix.layout import mdh_dtypes, readout_keys
-    from .twix.read import SUPPORTED_NUCLEUS
-
     ismrmrd = _ismrmrd()
     path = Path(path)
     if not path.is_file():

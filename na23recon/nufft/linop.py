@@ -5,7 +5,7 @@ The package's only NUFFT Linops: `recon.operators` builds the SENSE operators on
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import sigpy as sp

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.fft
@@ -30,6 +30,7 @@ from . import kernel as _kernel
 from . import planning as _planning
 from . import spread as _spread
 from . import toeplitz as _toeplitz
+from .linop import NufftLinop, NufftNormalLinop
 
 __all__ = ["Nufft"]
 
@@ -60,7 +61,6 @@ class Nufft:
     Plan work (sorting the points into slabs and bins, fitting the kernel polynomial, the
     deapodisation weights) happens here once; every transform reuses it.
     """
-
     def __init__(
         self,
         coord: np.ndarray,
@@ -331,14 +331,10 @@ class Nufft:
         `.H` is the adjoint, `.N` the Toeplitz normal operator A^H A; usable in sigpy.alg and
         sigpy.app solvers.
         """
-        from .linop import NufftLinop
-
         return NufftLinop(self, batch_shape)
 
     def normal_linop(self, weights: np.ndarray | None = None, batch_shape: Sequence[int] = ()):
         """sigpy Linop of A^H diag(w) A (Toeplitz), ishape = oshape = batch + shape."""
-        from .linop import NufftNormalLinop
-
         return NufftNormalLinop(self, batch_shape, weights)
 
     # ---------------------------------------------------------------- attributes

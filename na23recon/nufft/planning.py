@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import scipy.fft

@@ -8,13 +8,13 @@ import os
 from pathlib import Path
 
 from ..core import Acquisition, B1Options, Image, ReconOptions
+from ..core.atomic import staged_outputs
 from ..core.nifti import sidecar_path
 from ..errors import InputError
 from ..io.twix import acquisition_from_header, read_header
 from ..provenance import base_sidecar
 from ..quant.images import b1_map, check_double_angle_flips
 from ..report.figures import montage_png
-from ..core.atomic import staged_outputs
 from .files import existing_file, is_nifti, nifti_stem
 from .recon_step import recon_file
 from .tsc_step import warn_filled

@@ -3,7 +3,8 @@
 Manifest (`pipeline.config.read_manifest`: CSV with a header row, TOML with a `[[scan]]` table
 per scan, or JSON): `id,scan,traj` and optionally `b1_scan_a,b1_scan_2a,vials,vial_mask,labels`;
 relative paths are relative to the manifest. Every scan runs `pipeline.run.process_scan` with the
-same `RunOptions` (all reconstruction, B1 and quantification options). Each scan's results go to `OUTROOT/<id>/`, with its log in `OUTROOT/<id>/log.txt`;
+same `RunOptions` (all reconstruction, B1 and quantification options). Each scan's results go to
+`OUTROOT/<id>/`, with its log in `OUTROOT/<id>/log.txt`;
 `OUTROOT/summary.csv` has `id,status,seconds,message` with status ok | failed | skipped.
 
 Resuming: a scan whose folder holds a `done.json` whose fingerprint (the SHA-256 of every input
@@ -23,13 +24,14 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .. import __version__
 from ..core.atomic import ensure_writable_dir, remove_stale, write_text_atomic
 from ..errors import InputError
 from ..provenance import sha256_file
+from . import workers
 from .config import PATH_FIELDS, Job, RunOptions, read_manifest
 from .run import process_scan
 from .workers import Result, apply_thread_limit, run_dask, run_pool
@@ -52,8 +54,6 @@ def run_job(job: Job, outroot: str, options: RunOptions) -> Result:
 
     A pool worker that receives SIGTERM while in here unwinds the job (removing its temporary
     files) and then ends its process, so it cannot go on with another queued scan."""
-    from . import workers
-
     try:
         return _run_job(job, outroot, options)
     finally:

@@ -63,7 +63,7 @@ class RunOptions:
         return {"recon": self.recon.to_dict(), "quant": self.quant.to_dict(), "b1": self.b1.to_dict()}
 
     @classmethod
-    def from_sections(cls, cfg: dict, where: str) -> "RunOptions":
+    def from_sections(cls, cfg: dict, where: str) -> RunOptions:
         """From a config's [recon], [quant] and [b1] tables (absent tables: defaults)."""
         parts = {}
         for name, typ in (("recon", ReconOptions), ("quant", QuantOptions), ("b1", B1Options)):

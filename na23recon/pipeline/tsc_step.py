@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from ..core import Image, QuantOptions
+from ..core.atomic import staged_outputs
 from ..core.nifti import sidecar_path
 from ..errors import InputError
 from ..provenance import base_sidecar
@@ -18,7 +19,6 @@ from ..quant.images import METHOD, acquisition_for, quantify
 from ..quant.tsc import as_label_image, roi_stats
 from ..quant.vials import load_vials
 from ..report.figures import calibration_png, montage_png, tsc_png
-from ..core.atomic import staged_outputs
 from .files import existing_file, nifti_stem
 
 log = logging.getLogger(__name__)

@@ -161,8 +161,8 @@ def _poly_design(shape: tuple[int, ...], idx: tuple[np.ndarray, ...], order: int
     cols = []
     for i in range(order + 1):
         for j in range(order + 1 - i):
-            for l in range(order + 1 - i - j):
-                cols.append(c[0] ** i * c[1] ** j * c[2] ** l)
+            for m in range(order + 1 - i - j):
+                cols.append(c[0] ** i * c[1] ** j * c[2] ** m)
     return np.stack(cols, axis=-1)
 
 

@@ -8,7 +8,7 @@ image's sidecar unless the options override them.
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

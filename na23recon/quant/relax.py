@@ -17,9 +17,9 @@ from. A config dict {name: {field: value}} overrides or adds presets.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from importlib.resources import files
-from typing import Mapping
 
 import numpy as np
 

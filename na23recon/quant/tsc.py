@@ -16,8 +16,8 @@ calibration's covariance (a, b), the covariance scaled by the reduced chi^2 when
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 
@@ -172,7 +172,8 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
         _check_b1_in_object(np.asarray(b1, dtype=np.float64), img > 5.0 * noise_sd)
     info: dict = {"flip_deg": float(flip_deg), "tr_ms": float(tr_ms), "te_ms": float(te_ms),
                   "noise_sd": float(noise_sd), "intercept": intercept, "b1": b1 is not None,
-                  "receive": "map" if receive is not None else ("reciprocity (R = k_B1)" if (reciprocity and b1 is not None) else "none")}
+                  "receive": "map" if receive is not None else (
+                      "reciprocity (R = k_B1)" if (reciprocity and b1 is not None) else "none")}
     if b1 is None:
         k = np.ones_like(img)
     else:
@@ -235,8 +236,8 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
         if labels is None:
             raise InputError("a per-label tissue mapping needs a label image")
         lab = np.asarray(labels).astype(np.int64)
-        for l, preset in label_tissue.items():
-            sel = lab == int(l)
+        for lab_id, preset in label_tissue.items():
+            sel = lab == int(lab_id)
             if sel.any():
                 w_t = np.where(sel, weight(preset), w_t)
                 used.add(preset)
@@ -275,10 +276,10 @@ def roi_stats(tsc: np.ndarray, labels: np.ndarray) -> list[dict]:
         raise InputError("label image must hold integer labels")
     lab = lab.astype(np.int64)
     rows = []
-    for l in np.unique(lab):
-        if l <= 0:
+    for lab_id in np.unique(lab):
+        if lab_id <= 0:
             continue
-        v = t[lab == l]
-        rows.append({"label": int(l), "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+        v = t[lab == lab_id]
+        rows.append({"label": int(lab_id), "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
                      "median": float(np.median(v)), "voxels": int(v.size)})
     return rows

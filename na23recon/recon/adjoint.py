@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InputError
+from ..nufft import Nufft
 from ..traj.dcf import normalise_dcf
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ def adjoint_recon(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, shape:
                          f"{coord.shape[:-1]}")
     w = normalise_dcf(dcf, coord)
     if op is None:
-        from ..nufft import Nufft
 
         op = Nufft(coord, shape, eps=eps)
     return op.adjoint((kspace * w).astype(np.complex64, copy=False))

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..core import ReconOptions
 from ..errors import InputError
 from . import coils
+from .adjoint import adjoint_recon
 from .operators import make_nufft
 from .solvers import SenseProblem, cg_sense, cs_tv, cs_wavelet, decay_weights
 
@@ -78,7 +79,6 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
     op = make_nufft(coord, shape, eps=eps)
     images = []
     if method == "adjoint":
-        from .adjoint import adjoint_recon
 
         combine = coil_combine or "sos"
         mp = None

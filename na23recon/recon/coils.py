@@ -8,12 +8,13 @@ complex sample, as `sim.scan` adds it.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..nufft import Nufft
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,6 @@ def calibration_images(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, n
     scale), tapered by a Hann window in |k| (no ringing into the maps), and gridded with an
     adjoint NUFFT onto a ncal^3 matrix over the same FOV.
     """
-    from ..nufft import Nufft
-
     coord = np.asarray(coord, np.float32)
     ndim = coord.shape[-1]
     radius = 0.4 * ncal if radius is None else float(radius)

@@ -21,11 +21,13 @@ gridding: at 64^3 several times cheaper than a NUFFT forward + adjoint pair.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sigpy as sp
 
+from ..nufft import Nufft
 from ..nufft.linop import NufftNormalLinop
 
 if TYPE_CHECKING:
@@ -38,8 +40,6 @@ __all__ = ["make_nufft", "SenseNormal", "SenseForward"]
 
 def make_nufft(coord: np.ndarray, shape: Sequence[int], eps: float = 1e-3) -> Nufft:
     """The `Nufft` plan of a reconstruction (it keeps its own coordinates for the Toeplitz kernel)."""
-    from ..nufft import Nufft
-
     return Nufft(coord, shape, eps=eps)
 
 
@@ -49,7 +49,6 @@ class SenseNormal(sp.linop.Linop):
     T is the plan's Toeplitz A^H W A (`Nufft.normal_linop(w)`); coils go through its `normal` in
     chunks of `coil_batch` to bound memory (each needs a (2N)^3 complex grid).
     """
-
     def __init__(self, maps: np.ndarray, normal: NufftNormalLinop, coil_batch: int = 4) -> None:
         self.maps = np.asarray(maps, dtype=np.complex64)
         self.maps_conj = np.conj(self.maps)
@@ -75,7 +74,6 @@ class SenseNormal(sp.linop.Linop):
 
 class SenseForward(sp.linop.Linop):
     """E: x (*shape) -> y (ncoil, *coord_shape) = A (S_c x), with optional per-sample factor d."""
-
     def __init__(self, maps: np.ndarray, op: Nufft, decay: np.ndarray | None = None) -> None:
         self.maps = np.asarray(maps, dtype=np.complex64)
         self.op = op

@@ -52,7 +52,7 @@ class FourierBasis:
         self.freqs = m / self.period_m
 
     @classmethod
-    def from_freqs(cls, freqs_per_m: np.ndarray) -> "FourierBasis":
+    def from_freqs(cls, freqs_per_m: np.ndarray) -> FourierBasis:
         """A basis of arbitrary frequencies (nterms, 3) in 1/m, not a lattice (period_m is then nan
         and order -1: they describe nothing)."""
         f = np.asarray(freqs_per_m, dtype=np.float64).reshape(-1, 3)

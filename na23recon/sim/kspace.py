@@ -33,7 +33,7 @@ import numba
 import numpy as np
 
 from ..errors import InputError
-from .fields import B1Model, FourierBasis, fit_series, support_points
+from .fields import B1Model, FourierBasis, basis_for_phantom, fit_series, support_points
 from .phantom import Compartment, Phantom
 
 
@@ -42,7 +42,6 @@ class FieldSet:
     """Series coefficients of every compartment's field: coef (ncomp, nterms, ncoil) complex128 on
     `basis`; residual (ncomp,) relative RMS of the fit against the model field on the compartment
     (all coils together: sqrt(sum |fit - model|^2 / sum |model|^2) over fit points and coils)."""
-
     basis: FourierBasis
     coef: np.ndarray
     residual: np.ndarray
@@ -52,11 +51,11 @@ class FieldSet:
         return self.coef.shape[2]
 
     @classmethod
-    def uniform(cls, ncomp: int, ncoil: int = 1) -> "FieldSet":
+    def uniform(cls, ncomp: int, ncoil: int = 1) -> FieldSet:
         return cls(FourierBasis(1.0, 0), np.ones((ncomp, 1, ncoil), np.complex128), np.zeros(ncomp))
 
     @classmethod
-    def series(cls, ncomp: int, freqs_per_m: np.ndarray, amps: np.ndarray) -> "FieldSet":
+    def series(cls, ncomp: int, freqs_per_m: np.ndarray, amps: np.ndarray) -> FieldSet:
         """One field s(r) = sum_m amps_m exp(i 2 pi f_m . r) on every compartment, one coil
         (frequencies (nterms, 3) in 1/m, any; amplitudes (nterms,) complex)."""
         basis = FourierBasis.from_freqs(freqs_per_m)
@@ -88,8 +87,6 @@ def build_fields(phantom: Phantom, flip_rad: float, tr_ms: float, b1: B1Model | 
     order: the series' total degree (default 3 for B1 alone, 63 terms; 4 with coils, 129 terms,
     since loop fields vary faster near the helmet).
     """
-    from .fields import basis_for_phantom
-
     ncomp = len(phantom.compartments)
     uniform_b1 = b1 is None or b1.kind == "uniform" or b1.variation == 0
     if uniform_b1 and receive in (None, "uniform", "reciprocal"):

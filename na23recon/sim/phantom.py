@@ -28,10 +28,10 @@ importlib.resources.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from importlib.resources import files
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 

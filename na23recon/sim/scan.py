@@ -17,11 +17,23 @@ from pathlib import Path
 import numpy as np
 
 from .. import GAMMA_BAR_NA23_HZ_PER_T
-from ..core.trajectory import Trajectory
-from ..errors import InputError
 from ..core.acquisition import Acquisition
+from ..core.atomic import ensure_writable_dir, write_text_atomic
 from ..core.geometry import Geometry
+from ..core.nifti import save_nifti
 from ..core.scan import Scan
+from ..core.trajectory import SampleSelection, Trajectory
+from ..errors import InputError
+from ..io.trajfile import save_traj
+from ..io.twix import write_scan
+from ..provenance import base_sidecar
+from ..traj.dar import dar_3d
+from ..traj.dcf import dcf_analytic, dcf_radial_shells, normalise_dcf
+from ..traj.radial import radial_for_matrix
+from ..traj.tpi import tpi_3d
+from .coils import HelmetArray
+from .fields import B1Model, head_radii_mm
+from .kspace import analytic_kspace, build_fields
 from .phantom import Phantom, load_phantom
 
 
@@ -38,7 +50,6 @@ class SimProtocol:
     noise_correlation: rho of the coil noise covariance (`sim.coils.HelmetArray.noise_covariance`).
     field_order: total degree of the field series (None: 3 for B1, 4 with coils).
     """
-
     matrix: int = 48
     fov_mm: float = 240.0
     te_ms: float = 0.3
@@ -74,23 +85,17 @@ def make_trajectory(acq: SimProtocol) -> Trajectory:
     follow the gradient ramp at the start of the readout, unlike the closed form). TPI has no
     undersampling option of its own: with undersampling u > 1 every u-th projection is kept
     (evenly strided over the cones); the result then has no gradient `design`."""
-    from ..core.trajectory import SampleSelection
-    from ..traj.dcf import dcf_analytic, dcf_radial_shells
-
     if acq.traj not in TRAJECTORIES:
         raise InputError(f"trajectory must be one of {', '.join(TRAJECTORIES)}, got {acq.traj!r}")
     if not np.isfinite(acq.undersampling) or acq.undersampling < 1:
         raise InputError(f"undersampling must be >= 1, got {acq.undersampling}")
     if acq.traj == "radial":
-        from ..traj.radial import radial_for_matrix
 
         tr = radial_for_matrix(acq.matrix, acq.fov_mm, undersampling=acq.undersampling, te_ms=acq.te_ms)
     elif acq.traj == "dar":
-        from ..traj.dar import dar_3d
 
         tr = dar_3d(acq.matrix, acq.fov_mm, undersampling=acq.undersampling, te_ms=acq.te_ms)
     else:
-        from ..traj.tpi import tpi_3d
 
         tr = tpi_3d(acq.matrix, acq.fov_mm, te_ms=acq.te_ms)
     kmax_per_m, k0_per_m = float(tr.design.kmax_per_m), float(tr.design.k0_per_m)
@@ -119,8 +124,6 @@ def simulate_kspace(phantom: Phantom, traj: Trajectory, acq: SimProtocol,
     to voxel units of `acq.matrix`: (nreadout, nsample) complex128 without `fields`,
     (ncoil, nreadout, nsample) with a `sim.kspace.FieldSet`. Exact closed forms with each sample's
     T2* decay (`sim.kspace.analytic_kspace`), plus the global off-resonance phase."""
-    from .kspace import analytic_kspace
-
     if traj.t is None:
         raise InputError("simulating k-space needs the sample times t (s from excitation)")
     n = acq.matrix
@@ -140,8 +143,6 @@ def noise_sigma(phantom: Phantom, dcf: np.ndarray, coord: np.ndarray, acq: SimPr
     weights w (nreadout, nsample) in absolute units (`normalise_dcf`) and `coord` in cycles/FOV.
     With a coil array every coil gets this SD (sensitivities are scaled so that their RSS averages
     1 over the head, `sim.coils`)."""
-    from ..recon.adjoint import normalise_dcf
-
     if not np.isfinite(snr) or snr <= 0:
         raise InputError(f"SNR must be a positive number, got {snr}")
     n3 = float(acq.matrix) ** 3
@@ -152,8 +153,6 @@ def noise_sigma(phantom: Phantom, dcf: np.ndarray, coord: np.ndarray, acq: SimPr
 
 def b1_model_for(phantom: Phantom, acq: SimProtocol):
     """The `B1Model` of `acq` scaled to the phantom's head, or None without B1 variation."""
-    from .fields import B1Model, head_radii_mm
-
     if not acq.b1_variation:
         return None
     return B1Model(kind=acq.b1_model, variation=acq.b1_variation, radii_mm=head_radii_mm(phantom))
@@ -161,9 +160,6 @@ def b1_model_for(phantom: Phantom, acq: SimProtocol):
 
 def receive_model_for(phantom: Phantom, acq: SimProtocol):
     """'uniform', 'reciprocal' or a `HelmetArray` for `acq.receive` / `acq.ncoil`."""
-    from .coils import HelmetArray
-    from .fields import head_radii_mm
-
     rx = acq.receive
     if rx == "auto":
         rx = "helmet" if acq.ncoil > 1 else "uniform"
@@ -183,8 +179,6 @@ def simulate_scan(phantom: Phantom, acq: SimProtocol, snr: float | None = None, 
     flip_deg overrides acq.flip_deg (double-angle pairs). `cache`, a dict the caller keeps,
     reuses the noiseless k-space between calls that differ only in snr and seed.
     """
-    from .kspace import build_fields
-
     if not 8 <= acq.matrix <= 256:
         raise InputError(f"matrix must be between 8 and 256, got {acq.matrix}")
     if not 1 <= acq.ncoil <= 64:
@@ -265,12 +259,6 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
     acq_kw: the other `SimProtocol` fields (traj, te_ms, tr_ms, flip_deg, ncoil, undersampling,
     b1_variation, off_resonance_hz, ...). Returns the paths by name.
     """
-    from ..core.atomic import ensure_writable_dir, write_text_atomic
-    from ..core.nifti import save_nifti
-    from ..io.trajfile import save_traj
-    from ..io.twix import write_scan
-    from ..provenance import base_sidecar
-
     ph = load_phantom(phantom)
     out = ensure_writable_dir(out)
     if not np.isfinite(fov_mm) or not 20 <= fov_mm <= 600:

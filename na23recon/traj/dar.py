@@ -27,8 +27,17 @@ import numpy as np
 
 from ..core.trajectory import Trajectory
 from ..errors import InputError
-from .gradients import (GradientDesign, check_design_params, check_waveforms, choose_readout_gradient,
-                        gamma_bar_default, generated_trajectory, gradient_from_k, ramp_intervals, rotation_z_to)
+from .gradients import (
+    GradientDesign,
+    check_design_params,
+    check_waveforms,
+    choose_readout_gradient,
+    gamma_bar_default,
+    generated_trajectory,
+    gradient_from_k,
+    ramp_intervals,
+    rotation_z_to,
+)
 from .radial import n_spokes_nyquist, spoke_directions
 
 log = logging.getLogger(__name__)

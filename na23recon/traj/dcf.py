@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from ..errors import InputError
+from ..nufft import Nufft
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +200,6 @@ def dcf_pipe_menon(coord: np.ndarray, shape: tuple[int, ...], n_iter: int = 20, 
     Returns float64 (nreadout, nsample), scaled to absolute k-space volumes in (cycles/FOV)^ndim:
     the weights add up to the volume of the ball (disc) of radius max |coord|.
     """
-    from ..nufft import Nufft
-
     coord = np.asarray(coord, dtype=np.float64)
     ndim = coord.shape[-1]
     if len(shape) != ndim:
@@ -234,8 +233,6 @@ def gridded_response(coord: np.ndarray, dcf: np.ndarray, shape: tuple[int, ...],
         the sampled radius; radius : same shape, |k| of each grid cell in cycles/FOV.
     Used to check a DCF: a good one gives a flat response inside the sampled ball.
     """
-    from ..nufft import Nufft
-
     coord = np.asarray(coord, dtype=np.float64)
     padded = tuple(int(n) + 2 * pad for n in shape)
     op = Nufft(coord, padded, eps=eps, upsampling=2.0, dtype=np.complex128)

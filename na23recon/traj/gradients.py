@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -10,6 +10,12 @@ import numpy as np
 
 from ..core.trajectory import Trajectory
 from ..errors import InputError
+from ..io.trajfile import save_traj
+from ..report.figures import trajectory_png
+from .dar import dar_3d
+from .dcf import dcf_for, dcf_pipe_menon
+from .radial import radial_for_matrix
+from .tpi import tpi_3d
 
 log = logging.getLogger(__name__)
 
@@ -24,16 +30,13 @@ def generate(kind: str, matrix: int, fov_mm: float, **opts: Any) -> Trajectory:
     """
     opts = {k: v for k, v in opts.items() if v is not None}
     if kind == "radial":
-        from .radial import radial_for_matrix
 
         opts.pop("p", None)
         return radial_for_matrix(matrix, fov_mm, **opts)
     if kind == "dar":
-        from .dar import dar_3d
 
         return dar_3d(matrix, fov_mm, **opts)
     if kind == "tpi":
-        from .tpi import tpi_3d
 
         opts.pop("undersampling", None)
         opts.pop("ordering", None)
@@ -47,8 +50,6 @@ def trajectory_dcf(traj: Trajectory, method: str = "analytic") -> np.ndarray | N
     'analytic': shell volumes (`dcf.dcf_for`); 'pipe-menon': iterated from them (Pipe & Menon,
     MRM 1999) on the design's matrix and FOV. Attach it with `traj.with_dcf(dcf)`.
     """
-    from .dcf import dcf_for, dcf_pipe_menon
-
     if method == "none":
         return None
     if method == "analytic":
@@ -67,12 +68,9 @@ def trajectory_dcf(traj: Trajectory, method: str = "analytic") -> np.ndarray | N
 def write_trajectory(out: str | Path, traj: Trajectory, png: bool = True) -> dict[str, Path]:
     """Write `traj` (with its dcf, t from excitation) to `out` (.npz, `io.trajfile.save_traj`) and,
     with `png`, a figure beside it. Returns the paths by name ('traj', 'png')."""
-    from ..io.trajfile import save_traj
-
     out = Path(out)
     paths = {"traj": save_traj(out, traj)}
     if png:
-        from ..report.figures import trajectory_png
 
         paths["png"] = trajectory_png(out.with_suffix(".png"), traj)
     return paths

@@ -20,8 +20,16 @@ import numpy as np
 
 from ..core.trajectory import Trajectory
 from ..errors import InputError
-from .gradients import (GradientDesign, check_design_params, check_waveforms, gamma_bar_default,
-                        generated_trajectory, ramp_intervals, rotation_z_to, trapezoid_ramp_profile)
+from .gradients import (
+    GradientDesign,
+    check_design_params,
+    check_waveforms,
+    gamma_bar_default,
+    generated_trajectory,
+    ramp_intervals,
+    rotation_z_to,
+    trapezoid_ramp_profile,
+)
 
 # 3D golden means (Chan et al. 2009): eigenvector of the Fibonacci-like matrix.
 GOLDEN_MEANS_3D = (0.4656002, 0.6823278)

@@ -31,8 +31,16 @@ import numpy as np
 from ..core.trajectory import Trajectory
 from ..errors import InputError
 from .dar import da_radial_profile, fit_profile_to_dwell
-from .gradients import (GradientDesign, check_design_params, check_waveforms, choose_readout_gradient,
-                        gamma_bar_default, generated_trajectory, gradient_from_k, rotation_about_z)
+from .gradients import (
+    GradientDesign,
+    check_design_params,
+    check_waveforms,
+    choose_readout_gradient,
+    gamma_bar_default,
+    generated_trajectory,
+    gradient_from_k,
+    rotation_about_z,
+)
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,18 @@ import numpy as np
 from ...core.scan import Scan
 from ...errors import InputError
 from .header import Header, acquisition_from_header, decode_utf7, split_header
-from .layout import (VB_CHAN_HDR, VE_CHAN_HDR, VE_SCAN_HDR, Layout, Measurement, Readouts, image_mask,
-                     open_layout, readout_keys, walk)
+from .layout import (
+    VB_CHAN_HDR,
+    VE_CHAN_HDR,
+    VE_SCAN_HDR,
+    Layout,
+    Measurement,
+    Readouts,
+    image_mask,
+    open_layout,
+    readout_keys,
+    walk,
+)
 
 log = logging.getLogger(__name__)
 
