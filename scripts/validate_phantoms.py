@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from na23recon.io.nifti import load_nifti  # noqa: E402
+from na23recon.core.nifti import load_nifti  # noqa: E402
 
 from na23recon import __version__  # noqa: E402
 from na23recon.core import ReconOptions  # noqa: E402

@@ -97,7 +97,7 @@ def write_quant_files(d, matrix: int):
     TR 60), labels.nii.gz, vmask.nii.gz (vial labels only), vials.json. Returns d."""
     import json
 
-    from na23recon.io.nifti import save_nifti
+    from na23recon.core.nifti import save_nifti
 
     aff = affine(matrix)
     sa, sd = scan(matrix, 60.0, 300.0, 0.3, snr=30, seed=1)

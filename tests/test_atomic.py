@@ -125,7 +125,7 @@ def test_pair_failure_leaves_neither(tmp_path):
 
 
 def test_save_nifti_goes_through_the_pair(tmp_path, fsyncs):
-    from na23recon.io.nifti import load_nifti, save_nifti
+    from na23recon.core.nifti import load_nifti, save_nifti
 
     save_nifti(tmp_path / "im.nii.gz", np.ones((2, 2, 2)), np.eye(4), {"k": 1})
     assert _names(tmp_path) == ["im.json", "im.nii.gz"]

@@ -130,7 +130,7 @@ def test_output_under_a_file_or_folder(small, tmp_path, capsys):
 @pytest.mark.parametrize("args,words", [
     (["--t2s-ms", "20"], ["iterative"]),
     (["--matrix", "4"], ["matrix"]),
-    (["--method", "cs-tv", "--lam", "-1"], ["lambda"]),
+    (["--method", "cs-tv", "--lam", "-1"], ["--lam"]),
     (["--rep", "3"], ["repetition"]),
 ])
 def test_bad_recon_options(small, tmp_path, capsys, args, words):

@@ -135,12 +135,12 @@ def test_quantify_impossible_inputs_exit_2(nii, tmp_path, capsys, caplog, case, 
 
 
 def test_quantify_fault_while_writing_leaves_no_output(nii, tmp_path, capsys, monkeypatch):
-    from na23recon.report import figures
+    from na23recon.pipeline import tsc_step
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(figures, "calibration_png", boom)  # written after TSC_sd, before TSC
+    monkeypatch.setattr(tsc_step, "calibration_png", boom)  # written after TSC_sd, before TSC
     out = tmp_path / "o"
     out.mkdir()
     rc = main(["quantify", str(nii / "img.nii.gz"), "--vials", str(nii / "vials.json"), "--vial-mask",

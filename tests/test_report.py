@@ -45,7 +45,7 @@ MAKE_ALL = textwrap.dedent("""
             "montage": montage_png(d / "m.png", img + 1j * img, title="<b>x</b> & y", unit="a.u."),
             "tsc": tsc_png(d / "tsc.png", img * 150, mask=img > 0.5),
             "calibration": calibration_png(d / "cal.png", cal),
-            "trajectory": trajectory_png(d / "traj.png", tr, trajectory_dcf(tr)),
+            "trajectory": trajectory_png(d / "traj.png", tr.with_dcf(trajectory_dcf(tr))),
         }
 """)
 
@@ -125,7 +125,7 @@ def test_montage_refuses_non_3d(tmp_path):
 def test_html_report_self_contained_and_escaped(tmp_path):
     import base64
 
-    from na23recon.io.nifti import save_nifti
+    from na23recon.core.nifti import save_nifti
 
     from na23recon.report import html_report
     from na23recon.report.figures import montage_png

@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     set_command(["na23recon", *argv])
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (one line already written) and -h / --version
+        return exc.code if isinstance(exc.code, int) else EXIT_INPUT
     if args.command is None:
         parser.print_help()
         return EXIT_INPUT

@@ -21,11 +21,13 @@ from .geometry import Geometry
 SIDECAR_FIELDS = ("nucleus", "b0_T", "te_ms", "tr_ms", "flip_deg", "dwell_us", "fov_mm", "matrix")
 
 # (lowest, highest, lowest included) of each number a protocol can hold; outside: InputError.
+_NAMES = {"b0_T": "field strength (b0_T)", "larmor_hz": "frequency (larmor_hz)", "tr_ms": "TR (tr_ms)",
+          "flip_deg": "flip angle (flip_deg)", "dwell_us": "dwell time (dwell_us)", "ref_voltage": "reference voltage"}
 _RANGES = {
     "b0_T": (0.0, 30.0, False),
     "larmor_hz": (0.0, 2e9, False),
     "tr_ms": (0.0, 1e5, False),
-    "flip_deg": (0.0, 360.0, False),
+    "flip_deg": (0.0, 180.0, False),
     "dwell_us": (0.0, 1e5, False),
     "ref_voltage": (0.0, 1e4, True),
 }
@@ -43,7 +45,8 @@ def _number(name: str, value: Any) -> float | None:
         raise InputError(f"acquisition {name} must be a finite number, got {value!r}")
     lo, hi, closed = _RANGES[name]
     if not ((v >= lo) if closed else (v > lo)) or v > hi:
-        raise InputError(f"acquisition {name} = {v:g} is impossible: expected {'[' if closed else '('}{lo:g}, {hi:g}]")
+        raise InputError(f"acquisition {_NAMES[name]} = {v:g} is impossible: expected "
+                         f"{'[' if closed else '('}{lo:g}, {hi:g}]")
     return v
 
 
