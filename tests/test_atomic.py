@@ -134,9 +134,10 @@ def test_save_nifti_goes_through_the_pair(tmp_path, fsyncs):
 
 
 def test_save_traj_fsyncs(tmp_path, fsyncs):
+    from na23recon.core import Trajectory
     from na23recon.io.trajfile import save_traj
 
-    save_traj(tmp_path / "t.npz", np.zeros((2, 3, 3)))
+    save_traj(tmp_path / "t.npz", Trajectory(np.zeros((2, 3, 3))))
     assert _names(tmp_path) == ["t.npz"] and [k for k, _ in fsyncs] == ["file", "dir"]
 
 

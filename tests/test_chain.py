@@ -1,6 +1,7 @@
 """End to end: phantom -> twix + trajectory files -> `na23recon recon` -> NIfTI, against the truth."""
 
 import json
+import re
 
 import nibabel as nib
 import numpy as np
@@ -93,12 +94,19 @@ def test_lower_matrix_than_acquired_matches_native_scan(tmp_path):
 
 
 def test_demo_command(tmp_path, capsys):
-    """`na23recon demo` runs the whole chain and reports the calibration against the truth."""
+    """`na23recon demo` runs the whole chain (simulated double-angle pair -> recon -> B1 map -> TSC
+    -> report) and its TSC per compartment lands near the concentrations the phantom was made with
+    (the adjoint at matrix 48 reads tissue 10-17% low: resolution and T2* blur, as the validation
+    report shows)."""
     assert main(["demo", "-o", str(tmp_path / "d")]) == 0
     out = capsys.readouterr().out
-    assert "R^2 =" in out and "recon.nii.gz" in out
-    r2 = float(out.split("R^2 =")[1].split()[0])
-    assert r2 > 0.99, out
-    assert "over 8 compartments" in out, out
-    for name in ("recon.nii.gz", "recon.json", "recon.png", "sim/scan.dat", "sim/traj.npz"):
+    rows = {m[0]: (float(m[1]), float(m[2])) for m in re.findall(r"^(\S+)\s+([0-9.]+)\s+([0-9.]+)\s+[-+]", out, re.M)}
+    assert {"gm", "wm", "lesion", "ventricle_r/ventricle_l"} <= set(rows), out
+    truth = {"gm": 42.0, "wm": 32.0, "lesion": 70.0, "ventricle_r/ventricle_l": 145.0}  # brain.json
+    for name, conc in truth.items():
+        assert rows[name][0] == conc
+        assert abs(rows[name][1] - conc) / conc < (0.08 if conc > 100 else 0.22), (name, rows[name])
+    for name in ("results/recon.nii.gz", "results/recon.json", "results/b1.nii.gz", "results/tsc.nii.gz",
+                 "results/tsc_sd.nii.gz", "results/tsc_roi.csv", "results/report.html", "sim/scan.dat",
+                 "sim/scan_2a.dat", "sim/traj.npz"):
         assert (tmp_path / "d" / name).exists(), name
