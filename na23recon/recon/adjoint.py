@@ -6,7 +6,7 @@ density compensation w in absolute units: each sample's share of the k-space vol
 radius max |k| for the centre-out trajectories of sodium MRI). The point-spread function then
 integrates to 1 and an extended uniform object of value v reconstructs to v whatever the sample
 count (Jackson et al. 1991, IEEE Trans. Med. Imaging 10:473; Pipe & Menon 1999, MRM 41:179 for
-the weights). The scaling is `traj.dcf.normalise_dcf` (importable from here too).
+the weights). The scaling is `traj.dcf.normalise_dcf`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..traj.dcf import normalise_dcf
 if TYPE_CHECKING:
     from ..nufft import Nufft
 
-__all__ = ["adjoint_recon", "normalise_dcf"]  # normalise_dcf lives in traj.dcf
+__all__ = ["adjoint_recon"]
 
 
 def adjoint_recon(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, shape: tuple[int, ...],
