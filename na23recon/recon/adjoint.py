@@ -11,16 +11,12 @@ the weights). The scaling is `traj.dcf.normalise_dcf`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from ..errors import InputError
 from ..nufft import Nufft
 from ..traj.dcf import normalise_dcf
 
-if TYPE_CHECKING:
-    from ..nufft import Nufft
 
 __all__ = ["adjoint_recon"]
 

@@ -22,16 +22,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
 import numpy as np
 import sigpy as sp
 
 from ..nufft import Nufft
 from ..nufft.linop import NufftNormalLinop
 
-if TYPE_CHECKING:
-    from ..nufft import Nufft
 
 log = logging.getLogger(__name__)
 
