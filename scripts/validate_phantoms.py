@@ -37,10 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from na23recon.core.nifti import load_nifti  # noqa: E402
-
 from na23recon import __version__  # noqa: E402
 from na23recon.core import ReconOptions  # noqa: E402
+from na23recon.core.nifti import load_nifti  # noqa: E402
 from na23recon.errors import InputError  # noqa: E402
 from na23recon.pipeline.recon_step import recon_file  # noqa: E402
 from na23recon.quant.tsc import quantify  # noqa: E402

@@ -126,7 +126,6 @@ def test_html_report_self_contained_and_escaped(tmp_path):
     import base64
 
     from na23recon.core.nifti import save_nifti
-
     from na23recon.report import html_report
     from na23recon.report.figures import montage_png
 

@@ -17,7 +17,6 @@ from ..errors import InputError
 from ..nufft import Nufft
 from ..traj.dcf import normalise_dcf
 
-
 __all__ = ["adjoint_recon"]
 
 

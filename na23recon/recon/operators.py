@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+
 import numpy as np
 import sigpy as sp
 
 from ..nufft import Nufft
 from ..nufft.linop import NufftNormalLinop
-
 
 log = logging.getLogger(__name__)
 
