@@ -13,7 +13,7 @@ from ..core.nifti import sidecar_path
 from ..errors import InputError
 from ..io.twix import acquisition_from_header, read_header
 from ..provenance import base_sidecar
-from ..quant.images import b1_map, check_double_angle_flips
+from ..quant.images import b1_map, double_angle_flip
 from ..report.figures import montage_png
 from .files import existing_file, is_nifti, nifti_stem
 from .recon_step import recon_file
@@ -55,12 +55,7 @@ def b1map_file(scan_a: str | os.PathLike, scan_2a: str | os.PathLike, out_path: 
         existing_file(traj_path, "trajectory file")
     acq_a, nii_a = scan_acquisition(Path(scan_a), traj_path, "scan a")
     acq_2a, nii_2a = scan_acquisition(Path(scan_2a), traj_path, "scan 2a")
-    flip = opts.flip_deg if opts.flip_deg is not None else acq_a.flip_deg
-    if flip is None:
-        raise InputError("scan a's flip angle is not in its sidecar: give --flip-deg")
-    if not 0 < flip < 90:
-        raise InputError(f"nominal flip a must be in (0, 90) deg for the double-angle method, got {flip}")
-    check_double_angle_flips(acq_a.flip_deg if acq_a.flip_deg is not None else flip, acq_2a.flip_deg)
+    double_angle_flip(opts.flip_deg, acq_a, acq_2a)  # refuse a pair that is not a and 2a before any work
     with staged_outputs(folder, stem) as tmp:
         images = []
         for tag, p, is_nii in (("a", scan_a, nii_a), ("2a", scan_2a, nii_2a)):

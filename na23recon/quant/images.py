@@ -88,12 +88,7 @@ def b1_map(image_a: Image, image_2a: Image, options: B1Options | None = None) ->
     a.check_same_grid(a2, "scan 2a")
     acq_a, _ = a.acquisition()
     acq_2a, _ = a2.acquisition()
-    flip = opts.flip_deg if opts.flip_deg is not None else acq_a.flip_deg
-    if flip is None:
-        raise InputError("scan a's flip angle is not in its sidecar: give --flip-deg")
-    if not 0 < flip < 90:
-        raise InputError(f"nominal flip a must be in (0, 90) deg for the double-angle method, got {flip}")
-    check_double_angle_flips(acq_a.flip_deg if acq_a.flip_deg is not None else flip, acq_2a.flip_deg)
+    flip = double_angle_flip(opts.flip_deg, acq_a, acq_2a)
     m = double_angle(a.array, a2.array, flip, snr_min=opts.snr_min, fit=opts.fit, order=opts.order)
     if acq_a.tr_ms is not None and acq_a.tr_ms < 150.0:
         log.warning("TR %.0f ms is not >> T1 of sodium (20-60 ms): the double-angle map is biased", acq_a.tr_ms)
@@ -102,7 +97,18 @@ def b1_map(image_a: Image, image_2a: Image, options: B1Options | None = None) ->
     return Image(np.asarray(m.b1, dtype=np.float32), a.affine, meta)
 
 
-def check_double_angle_flips(flip_a: float, flip_2a: float | None) -> None:
-    """InputError unless the second scan's flip (when known) is twice the first's within 5%."""
-    if flip_2a is not None and abs(flip_2a - 2 * flip_a) > 0.05 * 2 * flip_a:
-        raise InputError(f"the scans' flips are {flip_a:g} and {flip_2a:g} deg: the double-angle method needs a and 2a")
+def double_angle_flip(flip_deg: float | None, acq_a: Acquisition, acq_2a: Acquisition) -> float:
+    """The nominal flip a (deg) of a double-angle pair: `flip_deg` if given, else scan a's.
+
+    InputError when it is unknown, outside (0, 90) deg, or when the second scan's flip (when
+    known) is not twice the first's within 5%."""
+    flip = flip_deg if flip_deg is not None else acq_a.flip_deg
+    if flip is None:
+        raise InputError("scan a's flip angle is not in its sidecar: give --flip-deg")
+    if not 0 < flip < 90:
+        raise InputError(f"nominal flip a must be in (0, 90) deg for the double-angle method, got {flip}")
+    flip_a = acq_a.flip_deg if acq_a.flip_deg is not None else flip
+    if acq_2a.flip_deg is not None and abs(acq_2a.flip_deg - 2 * flip_a) > 0.05 * 2 * flip_a:
+        raise InputError(f"the scans' flips are {flip_a:g} and {acq_2a.flip_deg:g} deg: "
+                         "the double-angle method needs a and 2a")
+    return float(flip)
