@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 def quaternion_to_matrix(q) -> np.ndarray:
     """3x3 float64 rotation of a (w, x, y, z) quaternion (normalised first; scalar first, as the MDH)."""
-    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    q = np.asarray(q, dtype=np.float64)  # the MDH stores float32: normalise in float64
+    w, x, y, z = q / np.linalg.norm(q)
     return np.array([
         [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
