@@ -166,3 +166,43 @@ def test_info_cli_json_and_closed_pipe(folder):
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 0
     assert err == ""
+
+
+# --- small real-file defects, checked without the files ---------------------------------------------
+
+def test_vb_coil_list_is_read():
+    from na23recon.io.twix.header import Header, coil_names
+
+    yaps = "### ASCCONV BEGIN ###\n" + "".join(
+        f'asCoilSelectMeas[0].asList[{i}].sCoilElementID.tElement = "H{i}P"\n'
+        f'asCoilSelectMeas[0].asList[{i}].sCoilElementID.tCoilID = "HeadMatrix"\n' for i in range(3)) + \
+        "### ASCCONV END ###\n"
+    assert coil_names(Header({"MeasYaps": yaps})) == ("H0P", "H1P", "H2P")
+    assert coil_names(Header({"MeasYaps": "### ASCCONV BEGIN ###\n### ASCCONV END ###\n"})) == ()
+
+
+def test_sidecar_names_installed_versions():
+    from importlib import metadata
+
+    from na23recon.provenance import library_versions
+
+    v = library_versions()
+    assert v["twixtools"] == metadata.version("twixtools") != "unknown"
+    assert v["numpy"] == np.__version__
+
+
+def test_missing_header_fields_are_null_with_a_warning(tmp_path, caplog):
+    """TR, flip angle and dwell left out of the header: null in the sidecar (never 0), one warning."""
+    from na23recon.core import Acquisition, Geometry, Scan
+    from na23recon.io.twix import write_scan
+
+    acq = Acquisition(nucleus="23Na", b0_T=7.0, te_ms=(0.3,),
+                      geometry=Geometry(fov_mm=(200.0,) * 3, matrix=(16,) * 3))
+    p = write_scan(tmp_path / "m.dat", Scan(np.ones((1, 1, 1, 3, 4), np.complex64), acq))
+    with caplog.at_level("WARNING"):
+        back = read_scan(p).acquisition
+    side = back.sidecar()
+    assert side["tr_ms"] is None and side["flip_deg"] is None and side["dwell_us"] is None
+    assert side["b0_T"] == 7.0 and side["te_ms"] == [0.3]
+    warn = [r.getMessage() for r in caplog.records if "recorded as unknown" in r.getMessage()]
+    assert len(warn) == 1 and all(k in warn[0] for k in ("tr_ms", "flip_deg", "dwell_us"))
