@@ -7,11 +7,13 @@ import os
 import platform
 import shlex
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from . import __version__
 
 _COMMAND: list[str] | None = None
+LIBRARIES = ("numpy", "scipy", "numba", "sigpy", "twixtools", "nibabel")
 
 
 def set_command(argv: list[str]) -> None:
@@ -33,16 +35,17 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries whose numbers shape the result."""
+    """Versions of the libraries whose numbers shape the result, from the installed distributions'
+    metadata (a module's `__version__` is not always set: twixtools has none). A library that is
+    not installed is not listed."""
     out = {"python": platform.python_version()}
-    for name in ("numpy", "scipy", "numba", "sigpy", "twixtools", "nibabel"):
-        mod = sys.modules.get(name)
-        if mod is None:
-            try:
-                mod = __import__(name)
-            except Exception:  # an optional library that is absent is simply not listed
-                continue
-        out[name] = getattr(mod, "__version__", "unknown")
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            mod = sys.modules.get(name)
+            if mod is not None and getattr(mod, "__version__", None):
+                out[name] = str(mod.__version__)
     return out
 
 

@@ -55,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         warnings.simplefilter("ignore")
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return rc
+    except BrokenPipeError:  # the reader stopped early (`na23recon info X | head -1`): exit quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except InputError as exc:
         sys.stderr.write(f"na23recon {args.command}: error: {_one_line(exc)}\n")
         return EXIT_INPUT

@@ -125,7 +125,8 @@ class Acquisition:
 
     # --- sidecars --------------------------------------------------------------------------
     def sidecar(self, echoes: list[int] | None = None) -> dict:
-        """The sidecar `acquisition` block (SIDECAR_FIELDS; unknown values null).
+        """The sidecar `acquisition` block (SIDECAR_FIELDS; unknown values null), plus where the
+        image axes came from (`Geometry.orientation_source`: 'header+mdh', 'mdh', 'header' or null).
 
         echoes: keep only these echoes' TEs (a reconstruction of some echoes).
         """
@@ -135,7 +136,8 @@ class Acquisition:
         return {"nucleus": self.nucleus, "b0_T": self.b0_T, "te_ms": te, "tr_ms": self.tr_ms,
                 "flip_deg": self.flip_deg, "dwell_us": self.dwell_us,
                 "fov_mm": None if self.fov_mm is None else list(self.fov_mm),
-                "matrix": None if self.matrix is None else list(self.matrix)}
+                "matrix": None if self.matrix is None else list(self.matrix),
+                "orientation_source": None if self.geometry is None else self.geometry.orientation_source}
 
     def to_dict(self) -> dict:
         """Every field, JSON-ready (geometry as a dict)."""

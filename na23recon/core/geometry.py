@@ -8,8 +8,13 @@ phase and read directions follow from the normal by Siemens' main-orientation ru
 - the main orientation is the largest normal component (ties: see `main_orientation`);
 - transverse:  phase = (0, n_tra, -n_cor) / |.|;  coronal: phase = (n_cor, -n_sag, 0) / |.|;
   sagittal: phase = (-n_cor, n_sag, 0) / |.|;
-- read = phase x normal; then both turn by the in-plane rotation psi about the normal:
-  phase' = cos(psi) phase - sin(psi) read,  read' = sin(psi) phase + cos(psi) read.
+- Siemens' read is normal x phase; the phase axis turns by the in-plane rotation psi about the
+  normal, phase' = cos(psi) phase - sin(psi) (normal x phase), and read' = normal x phase'.
+
+The image x axis runs along -(Siemens' read) = phase x normal (what `prs_vectors` calls read, the
+direction the scanner's readout quaternion `SliceData.Quaternion` gives as the negative of its
+second column). Checked against the per-readout quaternion of real scans (the twix reader
+compares them on every file, `io.twix.slicedata`).
 
 Image axes (x, y, z) = (read, phase, partition/slice normal), each running along the + direction
 of its vector; voxel (i, j, k) = matrix // 2 is the volume centre (the FFT/NUFFT centre), voxel
@@ -21,7 +26,7 @@ the patient position (HFS/HFP/FFS/FFP): that only relates PCS to the scanner's d
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -74,14 +79,26 @@ def prs_vectors(normal, inplane_rot_rad: float = 0.0) -> tuple[np.ndarray, np.nd
     else:
         p = np.array([-n[1], n[0], 0.0])
     p /= np.linalg.norm(p)
-    r = np.cross(p, n)
     psi = float(inplane_rot_rad)
     if psi:
-        p, r = np.cos(psi) * p - np.sin(psi) * r, np.sin(psi) * p + np.cos(psi) * r
-    return p, r, n
+        # Siemens turns phase towards -(normal x phase), which is our +read (= phase x normal)
+        p = np.cos(psi) * p + np.sin(psi) * np.cross(p, n)
+    return p, np.cross(p, n), n
+
+
+def inplane_rotation(normal, phase) -> float:
+    """The in-plane rotation (rad, in (-pi, pi]) that turns the Siemens phase axis of `normal` onto
+    `phase` (a direction in the slice plane): the inverse of `prs_vectors`. Used to build a
+    `Geometry` from the axes a scanner wrote (a readout quaternion, an MRD readout's directions)."""
+    p0, r0, _ = prs_vectors(normal, 0.0)
+    ph = np.asarray(phase, dtype=np.float64)
+    return float(math.atan2(float(ph @ r0), float(ph @ p0)))
 
 
 PATIENT_POSITIONS = ("HFS", "HFP", "FFS", "FFP")
+ORIENTATION_TOL = 1e-5
+"""Largest difference of any image-axis component between the header's geometry and the scanner's
+readout quaternion that counts as agreement."""
 MAX_FOV_MM = 5000.0
 """A field of view (or slab) beyond 5 m is not a scanner's; below 0.01 mm not one either."""
 MIN_FOV_MM = 0.01
@@ -107,6 +124,10 @@ class Geometry:
     normal: unit normal of the volume in LPS (the partition axis).
     inplane_rot_rad: Siemens' in-plane rotation about the normal, rad.
     patient_position: HFS, HFP, FFS or FFP (relates patient to device axes only).
+    orientation_source: where the axes came from, for the record (not compared): 'header'
+        (sNormal + dInPlaneRot, nothing to check them against), 'header+mdh' (the header, equal
+        to the readouts' MDH quaternion within `ORIENTATION_TOL`), 'mdh' (the readouts'
+        quaternion, which the header disagreed with); None for a geometry made in code.
 
     Invalid values (non-finite, FOV outside 0.01-5000 mm, matrix < 1, no normal direction,
     unknown patient position) raise InputError when the object is made, so no affine with a
@@ -119,6 +140,7 @@ class Geometry:
     normal: tuple[float, float, float] = (0.0, 0.0, 1.0)
     inplane_rot_rad: float = 0.0
     patient_position: str = "HFS"
+    orientation_source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         fov = _triple(self.fov_mm, "FOV (mm)")
@@ -168,6 +190,18 @@ class Geometry:
         aff[:3, 3] = centre - rot @ np.floor(m / 2)
         return aff
 
+    @classmethod
+    def from_rotation(cls, rotation_lps, **fields) -> Geometry:
+        """The Geometry whose image axes (read, phase, slice) are the columns of the proper rotation
+        `rotation_lps` (3x3, LPS; `rotation_lps()` gives it back to rounding); `fields` are the
+        other Geometry fields (fov_mm, matrix, position_mm, patient_position, source)."""
+        m = np.asarray(rotation_lps, dtype=np.float64)
+        if m.shape != (3, 3) or not np.allclose(m.T @ m, np.eye(3), atol=1e-4) or np.linalg.det(m) < 0:
+            raise InputError("image axes must form a proper rotation (3x3, orthonormal, det +1)")
+        normal = m[:, 2] / np.linalg.norm(m[:, 2])
+        return cls(normal=tuple(float(v) for v in normal), inplane_rot_rad=inplane_rotation(normal, m[:, 1]),
+                   **fields)
+
     def quaternion(self) -> list[float]:
         """The readout header's SliceData quaternion (w, x, y, z) of this geometry.
 
@@ -181,7 +215,7 @@ class Geometry:
         """JSON-ready fields."""
         return {"fov_mm": list(self.fov_mm), "matrix": list(self.matrix), "position_mm": list(self.position_mm),
                 "normal": list(self.normal), "inplane_rot_rad": self.inplane_rot_rad,
-                "patient_position": self.patient_position}
+                "patient_position": self.patient_position, "orientation_source": self.orientation_source}
 
 
 def pcs_to_device(patient_position: str) -> np.ndarray:

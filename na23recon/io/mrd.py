@@ -24,7 +24,6 @@ patient position the geometry is None.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import numpy as np
 
 from ..core.acquisition import Acquisition
 from ..core.atomic import atomic_path
-from ..core.geometry import Geometry, prs_vectors
+from ..core.geometry import Geometry, inplane_rotation, prs_vectors
 from ..core.scan import Scan
 from ..errors import InputError
 from .twix.layout import mdh_dtypes, readout_keys
@@ -150,9 +149,8 @@ def _geometry(hdr, acq) -> Geometry | None:
     if space is None or not any(normal) or not pp:
         log.debug("MRD file lacks the encoding space, slice direction or patient position: geometry unknown")
         return None
-    p0, r0, _ = prs_vectors(normal, 0.0)
-    r = np.asarray(acq.read_dir, dtype=np.float64)
-    rot = math.atan2(float(r @ p0), float(r @ r0)) if r.any() else 0.0
+    ph = np.asarray(acq.phase_dir, dtype=np.float64)
+    rot = inplane_rotation(normal, ph) if ph.any() else 0.0
     fov, mat = space.fieldOfView_mm, space.matrixSize
     return Geometry(fov_mm=(float(fov.x), float(fov.y), float(fov.z)), matrix=(int(mat.x), int(mat.y), int(mat.z)),
                     position_mm=tuple(float(v) for v in acq.position), normal=normal, inplane_rot_rad=rot,

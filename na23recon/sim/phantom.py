@@ -161,10 +161,14 @@ class Phantom:
         return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
 
     def truth(self, matrix: int | tuple[int, int, int], fov_mm: float | tuple, quantity: str = "conc",
-              supersample: int = 1) -> np.ndarray:
+              supersample: int = 1, rotation: np.ndarray | None = None, offset_mm=None) -> np.ndarray:
         """Voxelised ground truth (x, y, z): 'conc' (mM, partial-volume averaged with `supersample`^3
-        points per voxel) or 'label' (label of the voxel centre)."""
-        r = self.voxel_centres_mm(matrix, fov_mm)
+        points per voxel) or 'label' (label of the voxel centre). rotation (3, 3) and offset_mm (3,):
+        the grid's voxel positions r map to phantom coordinates rotation @ r + offset_mm (an
+        oblique, off-centre scan of a phantom that stays put; default: the phantom's own axes)."""
+        rot = np.eye(3) if rotation is None else np.asarray(rotation, dtype=float)
+        off = np.zeros(3) if offset_mm is None else np.asarray(offset_mm, dtype=float)
+        r = self.voxel_centres_mm(matrix, fov_mm) @ rot.T + off
         if quantity == "label":
             return self.label_map(r)
         if quantity != "conc":
@@ -178,7 +182,7 @@ class Phantom:
         for ox in offs:
             for oy in offs:
                 for oz in offs:
-                    acc += conc[self.index_map(r + vox * np.array([ox, oy, oz]))]
+                    acc += conc[self.index_map(r + rot @ (vox * np.array([ox, oy, oz])))]
         return acc / supersample**3
 
 

@@ -60,6 +60,13 @@ class SimProtocol:
     ncoil: int = 1
     slice_position_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """FOV centre in Siemens patient coordinates (Sag, Cor, Tra) = LPS, mm."""
+    slice_normal: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    """Normal of the imaging volume (its partition axis) in LPS; read and phase follow from it and
+    `inplane_rot_rad` by Siemens' rule (`core.geometry`)."""
+    inplane_rot_rad: float = 0.0
+    phantom_position_mm: tuple[float, float, float] | None = None
+    """Where the phantom's origin sits in LPS, mm (its axes are the patient axes: x -> L, y -> P,
+    z -> S); None: at the FOV centre."""
     patient_position: str = "HFS"
     traj: str = "radial"
     b1_variation: float = 0.0
@@ -71,6 +78,23 @@ class SimProtocol:
 
 
 TRAJECTORIES = ("radial", "dar", "tpi")
+
+
+def sim_geometry(acq: SimProtocol) -> Geometry:
+    """The `Geometry` of the simulated scan (cubic FOV and matrix, the protocol's volume)."""
+    return Geometry(fov_mm=(acq.fov_mm,) * 3, matrix=(acq.matrix,) * 3,
+                    position_mm=tuple(float(v) for v in acq.slice_position_mm),
+                    normal=tuple(float(v) for v in acq.slice_normal), inplane_rot_rad=float(acq.inplane_rot_rad),
+                    patient_position=acq.patient_position)
+
+
+def image_to_phantom(acq: SimProtocol) -> tuple[np.ndarray, np.ndarray]:
+    """(rotation (3, 3), offset_mm (3,)): a point r (mm) of the image grid, relative to the FOV centre
+    in the image axes (read, phase, slice), lies at rotation @ r + offset_mm in phantom coordinates.
+    rotation = the image axes in LPS (`Geometry.rotation_lps`); offset = FOV centre - phantom origin."""
+    geo = sim_geometry(acq)
+    where = acq.slice_position_mm if acq.phantom_position_mm is None else acq.phantom_position_mm
+    return geo.rotation_lps(), np.asarray(geo.position_mm, float) - np.asarray(where, dtype=float)
 
 
 def make_trajectory(acq: SimProtocol) -> Trajectory:
@@ -123,14 +147,23 @@ def simulate_kspace(phantom: Phantom, traj: Trajectory, acq: SimProtocol,
     """k-space of `phantom` at the samples of `traj` (k in 1/m, t in s from excitation), scaled
     to voxel units of `acq.matrix`: (nreadout, nsample) complex128 without `fields`,
     (ncoil, nreadout, nsample) with a `sim.kspace.FieldSet`. Exact closed forms with each sample's
-    T2* decay (`sim.kspace.analytic_kspace`), plus the global off-resonance phase."""
+    T2* decay (`sim.kspace.analytic_kspace`), plus the global off-resonance phase.
+
+    The trajectory's k is in the image (logical) axes (read, phase, slice); the scanner plays it
+    along R k in patient coordinates (R = `image_to_phantom` rotation) and demodulates about the
+    FOV centre, so the phantom, fixed in patient coordinates, is sampled at R k with the phase
+    exp(2 pi i (R k) . offset) of its origin relative to the FOV centre."""
     if traj.t is None:
         raise InputError("simulating k-space needs the sample times t (s from excitation)")
     n = acq.matrix
     vox_m3 = (acq.fov_mm * 1e-3 / n) ** 3
     t_exc = traj.t[None, :] if traj.t.ndim == 1 else traj.t
     flip = np.deg2rad(acq.flip_deg if flip_deg is None else flip_deg)
-    y = analytic_kspace(phantom, traj.k, t_exc, acq.tr_ms, flip, fields)
+    rot, offset_mm = image_to_phantom(acq)
+    k = traj.k if np.array_equal(rot, np.eye(3)) else traj.k @ rot.T
+    y = analytic_kspace(phantom, k, t_exc, acq.tr_ms, flip, fields)
+    if offset_mm.any():
+        y = y * np.exp(2j * np.pi * (k @ (offset_mm * 1e-3)))
     if acq.off_resonance_hz:
         y = y * np.exp(2j * np.pi * acq.off_resonance_hz * t_exc)
     y /= vox_m3 * np.sqrt(float(n) ** 3)
@@ -221,9 +254,7 @@ def simulate_scan(phantom: Phantom, acq: SimProtocol, snr: float | None = None, 
         sim_info["noise"] = {"sigma": sigma, "covariance_real": cov.real.tolist(), "covariance_imag": cov.imag.tolist()}
     t = traj.sample_times()
     dwell_s = float(t[1] - t[0]) if t.size > 1 else 10e-6
-    geometry = Geometry(fov_mm=(acq.fov_mm,) * 3, matrix=(acq.matrix,) * 3,
-                        position_mm=tuple(float(v) for v in acq.slice_position_mm),
-                        patient_position=acq.patient_position)
+    geometry = sim_geometry(acq)
     acquisition = Acquisition(
         nucleus="23Na", b0_T=acq.b0_T, larmor_hz=GAMMA_BAR_NA23_HZ_PER_T * acq.b0_T, te_ms=(acq.te_ms,),
         tr_ms=acq.tr_ms, flip_deg=flip, dwell_us=dwell_s * 1e6, geometry=geometry,
@@ -283,11 +314,13 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
     side = base_sidecar(inputs=[])
     side["acquisition"] = scan.acquisition.sidecar()
     side["simulation"] = {"phantom": ph.name, "snr": snr, "seed": seed, "what": "ground truth"}
-    save_nifti(paths["truth"], ph.truth(shape, fov_mm, "conc", supersample=3), affine, {**side, "unit": "mM"})
-    save_nifti(paths["labels"], ph.truth(shape, fov_mm, "label"), affine, {**side, "labels": {
-        str(lab): names for lab, names in ph.labels.items()}})
+    rot, offset_mm = image_to_phantom(acq)
+    save_nifti(paths["truth"], ph.truth(shape, fov_mm, "conc", supersample=3, rotation=rot, offset_mm=offset_mm),
+               affine, {**side, "unit": "mM"})
+    save_nifti(paths["labels"], ph.truth(shape, fov_mm, "label", rotation=rot, offset_mm=offset_mm), affine,
+               {**side, "labels": {str(lab): names for lab, names in ph.labels.items()}})
     b1 = b1_model_for(ph, acq)
-    r = ph.voxel_centres_mm(shape, fov_mm)
+    r = ph.voxel_centres_mm(shape, fov_mm) @ rot.T + offset_mm
     b1map = b1(r) if b1 is not None else np.ones(shape)
     save_nifti(paths["b1"], b1map.astype(np.float32), affine, {
         **side, "unit": "relative flip scale (1.0 = nominal)", "b1_model": b1.describe() if b1 else None})

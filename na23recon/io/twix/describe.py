@@ -7,6 +7,7 @@ import os
 from ...errors import InputError
 from .header import acquisition_from_header, split_header
 from .layout import image_mask, open_layout, readout_keys, walk
+from .slicedata import checked_acquisition
 
 UNKNOWN = "?"
 
@@ -26,23 +27,34 @@ def describe(path: str | os.PathLike) -> dict:
         hdr, hdr_len = split_header(lay.mm, m.offset, m.length)
         try:
             acq = acquisition_from_header(hdr)
-            entry = {"index": m.index, **acq.to_dict(),
-                     "fov_mm": None if acq.fov_mm is None else list(acq.fov_mm),
-                     "matrix": None if acq.matrix is None else list(acq.matrix)}
         except InputError as exc:
-            entry = {"index": m.index, "problem": str(exc)}
+            acq, entry = None, {"index": m.index, "problem": str(exc)}
+        ro, walk_problem = None, ""
         try:
             ro = walk(lay, m, hdr_len)
             image, noise = image_mask(ro.mdh)
+        except InputError as exc:
+            ro, walk_problem = None, str(exc)
+        if acq is not None:
+            if ro is not None:
+                acq = checked_acquisition(acq, ro.mdh[image], str(path))
+            entry = {"index": m.index, **acq.to_dict(),
+                     "fov_mm": None if acq.fov_mm is None else list(acq.fov_mm),
+                     "matrix": None if acq.matrix is None else list(acq.matrix)}
+        if ro is None:
+            entry.update(complete=False, problem=walk_problem)
+        else:
             entry.update(readouts=int(ro.pos.size), image_readouts=int(image.sum()),
                          noise_readouts=int(noise.sum()), complete=True)
             if image.any():
-                img = ro.mdh[image]
-                _rep, eco, rdo, nrep, _nave = readout_keys(img["Counter"])
-                entry["dims"] = {"nrep": nrep, "necho": int(eco.max()) + 1, "ncoil": int(img["UsedChannels"].max()),
-                                 "nreadout": int(rdo.max()) + 1, "nsample": int(img["SamplesInScan"].max())}
-        except InputError as exc:
-            entry.update(complete=False, problem=str(exc))
+                try:
+                    img = ro.mdh[image]
+                    _rep, eco, rdo, nrep, _nave = readout_keys(img["Counter"])
+                    entry["dims"] = {"nrep": nrep, "necho": int(eco.max()) + 1,
+                                     "ncoil": int(img["UsedChannels"].max()), "nreadout": int(rdo.max()) + 1,
+                                     "nsample": int(img["SamplesInScan"].max())}
+                except InputError as exc:
+                    entry.update(complete=False, problem=str(exc))
         out["measurements"].append(entry)
     return out
 

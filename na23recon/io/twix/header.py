@@ -201,13 +201,7 @@ def acquisition_from_header(hdr: Header) -> Acquisition:
         if v is None:
             break
         te.append(v / 1000.0)
-    coils = []
-    for i in range(256):
-        base = f"sCoilSelectMeas.aRxCoilSelectData[0].asList[{i}].sCoilElementID."
-        el, cid = y(base + "tElement"), y(base + "tCoilID")
-        if el is None and cid is None:
-            break
-        coils.append(el if el is not None else cid)
+    coils = coil_names(hdr)
     b0_key = "Dicom.flMagneticFieldStrength"
     b0 = hdr.xprot("Dicom", "flMagneticFieldStrength")
     if b0 is None:
@@ -240,6 +234,25 @@ def acquisition_from_header(hdr: Header) -> Acquisition:
                   "normal": SLICE + "sNormal", "in-plane rotation": SLICE + "dInPlaneRot"}
         keys = [key for word, key in source.items() if word in msg][:1]
         raise InputError(f"twix header{' ' + keys[0] if keys else ''}: {msg}") from None
+
+
+COIL_LISTS = ("sCoilSelectMeas.aRxCoilSelectData[0].asList", "asCoilSelectMeas[0].asList")
+"""Where the receive coil elements are listed: VD/VE/XA headers, then VB headers."""
+
+
+def coil_names(hdr: Header) -> tuple[str, ...]:
+    """Receive coil element names (tElement, else tCoilID) in the header's list order; () when none."""
+    for prefix in COIL_LISTS:
+        coils = []
+        for i in range(256):
+            base = f"{prefix}[{i}].sCoilElementID."
+            el, cid = hdr.yaps(base + "tElement"), hdr.yaps(base + "tCoilID")
+            if el is None and cid is None:
+                break
+            coils.append(el if el is not None else cid)
+        if coils:
+            return tuple(coils)
+    return ()
 
 
 def geometry_from_header(hdr: Header) -> Geometry | None:

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from ...core.acquisition import SIDECAR_FIELDS
 from ...core.scan import Scan
 from ...errors import InputError
 from .header import Header, acquisition_from_header, decode_utf7, split_header
@@ -28,6 +29,7 @@ from .layout import (
     readout_keys,
     walk,
 )
+from .slicedata import checked_acquisition
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +173,10 @@ def read_scan(path: str | os.PathLike, meas: int = -1, allow_nucleus: bool = Fal
         raise InputError(f"twix measurement {m.index} has no image readouts ({ro.pos.size} readouts, "
                          f"{int(noise.sum())} noise): {path}")
     img = ro.mdh[image]
+    acq = checked_acquisition(acq, img, str(path))
+    missing = [name for name in SIDECAR_FIELDS if getattr(acq, name) is None]
+    if missing:
+        log.warning("twix header gives no %s: recorded as unknown (null): %s", ", ".join(missing), path)
     ns_all, nch_all = img["SamplesInScan"], img["UsedChannels"]
     if (ns_all != ns_all[0]).any() or (nch_all != nch_all[0]).any():
         raise InputError(f"image readouts differ in length: {ns_all.min()}..{ns_all.max()} samples, "
