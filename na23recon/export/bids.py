@@ -1,7 +1,7 @@
 """BIDS-style derivatives (Gorgolewski et al., Sci Data 2016; the BIDS derivatives specification):
 `sub-<id>[/ses-<ses>]/anat/sub-<id>[_ses-<ses>]_acq-23Na[_flip-<n>]_desc-<what>_<suffix>.nii.gz` with
 its sidecar carrying the BIDS keys (EchoTime, RepetitionTime in s, FlipAngle, MagneticFieldStrength,
-ResonantNucleus) beside ours; QC figures, ROI tables and the report in `sub-<id>/figures/`; a
+ResonantNucleus) beside ours; QC figures, ROI tables and the report in `figures/`; a
 derivative `dataset_description.json` at the root. BIDS has no raw name for sodium images yet:
 the entity acq-23Na marks them and `.bidsignore` lists what the validator cannot know."""
 
@@ -21,7 +21,11 @@ LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
 STEMS = {"recon": "desc-recon_PDw", "b1": "desc-B1_TB1map", "b1_a": "flip-1_desc-recon_PDw",
          "b1_2a": "flip-2_desc-recon_PDw", "tsc": "desc-TSC_PDmap", "tsc_sd": "desc-TSCsd_PDmap",
          "tsc_vials": "desc-vials_dseg"}
-IGNORE = ["logs/", "dicom/", "summary.csv", "*/figures/", "**/figures/"]
+IGNORE = ["logs/", "dicom/", "figures/", "summary.csv"]
+#: what each map is (the sidecar's Description)
+DESCRIPTIONS = {"recon": "23Na image (arbitrary units)", "B1": "B1+ map, relative flip scale (1 = nominal)",
+                "TSC": "tissue sodium concentration, mM", "TSCsd": "standard deviation of the TSC, mM",
+                "vials": "reference vial labels"}
 
 
 def check_label(value: str, what: str) -> str:
@@ -65,11 +69,18 @@ def _split(name: str) -> tuple[str, str]:
     return Path(name).stem, Path(name).suffix
 
 
+def figures_dir(anat: Path) -> Path:
+    """ROOT/figures for `ROOT/sub-<id>[/ses-<ses>]/anat` (kept out of the subject folders, where
+    the validator refuses folders it does not know even when .bidsignore lists them)."""
+    sub = next(p for p in [anat, *anat.parents] if p.name.startswith("sub-"))
+    return sub.parent / "figures"
+
+
 def bids_rename(outputs: dict[str, Path], anat: Path, prefix: str) -> dict[str, Path]:
     """Move one scan's outputs (written into `anat` under our names) to BIDS names: images and
     sidecars (with the BIDS keys added) in `anat`, figures, ROI tables and the report in
-    `anat/../figures`. Returns the outputs by name at their new paths."""
-    figures = anat.parent / "figures"
+    `ROOT/figures`. Returns the outputs by name at their new paths."""
+    figures = figures_dir(anat)
     moved: dict[Path, Path] = {}
     for p in sorted(anat.iterdir()):
         if not p.is_file() or p.name.startswith("."):
@@ -79,7 +90,9 @@ def bids_rename(outputs: dict[str, Path], anat: Path, prefix: str) -> dict[str, 
             new = anat / f"{prefix}_{STEMS[stem]}{ext}"
             if ext == ".json":
                 side = json.loads(p.read_text())
-                side = {**bids_keys(side.get("acquisition")), **side}
+                desc = STEMS[stem].split("desc-")[1].split("_")[0]
+                side = {**bids_keys(side.get("acquisition")), "SkullStripped": False,
+                        "Description": DESCRIPTIONS.get(desc, desc), **side}
                 write_text_atomic(new, json.dumps(side, indent=2) + "\n")
                 p.unlink()
                 moved[p] = new
@@ -99,4 +112,7 @@ def write_dataset_description(root: str | os.PathLike, command: str) -> Path:
             "GeneratedBy": [{"Name": "na23recon", "Version": __version__, "Description": command}]}
     write_text_atomic(root / "dataset_description.json", json.dumps(desc, indent=2) + "\n")
     write_text_atomic(root / ".bidsignore", "\n".join(IGNORE) + "\n")
+    if not (root / "README").exists():
+        write_text_atomic(root / "README", "Sodium (23Na) MRI derivatives written by na23recon: sodium images, "
+                                           "B1+ maps and tissue sodium concentration (TSC) maps in mM.\n")
     return root / "dataset_description.json"

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ..export import bids_prefix, export_dicom, identity_for
-from ..export.bids import bids_rename
+from ..export.bids import bids_rename, figures_dir
 from ..provenance import reduced_paths, sha256_file
 from ..report.html import html_report
 from .b1_step import b1map_file
@@ -49,7 +49,7 @@ def process_scan(job: Job, outdir: str | os.PathLike, options: RunOptions | None
             for name in DICOM_OUTPUTS:
                 if name in outputs:
                     img = Path(outputs[name])
-                    png = img.parent.parent / "figures" / (img.name.split(".")[0] + ".png") if layout == "bids" else None
+                    png = figures_dir(img.parent) / (img.name.split(".")[0] + ".png") if layout == "bids" else None
                     outputs[f"dicom_{name}"] = export_dicom(img, ddir, ident, png=png,
                                                             burned_in=not out.reduce_paths)["mr"]
     return outputs
