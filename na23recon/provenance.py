@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import platform
+import re
 import shlex
 import sys
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -14,6 +18,11 @@ from . import __version__
 
 _COMMAND: list[str] | None = None
 LIBRARIES = ("numpy", "scipy", "numba", "sigpy", "twixtools", "nibabel")
+#: Whether sidecars, command lines, figures and reports name input files without their folders
+#: (de-identified outputs: folders often carry the subject's name).
+_REDUCED = False
+#: An absolute path (POSIX or Windows) up to its last separator: what `redact_paths` drops.
+_DIR_RE = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\\/\s'\"=:,;()\[\]{}]*)+[\\/]")
 
 
 def set_command(argv: list[str]) -> None:
@@ -49,12 +58,68 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+@contextlib.contextmanager
+def reduced_paths(on: bool = True) -> Iterator[None]:
+    """Within the block, sidecars record inputs by file name (with their checksum), command lines
+    with every path cut to its file name, and `display_name` hides input names."""
+    global _REDUCED
+    old, _REDUCED = _REDUCED, bool(on)
+    try:
+        yield
+    finally:
+        _REDUCED = old
+
+
+def paths_reduced() -> bool:
+    return _REDUCED
+
+
+def redact_paths(text: str) -> str:
+    """`text` with every folder part of an absolute path removed ('/data/Doe_Jane/scan.dat' ->
+    'scan.dat'); relative names stay."""
+    return _DIR_RE.sub("", str(text))
+
+
+def display_name(path: str | os.PathLike, hidden: str = "input") -> str:
+    """An input's file name for titles and reports; `hidden` when paths are reduced."""
+    return hidden if _REDUCED else Path(path).name
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that removes folders from every message (a de-identified batch's log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_paths(record.getMessage()), None
+        return True
+
+
+def _reduce_arg(a: str) -> str:
+    """A command-line word with a path in it cut to the file name ('--x=d/f' -> '--x=f')."""
+    key, eq, val = a.partition("=") if a.startswith("-") else ("", "", a)
+    if "/" in val or "\\" in val:
+        val = re.split(r"[\\/]", val.rstrip("/\\"))[-1]
+    return key + eq + val
+
+
+def _command_text(command: list[str]) -> str:
+    if _REDUCED:
+        command = [_reduce_arg(a) for a in command]
+    return " ".join(shlex.quote(a) for a in command)
+
+
+def command_line(command: list[str] | None = None) -> str:
+    """The recorded command line as text (paths cut to file names within `reduced_paths`)."""
+    return _command_text(command if command is not None else _COMMAND or sys.argv)
+
+
 def base_sidecar(inputs: list[str | os.PathLike] | None = None, command: list[str] | None = None) -> dict:
     """The common part of every sidecar: version, command, input checksums (by absolute path, so
-    the sidecar resolves wherever it is read from), library versions."""
+    the sidecar resolves wherever it is read from; by file name within `reduced_paths`), library
+    versions."""
+    key = (lambda p: Path(p).name) if _REDUCED else (lambda p: str(Path(p).resolve()))
     return {
         "na23recon_version": __version__,
-        "command": " ".join(shlex.quote(a) for a in (command if command is not None else _COMMAND or sys.argv)),
-        "inputs": {str(Path(p).resolve()): sha256_file(p) for p in (inputs or [])},
+        "command": _command_text(command if command is not None else _COMMAND or sys.argv),
+        "inputs": {key(p): sha256_file(p) for p in (inputs or [])},
         "versions": library_versions(),
     }

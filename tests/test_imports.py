@@ -25,7 +25,7 @@ LAYERS = [
     {"nufft"},
     {"io"},
     {"traj"},
-    {"recon", "quant"},
+    {"recon", "quant", "export"},
     {"pipeline", "sim"},
     {"demo"},
     {"cli"},

@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from ..core import B1Options, QuantOptions, ReconOptions
+from ..core.options import OutputOptions
 from ..demo import run_demo
 from ..errors import InputError
+from ..export import export_dicom, identity_for
+from ..export.deid import find_scan
 from ..io.twix import describe, format_description
 from ..pipeline.b1_step import b1map_file
 from ..pipeline.batch import run_batch
@@ -21,6 +25,7 @@ from ..pipeline.config import RunOptions, load_run_config
 from ..pipeline.recon_step import recon_file
 from ..pipeline.run import process_scan
 from ..pipeline.tsc_step import quantify_file
+from ..provenance import reduced_paths, sha256_file
 from ..sim.scan import simulate_to_folder
 from ..traj.make import generate, trajectory_dcf, write_trajectory
 from .options import add_options, from_args, given
@@ -89,11 +94,13 @@ def add_recon(sub) -> None:
     p.add_argument("-o", "--out", required=True, help="output image .nii.gz")
     add_options(p, ReconOptions, title="reconstruction")
     p.add_argument("--no-png", action="store_true", help="do not write the PNG montage")
+    _add_output_options(p)
     p.set_defaults(func=run_recon)
 
 
 def run_recon(args) -> int:
-    print(recon_file(args.scan, args.traj, args.out, from_args(ReconOptions, args), png=not args.no_png))
+    with reduced_paths(from_args(OutputOptions, args).reduce_paths):
+        print(recon_file(args.scan, args.traj, args.out, from_args(ReconOptions, args), png=not args.no_png))
     return EXIT_OK
 
 
@@ -106,12 +113,14 @@ def add_b1map(sub) -> None:
     add_options(p, B1Options, title="B1 map")
     add_options(p, ReconOptions, title="reconstruction of twix scans")
     p.add_argument("--no-png", action="store_true", help="do not write the PNG montage")
+    _add_output_options(p)
     p.set_defaults(func=run_b1map)
 
 
 def run_b1map(args) -> int:
-    res = b1map_file(args.scan_a, args.scan_2a, args.out, traj_path=args.traj, options=from_args(B1Options, args),
-                     recon=from_args(ReconOptions, args), png=not args.no_png)
+    with reduced_paths(from_args(OutputOptions, args).reduce_paths):
+        res = b1map_file(args.scan_a, args.scan_2a, args.out, traj_path=args.traj, options=from_args(B1Options, args),
+                         recon=from_args(ReconOptions, args), png=not args.no_png)
     _print_outputs(res)
     return EXIT_OK
 
@@ -172,19 +181,27 @@ def add_quantify(sub) -> None:
     p.add_argument("-o", "--out", required=True, help="output TSC map .nii.gz (mM)")
     add_options(p, QuantOptions, title="quantification")
     p.add_argument("--no-png", action="store_true", help="do not write the QC figures")
+    _add_output_options(p)
     p.set_defaults(func=run_quantify)
 
 
 def run_quantify(args) -> int:
-    res = quantify_file(args.image, args.out, args.vials, from_args(QuantOptions, args), vial_mask_path=args.vial_mask,
-                        b1_path=args.b1, labels_path=args.labels, receive_path=args.receive,
-                        config_path=args.config, png=not args.no_png)
+    with reduced_paths(from_args(OutputOptions, args).reduce_paths):
+        res = quantify_file(args.image, args.out, args.vials, from_args(QuantOptions, args),
+                            vial_mask_path=args.vial_mask, b1_path=args.b1, labels_path=args.labels,
+                            receive_path=args.receive, config_path=args.config, png=not args.no_png)
     _print_outputs(res)
     return EXIT_OK
 
 
 #: The TSC step of run/batch quantifies the image the reconstruction made (its --echo): no echo of its own.
 QUANT_EXCLUDED = ("echo",)
+#: Output options of the commands that write NIfTI only (no DICOM of their own: `dicom` makes it).
+NIFTI_ONLY = ("dicom", "reference_dicom")
+
+
+def _add_output_options(p, exclude: tuple[str, ...] = NIFTI_ONLY, suppress: bool = False) -> None:
+    add_options(p, OutputOptions, exclude=exclude, title="outputs", suppress=suppress)
 
 
 def _add_step_options(p, suppress: bool = False) -> None:
@@ -201,6 +218,7 @@ def add_run(sub) -> None:
                                   "with '_' for '-'); [output] dir")
     p.add_argument("-o", "--out", default=None, help="output folder (default: the config's [output] dir)")
     _add_step_options(p, suppress=True)
+    _add_output_options(p, exclude=(), suppress=True)
     p.set_defaults(func=run_run)
 
 
@@ -209,7 +227,8 @@ def run_run(args) -> int:
     # options given on the command line override the config's
     options = RunOptions(recon=replace(options.recon, **given(ReconOptions, args)),
                          quant=replace(options.quant, **given(QuantOptions, args, exclude=QUANT_EXCLUDED)),
-                         b1=replace(options.b1, **given(B1Options, args, prefix="b1-")))
+                         b1=replace(options.b1, **given(B1Options, args, prefix="b1-")),
+                         output=replace(options.output, **given(OutputOptions, args)))
     _print_outputs(process_scan(job, args.out or outdir, options))
     return EXIT_OK
 
@@ -222,6 +241,10 @@ def add_batch(sub) -> None:
     p.add_argument("--threads-per-worker", type=int, default=None, help="threads in each worker (default: cores / workers)")
     p.add_argument("--dask", default=None, metavar="ADDRESS", help="'local' for a LocalCluster or tcp://HOST:PORT")
     _add_step_options(p)
+    _add_output_options(p, exclude=("reference_dicom",))
+    p.add_argument("--layout", choices=["flat", "bids"], default="flat",
+                   help="flat: OUT/<id>/; bids: BIDS-style derivatives OUT/sub-<id>[/ses-<ses>]/anat/ "
+                        "(manifest columns subject, session) (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_batch_cmd)
 
@@ -232,16 +255,42 @@ def run_batch_cmd(args) -> int:
         if v is not None and v < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
     options = RunOptions(recon=from_args(ReconOptions, args), quant=from_args(QuantOptions, args, exclude=QUANT_EXCLUDED),
-                         b1=from_args(B1Options, args, prefix="b1-"))
+                         b1=from_args(B1Options, args, prefix="b1-"), output=from_args(OutputOptions, args))
     results = run_batch(args.manifest, args.out, options, workers=args.workers,
                         threads_per_worker=args.threads_per_worker, dask=args.dask,
-                        progress=False if args.no_progress else None)
+                        progress=False if args.no_progress else None, layout=args.layout)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
     print(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed: {args.out}/summary.csv")
     for r in results:
         if r.status == "failed":
             print(f"  {r.id}: {r.message}", file=sys.stderr)
     return EXIT_PARTIAL if counts["failed"] else EXIT_OK
+
+
+def add_dicom(sub) -> None:
+    p = sub.add_parser("dicom", help="DICOM series of result images (TSC, its SD, B1, sodium) for a PACS")
+    p.add_argument("images", nargs="+", help="result images .nii.gz with their sidecars (one study)")
+    p.add_argument("-o", "--out", required=True, help="output folder: one subfolder of DICOM files per image")
+    p.add_argument("--scan", default=None, help="the twix scan: patient, study and frame of reference "
+                                                "(default: found through the sidecars' inputs)")
+    _add_output_options(p, exclude=("dicom",))
+    p.set_defaults(func=run_dicom)
+
+
+def run_dicom(args) -> int:
+    out = from_args(OutputOptions, args)
+    scan = args.scan or find_scan(args.images[0])
+    if args.scan is not None and not Path(args.scan).is_file():
+        raise InputError(f"scan not found: {args.scan}")
+    for p in args.images:
+        if not Path(p).is_file():
+            raise InputError(f"image not found: {p}")
+    seed = sha256_file(scan) if scan is not None else sha256_file(args.images[0])
+    ident = identity_for(scan, out.reference_dicom, out.deidentify, out.subject_id, seed=seed)
+    for p in args.images:
+        res = export_dicom(p, args.out, ident, burned_in=not out.reduce_paths)
+        _print_outputs({f"{Path(p).name} {k}": v for k, v in res.items()})
+    return EXIT_OK
 
 
 def add_info(sub) -> None:
@@ -257,4 +306,5 @@ def run_info(args) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = [add_demo, add_simulate, add_traj, add_recon, add_info, add_b1map, add_quantify, add_run, add_batch]
+SUBCOMMANDS = [add_demo, add_simulate, add_traj, add_recon, add_info, add_b1map, add_quantify, add_run, add_batch,
+               add_dicom]

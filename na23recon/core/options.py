@@ -309,3 +309,41 @@ class B1Options(_Options):
         _in_range("flip_deg", self.flip_deg, 0, 90, lo_open=True, hi_open=True)
         _in_range("order", self.order, 0, MAX_POLY_ORDER)
         _in_range("snr_min", self.snr_min, 0)
+
+
+#: A pseudonym (--subject-id) is a BIDS label: letters and digits only.
+SUBJECT_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+@dataclass(frozen=True)
+class OutputOptions(_Options):
+    """What the written files may say about the subject, and which extra forms they take.
+
+    deidentify: no patient name, ID, birth date, accession or institution in any output; DICOM
+    per the basic application level confidentiality profile (DICOM PS3.15 Annex E) with the
+    pseudonym `subject_id`; inputs, command lines, figures and reports name files without their
+    folders (unless full_paths).
+    """
+
+    deidentify: bool = opt(False, "write no patient identity: DICOM de-identified (PS3.15 basic profile), "
+                           "inputs named by file name and checksum, no input file names in figures and reports",
+                           kind="bool")
+    subject_id: str | None = opt(None, "pseudonym of the subject in de-identified outputs (letters and digits)",
+                                 kind="str", metavar="ID", default_text="a hash of the patient ID")
+    full_paths: bool = opt(False, "with --deidentify, still record inputs by absolute path", kind="bool")
+    dicom: bool = opt(False, "also write DICOM series (parametric map, integer MR series, QC capture)", kind="bool")
+    reference_dicom: str | None = opt(None, "a DICOM series of the same study: study and patient attributes "
+                                      "for the DICOM outputs", kind="str", metavar="DIR", default_text="the twix header's")
+
+    def __post_init__(self) -> None:
+        self._coerce()
+        if self.subject_id is not None and (not self.subject_id or
+                                            any(c not in SUBJECT_ID_CHARS for c in self.subject_id)):
+            raise InputError(f"--subject-id must be letters and digits only, got {self.subject_id!r}")
+        if self.subject_id is not None and len(self.subject_id) > 64:
+            raise InputError(f"--subject-id must be at most 64 characters, got {len(self.subject_id)}")
+
+    @property
+    def reduce_paths(self) -> bool:
+        """Whether inputs, command lines, figures and reports name files without their folders."""
+        return self.deidentify and not self.full_paths

@@ -16,6 +16,7 @@ one that is redone on the next run, never a half-written file that passes for a 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -30,11 +31,14 @@ from pathlib import Path
 from .. import __version__
 from ..core.atomic import ensure_writable_dir, remove_stale, write_text_atomic
 from ..errors import InputError
-from ..provenance import sha256_file
+from ..export.bids import bids_dir, write_dataset_description
+from ..provenance import RedactingFilter, command_line, redact_paths, reduced_paths, sha256_file
 from . import workers
 from .config import PATH_FIELDS, Job, RunOptions, read_manifest
 from .run import process_scan
 from .workers import Result, apply_thread_limit, run_dask, run_pool
+
+LAYOUTS = ("flat", "bids")
 
 log = logging.getLogger(__name__)
 
@@ -49,26 +53,32 @@ def fingerprint(job: Job, options: RunOptions) -> str:
     return h.hexdigest()
 
 
-def run_job(job: Job, outroot: str, options: RunOptions) -> Result:
+def run_job(job: Job, outroot: str, options: RunOptions, layout: str = "flat") -> Result:
     """Process one scan into OUTROOT/<id>/ (runs in a worker). Never raises: failures are results.
 
     A pool worker that receives SIGTERM while in here unwinds the job (removing its temporary
     files) and then ends its process, so it cannot go on with another queued scan."""
     try:
-        return _run_job(job, outroot, options)
+        return _run_job(job, outroot, options, layout)
     finally:
         if workers.TERMINATED:
             os._exit(128 + signal.SIGTERM)
 
 
-def _run_job(job: Job, outroot: str, options: RunOptions) -> Result:
+def _run_job(job: Job, outroot: str, options: RunOptions, layout: str = "flat") -> Result:
     apply_thread_limit()
     t0 = time.perf_counter()
-    outdir = Path(outroot) / job.id
-    outdir.mkdir(parents=True, exist_ok=True)
-    remove_stale(outdir)  # temporary files and staging folders of a worker killed mid-write
-    handler = logging.FileHandler(outdir / "log.txt", mode="a")
+    # flat: everything in OUTROOT/<id>/; bids: results in sub-<id>[/ses-<ses>]/anat, the scan's log,
+    # done.json and DICOM in OUTROOT/logs/<id>/ and OUTROOT/dicom/<id>/ (listed in .bidsignore)
+    workdir = Path(outroot) / job.id if layout == "flat" else Path(outroot) / "logs" / job.id
+    outdir = workdir if layout == "flat" else bids_dir(outroot, job.subject or job.id, job.session)
+    for d in {workdir, outdir}:
+        d.mkdir(parents=True, exist_ok=True)
+        remove_stale(d)  # temporary files and staging folders of a worker killed mid-write
+    handler = logging.FileHandler(workdir / "log.txt", mode="a")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if options.output.reduce_paths:  # folders of inputs often carry the subject's name
+        handler.addFilter(RedactingFilter())
     root = logging.getLogger("na23recon")
     root.addHandler(handler)
     old_level = root.level
@@ -78,7 +88,7 @@ def _run_job(job: Job, outroot: str, options: RunOptions) -> Result:
         if missing:
             raise InputError(f"input not found: {missing[0]}")
         fp = fingerprint(job, options)
-        done = outdir / "done.json"
+        done = workdir / "done.json"
         if done.exists():
             try:
                 prev = json.loads(done.read_text())
@@ -89,7 +99,8 @@ def _run_job(job: Job, outroot: str, options: RunOptions) -> Result:
                 return Result(job.id, "skipped", 0.0, "outputs match inputs and options", prev.get("outputs", {}))
             done.unlink()
         log.info("%s: start", job.id)
-        outputs = process_scan(job, outdir, options)
+        outputs = process_scan(job, outdir, options, layout=layout,
+                               dicom_dir=None if layout == "flat" else Path(outroot) / "dicom" / job.id)
         write_text_atomic(done, json.dumps({
             "id": job.id, "fingerprint": fp, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "outputs": {k: str(v) for k, v in outputs.items()}, "options": options.to_dict()}, indent=2) + "\n")
@@ -98,6 +109,8 @@ def _run_job(job: Job, outroot: str, options: RunOptions) -> Result:
         return Result(job.id, "ok", secs, "", {k: str(v) for k, v in outputs.items()})
     except Exception as exc:  # one scan's failure never stops the others
         msg = " ".join(str(exc).split()) or type(exc).__name__
+        if options.output.reduce_paths:
+            msg = redact_paths(msg)
         if not isinstance(exc, InputError):
             msg = f"{type(exc).__name__}: {msg}"
             log.exception("%s: internal error", job.id)
@@ -150,22 +163,43 @@ def write_summary(outroot: Path, results: list[Result]) -> Path:
     return path
 
 
+def _check_bids_labels(jobs: list[Job]) -> None:
+    """InputError for labels BIDS refuses or two scans with one subject and session."""
+    seen: dict[tuple, str] = {}
+    for j in jobs:
+        key = (j.subject or j.id, j.session)
+        bids_dir(".", *key)  # checks the labels
+        if key in seen:
+            raise InputError(f"scans {seen[key]} and {j.id} have the same BIDS subject and session {key}: "
+                             "give each a session")
+        seen[key] = j.id
+
+
 class _Interrupted(Exception):
     pass
 
 
 def run_batch(manifest: str | os.PathLike, outroot: str | os.PathLike, options: RunOptions | None = None,
               workers: int | None = None, threads_per_worker: int | None = None, dask: str | None = None,
-              progress: bool | None = None, on_result: Callable[[Result], None] | None = None) -> list[Result]:
+              progress: bool | None = None, on_result: Callable[[Result], None] | None = None,
+              layout: str = "flat") -> list[Result]:
     """Run every scan of `manifest`; write OUTROOT/summary.csv; return the results in manifest order.
 
     dask: None for a local process pool, 'local' for a dask.distributed LocalCluster, or a scheduler
-    address 'tcp://HOST:PORT'. On SIGINT or SIGTERM the running scans are stopped, unfinished ones
-    are recorded as skipped ('interrupted') and KeyboardInterrupt is raised after the summary.
+    address 'tcp://HOST:PORT'. layout: 'flat' (OUTROOT/<id>/) or 'bids' (BIDS-style derivatives,
+    `export.bids`; a manifest's subject and session columns name them). On SIGINT or SIGTERM the
+    running scans are stopped, unfinished ones are recorded as skipped ('interrupted') and
+    KeyboardInterrupt is raised after the summary.
     """
     jobs = read_manifest(manifest)
     options = options or RunOptions()
+    if layout not in LAYOUTS:
+        raise InputError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     outroot = ensure_writable_dir(outroot)
+    if layout == "bids":
+        _check_bids_labels(jobs)
+        with reduced_paths(options.output.reduce_paths):
+            write_dataset_description(outroot, command_line())
     w, t = plan_workers(jobs, options, workers, threads_per_worker)
     log.info("batch: %d scan(s), %d worker(s) x %d thread(s)%s", len(jobs), w, t, f", dask {dask}" if dask else "")
     results: dict[str, Result] = {}
@@ -192,9 +226,9 @@ def run_batch(manifest: str | os.PathLike, outroot: str | os.PathLike, options: 
         old_term = None
     try:
         if dask:
-            run_dask(run_job, jobs, outroot, options, dask, w, t, record)
+            run_dask(functools.partial(run_job, layout=layout), jobs, outroot, options, dask, w, t, record)
         else:
-            run_pool(run_job, jobs, outroot, options, w, t, record)
+            run_pool(functools.partial(run_job, layout=layout), jobs, outroot, options, w, t, record)
     except (KeyboardInterrupt, _Interrupted):
         interrupted = True
     finally:

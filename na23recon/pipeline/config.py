@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from ..core import B1Options, QuantOptions, ReconOptions
+from ..core.options import OutputOptions
 from ..errors import InputError
 
-FIELDS = ("id", "scan", "traj", "b1_scan_a", "b1_scan_2a", "vials", "vial_mask", "labels")
-PATH_FIELDS = FIELDS[1:]
+PATH_FIELDS = ("scan", "traj", "b1_scan_a", "b1_scan_2a", "vials", "vial_mask", "labels")
+#: Optional BIDS labels of a manifest row (`batch --layout bids`): subject (default: the id) and session.
+LABEL_FIELDS = ("subject", "session")
+FIELDS = ("id", *PATH_FIELDS, *LABEL_FIELDS)
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -39,6 +42,8 @@ class Job:
     vials: str | None = None
     vial_mask: str | None = None
     labels: str | None = None
+    subject: str | None = None
+    session: str | None = None
 
     def inputs(self) -> list[str]:
         return [getattr(self, f) for f in PATH_FIELDS if getattr(self, f)]
@@ -58,9 +63,11 @@ class RunOptions:
     recon: ReconOptions = field(default_factory=ReconOptions)
     quant: QuantOptions = field(default_factory=QuantOptions)
     b1: B1Options = field(default_factory=B1Options)
+    output: OutputOptions = field(default_factory=OutputOptions)
 
     def to_dict(self) -> dict:
-        return {"recon": self.recon.to_dict(), "quant": self.quant.to_dict(), "b1": self.b1.to_dict()}
+        return {"recon": self.recon.to_dict(), "quant": self.quant.to_dict(), "b1": self.b1.to_dict(),
+                "output": self.output.to_dict()}
 
     @classmethod
     def from_sections(cls, cfg: dict, where: str) -> RunOptions:
@@ -71,7 +78,8 @@ class RunOptions:
             if not isinstance(val, dict):
                 raise InputError(f"{where}: [{name}] must be a table of keys")
             parts[name] = typ.from_mapping(val, f"{where} [{name}]")
-        return cls(**parts)
+        out = {k: v for k, v in cfg.get("output", {}).items() if k != "dir"}
+        return cls(**parts, output=OutputOptions.from_mapping(out, f"{where} [output]"))
 
 
 def load_toml(path: str | os.PathLike, what: str) -> dict:
@@ -120,7 +128,8 @@ def load_run_config(path: str | os.PathLike) -> tuple[Job, RunOptions, Path]:
         if not isinstance(val, dict):
             raise InputError(f"config {path.name}: [{sec}] must be a table of keys")
     inp, out = cfg.get("input", {}), cfg.get("output", {})
-    for sec, val, keys in (("input", inp, PATH_FIELDS), ("output", out, ("dir",))):
+    out_keys = ("dir", *OutputOptions.defaults())
+    for sec, val, keys in (("input", inp, PATH_FIELDS), ("output", out, out_keys)):
         bad = set(val) - set(keys)
         if bad:
             raise InputError(f"config {path.name} [{sec}]: unknown key(s) {sorted(bad)}; known: {list(keys)}")
@@ -193,7 +202,8 @@ def read_manifest(path: str | os.PathLike) -> list[Job]:
             vals[f] = str((path.parent / v).resolve()) if v else None
         if not vals["scan"] or not vals["traj"]:
             raise InputError(f"manifest {path.name} row {n} ({jid}): scan and traj are required")
-        jobs.append(Job(id=jid, **vals))
+        labels = {f: str(row.get(f) or "").strip() or None for f in LABEL_FIELDS}
+        jobs.append(Job(id=jid, **vals, **labels))
     if not jobs:
         raise InputError(f"manifest {path.name} lists no scans")
     return jobs

@@ -10,7 +10,7 @@ from ..core import Image, ReconOptions
 from ..core.nifti import sidecar_path
 from ..io.trajfile import load_traj
 from ..io.twix import read_scan
-from ..provenance import base_sidecar
+from ..provenance import base_sidecar, display_name
 from ..recon.scan_recon import reconstruct
 from ..report.figures import montage_png
 from .files import check_output_path, existing_file
@@ -37,7 +37,7 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
     image.save(out_path)
     if png:
         arr = image.array if image.array.ndim == 3 else image.array[..., 0]
-        montage_png(sidecar_path(out_path).with_suffix(".png"), arr, title=f"{Path(scan_path).name}: {opts.method}")
+        montage_png(sidecar_path(out_path).with_suffix(".png"), arr, title=f"{display_name(scan_path, 'scan')}: {opts.method}")
     return out_path
 
 
