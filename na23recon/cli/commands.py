@@ -18,7 +18,7 @@ from ..demo import run_demo
 from ..errors import InputError
 from ..export import export_dicom, identity_for
 from ..export.deid import find_scan
-from ..io.twix import describe, format_description
+from ..io.scan_file import describe_scan_file, format_scan_description
 from ..pipeline.b1_step import b1map_file
 from ..pipeline.batch import run_batch
 from ..pipeline.config import RunOptions, load_run_config
@@ -28,9 +28,12 @@ from ..pipeline.tsc_step import quantify_file
 from ..provenance import reduced_paths, sha256_file
 from ..sim.scan import simulate_to_folder
 from ..traj.make import generate, trajectory_dcf, write_trajectory
+from ..traj.pulseq import write_seq
 from .options import add_options, from_args, given
 
 EXIT_OK, EXIT_FAULT, EXIT_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
+TRAJ_HELP = ("trajectory: .npz/.npy (k in 1/m), .mat/.txt/.csv (units: --traj-units) or a Pulseq .seq "
+             "(k at every ADC sample, checked against the scan)")
 
 
 def _print_outputs(paths: dict, indent: int = 0) -> None:
@@ -89,8 +92,8 @@ def run_simulate(args) -> int:
 
 def add_recon(sub) -> None:
     p = sub.add_parser("recon", help="reconstruct a scan with its trajectory into a NIfTI")
-    p.add_argument("scan", help="Siemens twix .dat file")
-    p.add_argument("--traj", required=True, help="trajectory .npz (k in 1/m) or .npy")
+    p.add_argument("scan", help="Siemens twix .dat or ISMRMRD .h5 file")
+    p.add_argument("--traj", default=None, help=TRAJ_HELP + " (may be left out for an .h5 that stores one)")
     p.add_argument("-o", "--out", required=True, help="output image .nii.gz")
     add_options(p, ReconOptions, title="reconstruction")
     p.add_argument("--no-png", action="store_true", help="do not write the PNG montage")
@@ -108,7 +111,7 @@ def add_b1map(sub) -> None:
     p = sub.add_parser("b1map", help="double-angle B1 map (relative flip scale) from scans at flips a and 2a")
     p.add_argument("scan_a", help="scan at flip a: twix .dat (needs --traj) or a reconstructed .nii.gz")
     p.add_argument("scan_2a", help="scan at flip 2a, same kind as scan_a")
-    p.add_argument("--traj", default=None, help="trajectory .npz for twix scans")
+    p.add_argument("--traj", default=None, help=TRAJ_HELP + " for scans to reconstruct")
     p.add_argument("-o", "--out", required=True, help="output B1 map .nii.gz (1.0 = nominal flip)")
     add_options(p, B1Options, title="B1 map")
     add_options(p, ReconOptions, title="reconstruction of twix scans")
@@ -130,6 +133,10 @@ def add_traj(sub) -> None:
     p.add_argument("kind", choices=["radial", "dar", "tpi"], help="3D radial, density-adapted radial (Nagel 2009) "
                    "or twisted projection imaging (Boada 1997)")
     p.add_argument("-o", "--out", required=True, help="output trajectory .npz (k in 1/m, dcf, t; a PNG beside it)")
+    p.add_argument("--seq", default=None, metavar="OUT.seq", help="also write the design as a runnable Pulseq "
+                   "sequence (hard pulse, readout gradients, ADC, spoiler; 23Na gamma)")
+    p.add_argument("--seq-tr-ms", type=float, default=None, help="TR of the .seq (default: the shortest)")
+    p.add_argument("--seq-flip-deg", type=float, default=90.0, help="flip angle of the .seq (default: %(default)s)")
     p.add_argument("--matrix", type=int, default=64, help="nominal matrix N (default: %(default)s)")
     p.add_argument("--fov-mm", type=float, default=240.0, help="field of view in mm (default: %(default)s)")
     p.add_argument("--gmax-mT-m", type=float, default=40.0, help="gradient limit (default: %(default)s)")
@@ -161,9 +168,17 @@ def run_traj(args) -> int:
         opts.update(p=args.p, g_mT_m=args.g_mT_m, max_readout_ms=args.max_readout_ms)
     if not args.out.endswith(".npz"):
         raise InputError(f"output must be a .npz file, got {args.out}")
+    if args.seq is not None and not args.seq.endswith(".seq"):
+        raise InputError(f"--seq must name a .seq file, got {args.seq}")
     tr = generate(args.kind, args.matrix, args.fov_mm, **opts)
     tr = tr.with_dcf(trajectory_dcf(tr, args.dcf))
     paths = write_trajectory(args.out, tr, png=not args.no_png)
+    if args.seq is not None:
+        info = write_seq(args.seq, tr, args.fov_mm, flip_deg=args.seq_flip_deg, tr_ms=args.seq_tr_ms,
+                         gmax_mT_m=args.gmax_mT_m, slew_T_m_s=args.slew_T_m_s)
+        paths["seq"] = info["path"]
+        print(f"Pulseq: TR {info['tr_s'] * 1e3:.3f} ms, first sample {info['te_s'] * 1e3:.3f} ms after the pulse "
+              f"centre, {info['duration_s']:.1f} s")
     print(f"{tr.kind}: {tr.nreadout} readouts x {tr.nsample} samples; {tr.design.report.summary()}")
     _print_outputs(paths)
     return EXIT_OK
@@ -235,7 +250,8 @@ def run_run(args) -> int:
 
 def add_batch(sub) -> None:
     p = sub.add_parser("batch", help="process the scans of a manifest (process pool or Dask cluster)")
-    p.add_argument("manifest", help="CSV (id,scan,traj[,b1_scan_a,b1_scan_2a,vials,vial_mask,labels]), TOML or JSON")
+    p.add_argument("manifest", help="CSV (id,scan,traj[,b1_scan_a,b1_scan_2a,vials,vial_mask,labels]), TOML or JSON; "
+                                    "scan: twix or ISMRMRD .h5; traj: " + TRAJ_HELP.split(": ", 1)[1])
     p.add_argument("-o", "--out", required=True, help="output root: results in OUT/<id>/, OUT/summary.csv")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: cores / threads, capped by memory)")
     p.add_argument("--threads-per-worker", type=int, default=None, help="threads in each worker (default: cores / workers)")
@@ -294,15 +310,15 @@ def run_dicom(args) -> int:
 
 
 def add_info(sub) -> None:
-    p = sub.add_parser("info", help="summarise a Siemens twix file (measurements, nucleus, dimensions, ...)")
-    p.add_argument("scan", help="Siemens twix .dat file")
+    p = sub.add_parser("info", help="summarise a twix or ISMRMRD file (measurements, nucleus, dimensions, ...)")
+    p.add_argument("scan", help="Siemens twix .dat or ISMRMRD .h5 file")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run_info)
 
 
 def run_info(args) -> int:
-    d = describe(args.scan)
-    print(json.dumps(d, indent=2) if args.json else format_description(d))
+    d = describe_scan_file(args.scan)
+    print(json.dumps(d, indent=2) if args.json else format_scan_description(d))
     return EXIT_OK
 
 

@@ -21,6 +21,7 @@ COMBINES = ("sos", "adaptive", "sense")
 MAPS = ("walsh", "espirit")
 INTERCEPTS = ("fit", "zero", "noise-floor")
 B1_FITS = ("poly", "smooth", "none")
+TRAJ_UNITS = ("per_m", "kmax", "kmax_half")
 MAX_POLY_ORDER = 6
 
 # CS: lambda relative to the image noise SD. 0.5 measured on the brain phantom (matrix 64, full
@@ -221,6 +222,9 @@ class ReconOptions(_Options):
                           default_text="average all in k-space")
     echo: int | None = opt(None, "reconstruct this echo only", kind="int", default_text="all")
     allow_nucleus: bool = opt(False, "accept a scan whose nucleus is not 23Na", kind="bool")
+    traj_units: str = opt("per_m", "units of a .mat/.txt/.csv trajectory or of one stored in an MRD file: per_m "
+                          "(1/m), kmax (|k| = 1 at the matrix edge), kmax_half (|k| = 0.5 there); .npz and .seq "
+                          "are 1/m", kind="str", choices=TRAJ_UNITS)
 
     def __post_init__(self) -> None:
         self._coerce()

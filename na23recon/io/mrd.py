@@ -10,7 +10,9 @@ become `Scan.noise`. The trajectory, when the acquisitions carry one, is returne
 Header -> `Acquisition`: systemFieldStrength_T, H1resonanceFrequency_Hz (the system frequency of
 the measured nucleus), sequenceParameters TE/TR (ms) and flipAngle_deg, the first image
 acquisition's sample_time_us (dwell), coilLabel, protocolName; nucleus, reference voltage and
-software version from userParameters (nucleus, refVoltage_V, softwareVersion). A value the file
+software version from userParameters (nucleus, refVoltage_V, softwareVersion); without a nucleus
+parameter the nucleus is the one whose gyromagnetic ratio is resonance frequency / field strength
+within 1% (`nucleus_from_frequency`: a 23Na scan is never taken for 1H). A value the file
 does not give is None (unknown); the acquisition header's sample_time_us of 0 is ISMRMRD's unset
 value and reads as unknown too. Values outside what a scanner can do raise InputError
 (`Acquisition` range-checks them).
@@ -49,6 +51,46 @@ def _ismrmrd():
     return ismrmrd
 
 
+#: gamma / 2 pi in MHz/T of the nuclei a scanner may be tuned to (Harris et al., Pure Appl. Chem. 2001).
+GAMMA_BAR_MHZ_T = {"1H": 42.577, "2H": 6.536, "7Li": 16.546, "13C": 10.708, "17O": -5.772, "19F": 40.052,
+                   "23Na": 11.262, "31P": 17.235, "35Cl": 4.172, "39K": 1.989, "129Xe": -11.777, "3He": -32.434}
+
+
+def nucleus_from_frequency(larmor_hz: float | None, b0_T: float | None) -> str | None:
+    """The nucleus whose |gamma| / 2 pi matches larmor / B0 within 1%, else None."""
+    if not larmor_hz or not b0_T:
+        return None
+    ratio = abs(float(larmor_hz) / float(b0_T)) / 1e6
+    name, g = min(GAMMA_BAR_MHZ_T.items(), key=lambda kv: abs(abs(kv[1]) - ratio))
+    return name if abs(abs(g) - ratio) <= 0.01 * abs(g) else None
+
+
+def is_mrd(path: str | os.PathLike) -> bool:
+    """True for an HDF5 file (by its signature), whatever it holds; `read_mrd` checks the layout."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == b"\x89HDF\r\n\x1a\n"
+    except OSError:
+        return False
+
+
+def _check_layout(path: Path) -> None:
+    """InputError (one line) unless the HDF5 file has ISMRMRD's /dataset/xml and /dataset/data."""
+    _ismrmrd()  # h5py comes with it
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            ds = f.get("dataset")
+            ok = isinstance(ds, h5py.Group) and "xml" in ds and "data" in ds
+            top = sorted(f.keys())[:8]
+    except Exception as exc:
+        raise InputError(f"cannot read MRD file {path}: {type(exc).__name__}: {exc}") from None
+    if not ok:
+        raise InputError(f"{path.name} is an HDF5 file but not ISMRMRD/MRD (no /dataset/xml and /dataset/data; "
+                         f"top-level groups {top})")
+
+
 def read_mrd(path: str | os.PathLike, allow_nucleus: bool = True) -> tuple[Scan, np.ndarray | None]:
     """Read an MRD/ISMRMRD .h5 file.
 
@@ -60,6 +102,8 @@ def read_mrd(path: str | os.PathLike, allow_nucleus: bool = True) -> tuple[Scan,
     path = Path(path)
     if not path.is_file():
         raise InputError(f"MRD file not found: {path}")
+    if is_mrd(path):
+        _check_layout(path)
     try:
         dset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=False)
         hdr = ismrmrd.xsd.CreateFromDocument(dset.read_xml_header())
@@ -123,10 +167,15 @@ def _acquisition(hdr, acq, nch: int) -> Acquisition:
     us, ud = _user(hdr, "str"), _user(hdr, "double")
     coils = sorted(asi.coilLabel, key=lambda c: c.coilNumber) if asi is not None else []
     dwell = float(acq.sample_time_us)
+    b0 = None if asi is None or asi.systemFieldStrength_T is None else float(asi.systemFieldStrength_T)
+    larmor = None if exp is None or exp.H1resonanceFrequency_Hz is None else float(exp.H1resonanceFrequency_Hz)
+    nucleus = us.get("nucleus") or nucleus_from_frequency(larmor, b0)
+    if not us.get("nucleus"):
+        log.info("MRD header names no nucleus: %s from %s Hz at %s T", nucleus, larmor, b0)
     return Acquisition(
-        nucleus=us.get("nucleus") or None,
-        b0_T=None if asi is None or asi.systemFieldStrength_T is None else float(asi.systemFieldStrength_T),
-        larmor_hz=None if exp is None or exp.H1resonanceFrequency_Hz is None else float(exp.H1resonanceFrequency_Hz),
+        nucleus=nucleus,
+        b0_T=b0,
+        larmor_hz=larmor,
         te_ms=tuple(float(t) for t in sp.TE) if sp is not None and sp.TE else None,
         tr_ms=_first(sp.TR) if sp is not None else None,
         flip_deg=_first(sp.flipAngle_deg) if sp is not None else None,

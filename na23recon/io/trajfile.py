@@ -25,12 +25,13 @@ from typing import Any
 import numpy as np
 
 from ..core.atomic import atomic_path
+from ..core.options import TRAJ_UNITS
 from ..core.trajectory import KMAX_TOLERANCE, Trajectory
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
-UNITS = ("per_m", "kmax", "kmax_half")
+UNITS = TRAJ_UNITS  # one definition, with the --traj-units option
 
 __all__ = ["Trajectory", "UNITS", "load_traj", "save_traj", "import_text", "import_mat"]
 

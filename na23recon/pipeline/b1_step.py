@@ -11,6 +11,8 @@ from ..core import Acquisition, B1Options, Image, ReconOptions
 from ..core.atomic import staged_outputs
 from ..core.nifti import sidecar_path
 from ..errors import InputError
+from ..io.mrd import is_mrd
+from ..io.scan_file import read_scan_file
 from ..io.twix import acquisition_from_header, read_header
 from ..provenance import base_sidecar
 from ..quant.images import b1_map, double_angle_flip
@@ -33,6 +35,11 @@ def scan_acquisition(path: Path, traj_path, what: str) -> tuple[Acquisition, boo
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError) as exc:
             raise InputError(f"cannot read the sidecar {sc} of {what}: {exc}") from None
         return Acquisition.from_sidecar(block)[0], True
+    if is_mrd(path):
+        scan, stored, _ = read_scan_file(path, allow_nucleus=True)
+        if traj_path is None and stored is None:
+            raise InputError(f"{what} {path} stores no trajectory: give --traj to reconstruct it")
+        return scan.acquisition, False
     if traj_path is None:
         raise InputError(f"{what} {path} is not a NIfTI image: give --traj to reconstruct it")
     return acquisition_from_header(read_header(path)), False

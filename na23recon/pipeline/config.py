@@ -36,7 +36,7 @@ class Job:
 
     id: str
     scan: str
-    traj: str
+    traj: str | None  # None: an MRD scan that stores its trajectory
     b1_scan_a: str | None = None
     b1_scan_2a: str | None = None
     vials: str | None = None
@@ -80,6 +80,11 @@ class RunOptions:
             parts[name] = typ.from_mapping(val, f"{where} [{name}]")
         out = {k: v for k, v in cfg.get("output", {}).items() if k != "dir"}
         return cls(**parts, output=OutputOptions.from_mapping(out, f"{where} [output]"))
+
+
+def _stores_traj(scan: str) -> bool:
+    """An MRD scan (.h5) may carry its own trajectory: `traj` can then be left out."""
+    return scan.lower().endswith((".h5", ".hdf5", ".mrd"))
 
 
 def load_toml(path: str | os.PathLike, what: str) -> dict:
@@ -133,8 +138,9 @@ def load_run_config(path: str | os.PathLike) -> tuple[Job, RunOptions, Path]:
         bad = set(val) - set(keys)
         if bad:
             raise InputError(f"config {path.name} [{sec}]: unknown key(s) {sorted(bad)}; known: {list(keys)}")
-    if not inp.get("scan") or not inp.get("traj"):
-        raise InputError(f"config {path.name} [input] needs scan and traj")
+    if not inp.get("scan") or not (inp.get("traj") or _stores_traj(str(inp["scan"]))):
+        raise InputError(f"config {path.name} [input] needs scan and traj (traj may be left out for an MRD .h5 "
+                         f"scan that stores its trajectory)")
     for f, v in inp.items():
         if not isinstance(v, str):
             raise InputError(f"config {path.name} [input]: {f} must be a path string, got {v!r}")
@@ -200,8 +206,9 @@ def read_manifest(path: str | os.PathLike) -> list[Job]:
         for f in PATH_FIELDS:
             v = str(row.get(f) or "").strip()
             vals[f] = str((path.parent / v).resolve()) if v else None
-        if not vals["scan"] or not vals["traj"]:
-            raise InputError(f"manifest {path.name} row {n} ({jid}): scan and traj are required")
+        if not vals["scan"] or not (vals["traj"] or _stores_traj(vals["scan"])):
+            raise InputError(f"manifest {path.name} row {n} ({jid}): scan and traj are required (traj may be "
+                             f"empty for an MRD .h5 scan that stores its trajectory)")
         labels = {f: str(row.get(f) or "").strip() or None for f in LABEL_FIELDS}
         jobs.append(Job(id=jid, **vals, **labels))
     if not jobs:

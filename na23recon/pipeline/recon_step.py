@@ -1,4 +1,4 @@
-"""`na23recon recon`: a twix scan and its trajectory file in, a NIfTI image with sidecar (+ PNG) out."""
+"""`na23recon recon`: a twix or MRD scan and its trajectory in, a NIfTI image with sidecar (+ PNG) out."""
 
 from __future__ import annotations
 
@@ -8,17 +8,20 @@ from pathlib import Path
 
 from ..core import Image, ReconOptions
 from ..core.nifti import sidecar_path
-from ..io.trajfile import load_traj
-from ..io.twix import read_scan
 from ..provenance import base_sidecar, display_name
 from ..recon.scan_recon import reconstruct
 from ..report.figures import montage_png
 from .files import check_output_path, existing_file
+from .inputs import load_scan_and_trajectory
 
 
-def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_path: str | os.PathLike,
+def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike | None, out_path: str | os.PathLike,
                options: ReconOptions | None = None, png: bool = True, progress: bool | None = None) -> Path:
-    """Reconstruct a twix scan with its trajectory file into `out_path` (.nii.gz) + sidecar (+ PNG).
+    """Reconstruct a twix or MRD scan with its trajectory into `out_path` (.nii.gz) + sidecar (+ PNG).
+
+    The trajectory: a .npz/.npy, .mat/.txt/.csv (in `options.traj_units`) or Pulseq .seq file, or
+    None for an MRD file that stores one (`pipeline.inputs`); the sidecar's `recon.trajectory`
+    names the source and units.
 
     The image is the coil-combined magnitude, (x, y, z) or (x, y, z, echo) for several echoes, on
     the scan's geometry (`recon.scan_recon.reconstruct`). Options and the output path are checked
@@ -28,11 +31,12 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike, out_p
     t0 = time.perf_counter()
     out_path = check_output_path(out_path)
     existing_file(scan_path, "scan")
-    existing_file(traj_path, "trajectory file")
-    scan = read_scan(scan_path, allow_nucleus=opts.allow_nucleus)
-    traj = load_traj(traj_path)
+    if traj_path is not None:
+        existing_file(traj_path, "trajectory file")
+    scan, traj, source = load_scan_and_trajectory(scan_path, traj_path, opts)
     image = reconstruct(scan, traj, opts, progress=progress)
-    image.meta = {**base_sidecar(inputs=[scan_path, traj_path]), **image.meta}
+    image.meta = {**base_sidecar(inputs=[p for p in (scan_path, traj_path) if p is not None]), **image.meta}
+    image.meta["recon"]["trajectory"] = source
     image.meta["recon"]["seconds"] = round(time.perf_counter() - t0, 3)
     image.save(out_path)
     if png:

@@ -1,26 +1,31 @@
 """Reconstruct a `Scan` with its `Trajectory` into an `Image`: the reconstruction's public entry.
 
-Chooses the data (echoes, one repetition or the k-space mean of all), the matrix (below the
-acquired one, the samples beyond the new k-space edge are dropped), the density compensation
-(the trajectory's, else the radial shell volumes), runs `recon.app.reconstruct_arrays` and puts
-the result on the scan's geometry with a sidecar that says what was done.
+Chooses the data (echoes, one repetition or the k-space mean of all), the layout (`recon.layout`:
+a 2D slice when kz = 0, a stack of planes when kz sits on Cartesian partitions, else 3D), the
+matrix per axis from the protocol (below the acquired one, the samples beyond the new k-space
+edge are dropped), the density compensation (the trajectory's, else `layout.default_dcf`), runs
+`recon.app.reconstruct_arrays` and puts the result on the scan's geometry with a sidecar that says what was done.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from ..core import Image, ReconOptions, Scan, Trajectory
 from ..errors import InputError
-from ..traj.dcf import dcf_radial_shells
+from ..traj.dcf import normalise_dcf
 from .app import reconstruct_arrays
+from .layout import default_dcf, kspace_layout
 
 log = logging.getLogger(__name__)
 
 MIN_MATRIX, MAX_MATRIX = 8, 512
+LAYOUT_TEXT = {"2d": "2D slice (kz = 0)", "stack": "stack of 2D planes on Cartesian partitions (kz on the grid)",
+               "3d": "3D"}
 
 
 def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = None,
@@ -33,7 +38,8 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
         options: `ReconOptions` (default: adjoint at the protocol's matrix).
 
     Returns:
-        Image float32 (N, N, N) or (N, N, N, necho) on the scan's RAS affine; `meta` holds the
+        Image float32 (Nx, Ny, Nz) or (Nx, Ny, Nz, necho) on the scan's RAS affine (Nz = 1 for a
+        2D slice, the protocol's partitions for a stack of stars); `meta` holds the
         sidecar blocks `acquisition` and `recon` (method, matrix, DCF, noise, coils, solver log).
         Provenance (version, command, input checksums) is the caller's: it knows the files.
 
@@ -51,12 +57,28 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
     n = int(opts.matrix) if opts.matrix is not None else base
     if not MIN_MATRIX <= n <= MAX_MATRIX:
         raise InputError(f"matrix must be between {MIN_MATRIX} and {MAX_MATRIX}, got {n}")
-    shape = (n, n, n)
     traj.check_reach(geom.fov_mm, base)
-    dcf_source = "trajectory file" if traj.dcf is not None else "radial shell volumes (|k|^2 dk)"
-    if traj.dcf is None:
-        traj = traj.with_dcf(dcf_radial_shells(traj.coord(geom.fov_mm)))
-    used, sel = traj.crop(n, geom.fov_mm)
+    layout = kspace_layout(traj.coord(geom.fov_mm))
+    # the protocol's matrix per axis; --matrix sets the read axis and scales the other in-plane one
+    nx, ny = n, max(1, int(round(geom.matrix[1] * n / base)))
+    nz = 1 if layout == "2d" else (int(geom.matrix[2]) if layout == "stack"
+                                   else max(1, int(round(geom.matrix[2] * n / base))))
+    shape = (nx, ny, nz)
+    if layout == "2d":
+        traj = replace(traj, k=traj.k[..., :2], design=None)
+    rshape = shape[:2] if layout == "2d" else shape
+    if traj.dcf is not None:
+        dcf_source = "trajectory file"
+    else:
+        w, dcf_source = default_dcf(traj.coord(geom.fov_mm), layout, rshape)
+        traj = traj.with_dcf(w)
+    if layout == "3d":
+        used, sel = traj.crop(n, geom.fov_mm)
+    elif n < base:  # the in-plane disc of the smaller matrix; partitions stay
+        _, sel = replace(traj, k=traj.k[..., :2], design=None).crop(n, geom.fov_mm[:2])
+        used = traj if sel is None else traj.select(sel)
+    else:  # in-plane samples beyond the disc (Cartesian corners) are kept
+        used, sel = traj, None
     necho, nrep = scan.necho, scan.nrep
     echoes = [opts.echo] if opts.echo is not None else list(range(necho))
     if any(not 0 <= e < necho for e in echoes):
@@ -74,12 +96,18 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
 
     ksp = np.stack([echo_kspace(e) for e in echoes])
     coord = used.coord(geom.fov_mm)
-    image, info = reconstruct_arrays(ksp, coord, used.dcf, shape, opts, noise=scan.noise,
+    image, info = reconstruct_arrays(ksp, coord, used.dcf, rshape, opts, noise=scan.noise,
                                      t_s=used.sample_times(), progress=progress)
+    if dcf_source.startswith("uniform") and opts.method == "adjoint":
+        # the adjoint scales weights to the disc the samples reach; Cartesian lines fill a square of
+        # one cell per sample: undo that, so the image equals the FFT's
+        image = image / float(normalise_dcf(np.ones(coord.shape[:2]), coord).flat[0])
+    if layout == "2d":
+        image = image[:, :, None]
     meta = {
         "acquisition": acq.sidecar(echoes=echoes),
         "recon": {
-            **info, "matrix": list(shape), "eps": opts.eps, "echoes": echoes,
+            **info, "matrix": list(shape), "layout": LAYOUT_TEXT[layout], "eps": opts.eps, "echoes": echoes,
             "samples_used": int(coord.size // coord.shape[-1]), "dcf": dcf_source, "ncoil_scan": scan.ncoil,
             "repetitions": {"in_scan": nrep, "used": [opts.rep] if opts.rep is not None else list(range(nrep)),
                             "combined": "single" if opts.rep is not None or nrep == 1 else "k-space mean"},
