@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-__all__ = ["es_params", "es_kernel", "fit_horner", "kernel_ft"]
+__all__ = ["es_params", "es_kernel", "fit_horner", "kernel_ft", "deapodisation"]
 
 # Smallest width we accept: below 2 taps the ES kernel cannot reach even eps = 1e-2.
 _MIN_WIDTH = 2
@@ -123,3 +123,14 @@ def kernel_ft(xi: np.ndarray, width: int, beta: float) -> np.ndarray:
     z = (nodes + 1.0) * (width / 4.0)  # map [-1, 1] -> [0, w/2]
     wz = weights * (width / 4.0) * es_kernel(z, width, beta)
     return 2.0 * np.cos(2.0 * np.pi * np.multiply.outer(xi, z)) @ wz
+
+
+def deapodisation(shape, grid_shape, width: int, beta: float) -> list[np.ndarray]:
+    """1 / Phi per axis on the image grid (index m at frequency (m - N//2) / n_grid), the first
+    axis times the orthonormal scale prod(N)^-1/2; float64."""
+    out = []
+    for n_img, n_grid in zip(shape, grid_shape):
+        t = np.arange(n_img) - n_img // 2
+        out.append(1.0 / kernel_ft(t / n_grid, width, beta))
+    out[0] = out[0] / math.sqrt(float(np.prod(shape)))
+    return out

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,7 +27,6 @@ from ..threads import default_threads
 from . import _kernels
 from . import kernel as _kernel
 from . import planning as _planning
-from . import spread as _spread
 from . import toeplitz as _toeplitz
 from .linop import NufftLinop, NufftNormalLinop
 
@@ -112,13 +110,7 @@ class Nufft:
         coef = _kernel.fit_horner(self._width, self._beta, tol=0.1 * self._eps)
         self._coef = {np.dtype(np.float64): coef, np.dtype(np.float32): coef.astype(np.float32)}
 
-        # Deapodisation: 1 / Phi per axis, times the orthonormal scale, on the image grid.
-        scale = 1.0 / math.sqrt(float(np.prod(shape)))
-        self._deapod_1d = []
-        for n_img, n_grid in zip(shape, self._grid_shape):
-            t = np.arange(n_img) - n_img // 2
-            self._deapod_1d.append(1.0 / _kernel.kernel_ft(t / n_grid, self._width, self._beta))
-        self._deapod_1d[0] = self._deapod_1d[0] * scale
+        self._deapod_1d = _kernel.deapodisation(shape, self._grid_shape, self._width, self._beta)
         self._deapod = {}
 
         if coord.dtype not in (np.float32, np.float64):
@@ -133,14 +125,8 @@ class Nufft:
         self._wst = np.zeros((0, ndim, self._width), np.float32)
         self._ist = np.zeros((0, ndim), np.int32)
         if precompute:
-            wst = np.empty((m, ndim, self._width), np.float32)
-            ist = np.empty((m, ndim), np.int32)
-            ch = self._chunks
-            gs = np.array(self._grid_shape, np.int64)
-            self._parallel(lambda lo, hi: _spread.precompute_weights(
-                self._u, self._coef[np.dtype(np.float64)], self._width, gs, wst, ist, lo, hi),
-                list(zip(ch[:-1].tolist(), ch[1:].tolist())))
-            self._wst, self._ist = wst, ist
+            self._wst, self._ist = _planning.stored_weights(self._u, coef, self._width, self._grid_shape,
+                                                             self._chunks, self._threads)
         self._toeplitz = _toeplitz.KernelCache(Nufft, self._coord, shape, min(self._eps, 1e-4), self._threads)
         log.info(
             "Nufft %s, %d points, eps %.1e: upsampling %.2f, width %d, beta %.2f, grid %s, %s precision "

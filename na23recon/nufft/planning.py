@@ -182,6 +182,18 @@ def choose_plan(eps: float, shape: Sequence[int], m: int, dtype: np.dtype,
     return best
 
 
+def stored_weights(u: np.ndarray, coef: np.ndarray, width: int, grid_shape: tuple, chunks: np.ndarray,
+                   threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-point kernel weights (M, ndim, w) float32 and first-tap indices (M, ndim) int32 (float64 coef)."""
+    m, ndim = u.shape
+    wst = np.empty((m, ndim, width), np.float32)
+    ist = np.empty((m, ndim), np.int32)
+    gs = np.array(grid_shape, np.int64)
+    run_parallel(threads, _spread.precompute_weights, list(zip(chunks[:-1].tolist(), chunks[1:].tolist())),
+                 u, coef, width, gs, wst, ist)
+    return wst, ist
+
+
 @dataclass
 class PointSetup:
     """The sorted points and the work partition of a plan.
