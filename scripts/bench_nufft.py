@@ -67,7 +67,7 @@ def exact_forward_chunked(x: np.ndarray, k: np.ndarray, chunk: int = 64) -> np.n
     return np.concatenate([exact_forward(x, k[i:i + chunk]) for i in range(0, len(k), chunk)])
 
 
-def exact_adjoint_chunked(y: np.ndarray, k: np.ndarray, shape, vox: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
+def exact_adjoint_chunked(y: np.ndarray, k: np.ndarray, shape, vox: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
     """exact_adjoint over all points, accumulated in chunks of points (V x chunk phases at a time)."""
     out = np.zeros(len(vox), np.complex128)
     d = (vox - np.array(shape) // 2) / np.array(shape, np.float64)
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     ap.add_argument("--large-sizes", type=int, nargs="+", default=[224, 256])
     ap.add_argument("--large-points", type=int, default=2_048_000)
     ap.add_argument("--finufft-sizes", type=int, nargs="+", default=[256], help="--large: sizes FINUFFT runs at")
-    ap.add_argument("--subset", type=int, default=1000, help="--large: points / voxels checked exactly")
+    ap.add_argument("--subset", type=int, default=300, help="--large: points / voxels checked exactly")
     args = ap.parse_args(argv)
     if args.large:
         if args.eps == [1e-3, 1e-6]:
