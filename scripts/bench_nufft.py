@@ -10,6 +10,11 @@ the ratios. sigpy has no tolerance knob: it runs once per size at its defaults (
     python scripts/bench_nufft.py            # 64^3 x 1.28 M and 128^3 x 4.1 M, eps 1e-3 and 1e-6
     python scripts/bench_nufft.py --quick    # 32^3 x 160 k, a few seconds
     python scripts/bench_nufft.py --json     # machine-readable
+    python scripts/bench_nufft.py --large    # 224^3 and 256^3, eps 1e-5 / 1e-6, default plan vs FINUFFT
+
+--large: radial points (--large-points, default 2.05 M: 16000 spokes x 128), errors against the
+exact NUDFT in float64 on --subset points (forward) and voxels (adjoint), s for one forward +
+one adjoint of the automatic plan (which upsampling / width / precision it took) and of FINUFFT.
 """
 from __future__ import annotations
 
@@ -57,6 +62,79 @@ def exact_adjoint(y: np.ndarray, k: np.ndarray, shape, vox: np.ndarray) -> np.nd
     return out / np.sqrt(np.prod(shape))
 
 
+def exact_forward_chunked(x: np.ndarray, k: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """exact_forward in chunks of points (the contraction holds chunk * N^2 complex128)."""
+    return np.concatenate([exact_forward(x, k[i:i + chunk]) for i in range(0, len(k), chunk)])
+
+
+def exact_adjoint_chunked(y: np.ndarray, k: np.ndarray, shape, vox: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """exact_adjoint over all points, accumulated in chunks of points (V x chunk phases at a time)."""
+    out = np.zeros(len(vox), np.complex128)
+    d = (vox - np.array(shape) // 2) / np.array(shape, np.float64)
+    for i in range(0, len(k), chunk):
+        ph = d @ k[i:i + chunk].astype(np.float64).T
+        out += np.exp(2j * np.pi * ph) @ y[i:i + chunk].astype(np.complex128)
+    return out / np.sqrt(np.prod(shape))
+
+
+def large(args) -> int:
+    """The --large table: default plans at 224^3 / 256^3, eps 1e-5 / 1e-6, against the exact NUDFT."""
+    try:
+        import finufft
+    except ImportError:
+        finufft = None
+    rng = np.random.default_rng(0)
+    nsamp = 128
+    nspoke = max(1, args.large_points // nsamp)
+    print(f"threads={args.threads}, complex64, {nspoke * nsamp} radial points; errors vs exact NUDFT (float64) on "
+          f"{args.subset} points / {args.subset} voxels; s = one forward + one adjoint")
+    print(f"{'size':>5} {'eps':>6} {'lib':>8} {'plan':>30} {'plan_s':>7} {'fwd_s':>7} {'adj_s':>7} {'fwd_err':>8} "
+          f"{'adj_err':>8} {'limit':>8} ok")
+    for n in args.large_sizes:
+        shape = (n, n, n)
+        kf = radial(n, nspoke, nsamp).reshape(-1, 3)
+        m = kf.shape[0]
+        x = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+        y = (rng.standard_normal(m) + 1j * rng.standard_normal(m)).astype(np.complex64)
+        sub = rng.choice(m, args.subset, replace=False)
+        vox = rng.integers(0, n, (args.subset, 3))
+        ref_f = exact_forward_chunked(x, kf[sub].astype(np.float64))
+        ref_a = exact_adjoint_chunked(y, kf, shape, vox)
+        vi = tuple(vox.T)
+        for eps in args.eps:
+            limit = max(1.5 * eps, 5e-6)
+            t = time.perf_counter()
+            op = Nufft(kf, shape, eps=eps, threads=args.threads)
+            plan_s = time.perf_counter() - t
+            work = getattr(op, "work_dtype", np.dtype(np.complex64))
+            warm = Nufft(kf[:2000] * (32 / n), (32,) * 3, eps=eps, upsampling=op.upsampling, threads=1)
+            warm.adjoint(warm.forward(np.ones((32,) * 3, np.complex64)))  # numba cache load, not timed
+            del warm
+            desc = f"{op.upsampling:g}/w{op.width}/{'double' if work == np.complex128 else 'single'}"
+            t = time.perf_counter(); yo = op.forward(x); fs = time.perf_counter() - t
+            t = time.perf_counter(); xo = op.adjoint(y); as_ = time.perf_counter() - t
+            ef, ea = rel(yo[sub], ref_f), rel(xo[vi], ref_a)
+            print(f"{n:>4}^3 {eps:6.0e} {'ours':>8} {desc:>30} {plan_s:7.1f} {fs:7.1f} {as_:7.1f} {ef:8.1e} {ea:8.1e} "
+                  f"{limit:8.1e} {'yes' if max(ef, ea) <= limit else 'NO'}", flush=True)
+            del op, yo, xo
+            if finufft is not None and n in args.finufft_sizes:
+                pts = [(2 * np.pi * kf[:, a] / n).astype(np.float32) for a in range(3)]
+                t = time.perf_counter()
+                p2 = finufft.Plan(2, shape, eps=eps, isign=-1, nthreads=args.threads, dtype="complex64")
+                p2.setpts(*pts)
+                p1 = finufft.Plan(1, shape, eps=eps, isign=1, nthreads=args.threads, dtype="complex64")
+                p1.setpts(*pts)
+                plan_s = time.perf_counter() - t
+                scale = np.float32(1 / np.sqrt(np.prod(shape)))
+                t = time.perf_counter(); yf = p2.execute(x); fs = time.perf_counter() - t
+                t = time.perf_counter(); xf = p1.execute(y); as_ = time.perf_counter() - t
+                ef, ea = rel(yf[sub] * scale, ref_f), rel(xf[vi] * scale, ref_a)
+                print(f"{n:>4}^3 {eps:6.0e} {'finufft':>8} {'default':>30} {plan_s:7.1f} {fs:7.1f} {as_:7.1f} {ef:8.1e} "
+                      f"{ea:8.1e} {limit:8.1e} {'yes' if max(ef, ea) <= limit else 'NO'}", flush=True)
+                del p1, p2, yf, xf
+    return 0
+
+
 def rel(a, b) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
@@ -79,7 +157,16 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-sigpy", action="store_true")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    ap.add_argument("--large", action="store_true", help="224^3 / 256^3 accuracy and time of the default plan")
+    ap.add_argument("--large-sizes", type=int, nargs="+", default=[224, 256])
+    ap.add_argument("--large-points", type=int, default=2_048_000)
+    ap.add_argument("--finufft-sizes", type=int, nargs="+", default=[256], help="--large: sizes FINUFFT runs at")
+    ap.add_argument("--subset", type=int, default=300, help="--large: points / voxels checked exactly")
     args = ap.parse_args(argv)
+    if args.large:
+        if args.eps == [1e-3, 1e-6]:
+            args.eps = [1e-5, 1e-6]
+        return large(args)
     sizes = args.sizes or ([32] if args.quick else [64, 128])
     try:
         import finufft

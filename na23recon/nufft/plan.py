@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,7 +27,6 @@ from ..threads import default_threads
 from . import _kernels
 from . import kernel as _kernel
 from . import planning as _planning
-from . import spread as _spread
 from . import toeplitz as _toeplitz
 from .linop import NufftLinop, NufftNormalLinop
 
@@ -43,10 +41,14 @@ class Nufft:
         coord: float array (..., ndim), sample positions in cycles per FOV (sigpy convention:
             the edge of a matrix of N is at +-N/2; values outside wrap periodically).
         shape: image shape (2 or 3 ints), the trailing dims of `forward`'s input.
-        eps: requested relative l2 accuracy, 1e-2 .. 1e-6 (complex64 data cannot go much
-            below ~1e-6 whatever eps says).
+        eps: requested relative l2 accuracy, 1e-2 .. 1e-6. complex64 data run in double
+            precision where float32 grids cannot reach eps (upsampling 1.25 below ~1e-4 in 3D);
+            their floor is then the complex64 rounding of input and output (~1e-7).
         upsampling: grid oversampling factor; None picks 2.0 or 1.25, whichever a cost model
-            says is faster for this number of points and grid (the choice is logged).
+            says is faster for this number of points and grid among the plans that meet eps,
+            preferring the smaller grid above `planning.MAX_GRID_BYTES` and refusing
+            (InputError, with the grid memory of each plan) above `planning.GRID_BYTES_LIMIT`;
+            the choice and why are logged.
         threads: threads for spreading, interpolation and FFTs (default `threads.default_threads()`:
                 NA23RECON_THREADS or every core).
         dtype: complex dtype used when an input is real (outputs otherwise follow the input's
@@ -56,7 +58,8 @@ class Nufft:
             eps 1e-3): ~25% faster transforms. None: store them when they take <= 256 MB and
             eps >= 1e-6 (float32 weights would limit tighter tolerances).
 
-    Attributes (read-only): eps, width, upsampling, grid_shape, dtype, shape, ndim, coord_shape.
+    Attributes (read-only): eps, width, upsampling, grid_shape, dtype, shape, ndim, coord_shape,
+    work_dtype.
 
     Plan work (sorting the points into slabs and bins, fitting the kernel polynomial, the
     deapodisation weights) happens here once; every transform reuses it.
@@ -96,22 +99,18 @@ class Nufft:
         self._threads = max(1, int(threads) if threads else default_threads())
         self._workers = self._threads
 
-        if upsampling is None:
-            upsampling = _planning.choose_upsampling(self._eps, shape, m, self._dtype)
-        self._upsampling = float(upsampling)
-        self._width, self._beta = _kernel.es_params(self._eps, self._upsampling)
-        self._grid_shape = tuple(_planning.grid_size(n, self._upsampling, self._width) for n in shape)
+        choice = _planning.choose_plan(self._eps, shape, m, self._dtype, upsampling)
+        self._upsampling, self._width, self._beta = choice.upsampling, choice.width, choice.beta
+        self._grid_shape = choice.grid_shape
+        # complex64 inputs run in complex128 when float32 grids cannot reach eps here (large 1/Phi
+        # range at upsampling 1.25 and wide kernels); see planning.single_precision_error.
+        self._promote = choice.err32 > _planning.F32_ERROR_SHARE * self._eps
+        self._grid_bytes1 = int(np.prod(self._grid_shape)) * 16  # one complex128 grid
 
         coef = _kernel.fit_horner(self._width, self._beta, tol=0.1 * self._eps)
         self._coef = {np.dtype(np.float64): coef, np.dtype(np.float32): coef.astype(np.float32)}
 
-        # Deapodisation: 1 / Phi per axis, times the orthonormal scale, on the image grid.
-        scale = 1.0 / math.sqrt(float(np.prod(shape)))
-        self._deapod_1d = []
-        for n_img, n_grid in zip(shape, self._grid_shape):
-            t = np.arange(n_img) - n_img // 2
-            self._deapod_1d.append(1.0 / _kernel.kernel_ft(t / n_grid, self._width, self._beta))
-        self._deapod_1d[0] = self._deapod_1d[0] * scale
+        self._deapod_1d = _kernel.deapodisation(shape, self._grid_shape, self._width, self._beta)
         self._deapod = {}
 
         if coord.dtype not in (np.float32, np.float64):
@@ -121,23 +120,18 @@ class Nufft:
         self._u, self._perm, self._slab_ptr = pts.u, pts.perm, pts.slab_ptr
         self._task_slabs, self._color_ranges, self._chunks = pts.task_slabs, pts.color_ranges, pts.chunks
         nbytes = 4 * m * ndim * (self._width + 1)
-        if precompute is None:
-            precompute = nbytes <= _planning.MAX_PRECOMPUTE_BYTES and self._eps >= 1e-6
+        if precompute is None:  # float32 weights carry the same error as float32 grids
+            precompute = nbytes <= _planning.MAX_PRECOMPUTE_BYTES and self._eps >= 1e-6 and not self._promote
         self._wst = np.zeros((0, ndim, self._width), np.float32)
         self._ist = np.zeros((0, ndim), np.int32)
         if precompute:
-            wst = np.empty((m, ndim, self._width), np.float32)
-            ist = np.empty((m, ndim), np.int32)
-            ch = self._chunks
-            gs = np.array(self._grid_shape, np.int64)
-            self._parallel(lambda lo, hi: _spread.precompute_weights(
-                self._u, self._coef[np.dtype(np.float64)], self._width, gs, wst, ist, lo, hi),
-                list(zip(ch[:-1].tolist(), ch[1:].tolist())))
-            self._wst, self._ist = wst, ist
+            self._wst, self._ist = _planning.stored_weights(self._u, coef, self._width, self._grid_shape,
+                                                             self._chunks, self._threads)
         self._toeplitz = _toeplitz.KernelCache(Nufft, self._coord, shape, min(self._eps, 1e-4), self._threads)
         log.info(
-            "Nufft %s, %d points, eps %.1e: upsampling %.2f, width %d, beta %.2f, grid %s, %d threads",
-            shape, m, self._eps, self._upsampling, self._width, self._beta, self._grid_shape, self._threads,
+            "Nufft %s, %d points, eps %.1e: upsampling %.2f, width %d, beta %.2f, grid %s, %s precision "
+            "for complex64 data, %d threads", shape, m, self._eps, self._upsampling, self._width, self._beta,
+            self._grid_shape, "double" if self._promote else "single", self._threads,
         )
 
     # ---------------------------------------------------------------- plan helpers
@@ -196,6 +190,17 @@ class Nufft:
         b = int(np.prod(batch)) if batch else 1
         return np.ascontiguousarray(x.reshape((b,) + tuple(tail))), batch
 
+    def _in_work_precision(self, fn, xb: np.ndarray, out_tail: tuple) -> np.ndarray:
+        """fn(xb) -> (B, *out_tail); complex64 batches of a double-precision plan run in complex128,
+        a few items at a time (one chunk's grids within MAX_GRID_BYTES), and come back complex64."""
+        if not (self._promote and xb.dtype == np.complex64):
+            return fn(xb)
+        out = np.empty((xb.shape[0],) + tuple(out_tail), np.complex64)
+        step = max(1, _planning.MAX_GRID_BYTES // self._grid_bytes1)
+        for b0 in range(0, xb.shape[0], step):
+            out[b0:b0 + step] = fn(xb[b0:b0 + step].astype(np.complex128))
+        return out
+
     def _parallel(self, fn, ranges, *args) -> None:
         _planning.run_parallel(self._threads, fn, ranges, *args)
 
@@ -249,7 +254,7 @@ class Nufft:
         """
         vals, batch = self._as_batch(values, self._coord_shape, "spread")
         vals = vals.reshape(vals.shape[0], self._m)
-        grid = self._spread_raw(vals)
+        grid = self._in_work_precision(self._spread_raw, vals, self._grid_shape)
         grid = np.fft.fftshift(grid, axes=self._fft_axes())
         return grid.reshape(batch + self._grid_shape)
 
@@ -264,7 +269,7 @@ class Nufft:
         """
         g, batch = self._as_batch(grid, self._grid_shape, "interp")
         g = np.ascontiguousarray(np.fft.ifftshift(g, axes=self._fft_axes()))
-        return self._interp_raw(g).reshape(batch + self._coord_shape)
+        return self._in_work_precision(self._interp_raw, g, (self._m,)).reshape(batch + self._coord_shape)
 
     # ---------------------------------------------------------------- transforms
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -277,12 +282,15 @@ class Nufft:
             complex (..., *coord.shape[:-1]), dtype of x (complex64 or complex128).
         """
         xb, batch = self._as_batch(x, self._shape, "forward")
+        return self._in_work_precision(self._forward_raw, xb, (self._m,)).reshape(batch + self._coord_shape)
+
+    def _forward_raw(self, xb: np.ndarray) -> np.ndarray:
         d = self._deapod_for(np.dtype(xb.real.dtype))
         grid = np.zeros((xb.shape[0],) + self._grid_shape, xb.dtype)
         for gs, xs in self._blocks():
             np.multiply(xb[xs], d[xs], out=grid[gs])
         self._fft_pruned(grid, inverse=False)
-        return self._interp_raw(grid).reshape(batch + self._coord_shape)
+        return self._interp_raw(grid)
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
         """k-space samples -> image (type-1 NUFFT), the exact adjoint of `forward`.
@@ -294,13 +302,17 @@ class Nufft:
             complex (..., *shape), dtype of y.
         """
         yb, batch = self._as_batch(y, self._coord_shape, "adjoint")
-        grid = self._spread_raw(yb.reshape(yb.shape[0], self._m))
+        yb = yb.reshape(yb.shape[0], self._m)
+        return self._in_work_precision(self._adjoint_raw, yb, self._shape).reshape(batch + self._shape)
+
+    def _adjoint_raw(self, yb: np.ndarray) -> np.ndarray:
+        grid = self._spread_raw(yb)
         self._fft_pruned(grid, inverse=True)
         d = self._deapod_for(np.dtype(yb.real.dtype))
         x = np.empty((yb.shape[0],) + self._shape, yb.dtype)
         for gs, xs in self._blocks():
             np.multiply(grid[gs], d[xs], out=x[xs])
-        return x.reshape(batch + self._shape)
+        return x
 
     def normal(self, x: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """A^H diag(w) A x through Toeplitz embedding (two pruned FFTs of the 2N grid per call).
@@ -357,6 +369,11 @@ class Nufft:
     def upsampling(self) -> float:
         """Nominal grid oversampling factor (2.0 or 1.25 unless overridden)."""
         return self._upsampling
+
+    @property
+    def work_dtype(self) -> np.dtype:
+        """Complex dtype complex64 inputs are gridded and FFT'd in (complex128 inputs: complex128)."""
+        return np.dtype(np.complex128 if self._promote else np.complex64)
 
     @property
     def grid_shape(self) -> tuple[int, ...]:
