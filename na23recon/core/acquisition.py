@@ -125,19 +125,21 @@ class Acquisition:
 
     # --- sidecars --------------------------------------------------------------------------
     def sidecar(self, echoes: list[int] | None = None) -> dict:
-        """The sidecar `acquisition` block (SIDECAR_FIELDS; unknown values null), plus where the
-        image axes came from (`Geometry.orientation_source`: 'header+mdh', 'mdh', 'header' or null).
+        """The sidecar `acquisition` block (SIDECAR_FIELDS; unknown values null), plus, when known,
+        where the image axes came from (`orientation_source`: 'header+mdh', 'mdh' or 'header').
 
         echoes: keep only these echoes' TEs (a reconstruction of some echoes).
         """
         te = list(self.te_ms) if self.te_ms is not None else None
         if te is not None and echoes is not None:
             te = [te[e] if e < len(te) else None for e in echoes]
-        return {"nucleus": self.nucleus, "b0_T": self.b0_T, "te_ms": te, "tr_ms": self.tr_ms,
-                "flip_deg": self.flip_deg, "dwell_us": self.dwell_us,
-                "fov_mm": None if self.fov_mm is None else list(self.fov_mm),
-                "matrix": None if self.matrix is None else list(self.matrix),
-                "orientation_source": None if self.geometry is None else self.geometry.orientation_source}
+        block = {"nucleus": self.nucleus, "b0_T": self.b0_T, "te_ms": te, "tr_ms": self.tr_ms,
+                 "flip_deg": self.flip_deg, "dwell_us": self.dwell_us,
+                 "fov_mm": None if self.fov_mm is None else list(self.fov_mm),
+                 "matrix": None if self.matrix is None else list(self.matrix)}
+        if self.geometry is not None and self.geometry.orientation_source is not None:
+            block["orientation_source"] = self.geometry.orientation_source
+        return block
 
     def to_dict(self) -> dict:
         """Every field, JSON-ready (geometry as a dict)."""
