@@ -221,6 +221,8 @@ class ReconOptions(_Options):
                           default_text="average all in k-space")
     echo: int | None = opt(None, "reconstruct this echo only", kind="int", default_text="all")
     allow_nucleus: bool = opt(False, "accept a scan whose nucleus is not 23Na", kind="bool")
+    zero_bad_samples: bool = opt(False, "set non-finite or absurdly large raw samples to 0 (counted in the "
+                                 "sidecar) instead of refusing the scan", kind="bool")
 
     def __post_init__(self) -> None:
         self._coerce()
@@ -286,8 +288,8 @@ class QuantOptions(_Options):
 
     def __post_init__(self) -> None:
         self._coerce()
-        _in_range("te_ms", self.te_ms, 0)
-        _in_range("tr_ms", self.tr_ms, 0, lo_open=True)
+        _in_range("te_ms", self.te_ms, 0, 1e4)
+        _in_range("tr_ms", self.tr_ms, 0, 1e5, lo_open=True)
         _in_range("flip_deg", self.flip_deg, 0, 180, lo_open=True, hi_open=True)
         _in_range("echo", self.echo, 0)
         _in_range("noise_sd", self.noise_sd, 0, lo_open=True)

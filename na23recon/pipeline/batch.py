@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..core.atomic import ensure_writable_dir, remove_stale, write_text_atomic
+from ..core.memory import available_bytes
 from ..errors import InputError
 from ..provenance import sha256_file
 from . import workers
@@ -61,13 +62,64 @@ def run_job(job: Job, outroot: str, options: RunOptions) -> Result:
             os._exit(128 + signal.SIGTERM)
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """A scan's log.txt: a record that cannot be written (full disk) is dropped, not printed
+    with a traceback on stderr; the scan's own error says what went wrong."""
+
+    def handleError(self, record) -> None:  # noqa: N802 - logging API
+        pass
+
+
 def _run_job(job: Job, outroot: str, options: RunOptions) -> Result:
     apply_thread_limit()
     t0 = time.perf_counter()
     outdir = Path(outroot) / job.id
-    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        lock = scan_lock(outdir)
+    except OSError as exc:
+        return Result(job.id, "failed", 0.0, f"cannot use {outdir}: {exc.strerror or exc}")
+    if lock is None:
+        return Result(job.id, "skipped", 0.0, "another batch is processing this scan")
+    try:
+        return _run_locked(job, outdir, options, t0)
+    finally:
+        os.close(lock)
+
+
+def scan_lock(outdir: Path) -> int | None:
+    """Take the scan's lock `OUTROOT/<id>/.lock` (an exclusive `flock`, released by the kernel when
+    the process ends, even by SIGKILL) and write this process's id into it; None when another
+    process holds it. Returns the open descriptor, to be closed when the scan is done."""
+    fd = os.open(outdir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # no flock (Windows): no cross-batch lock
+        pass
+    except OSError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def lock_holder(outroot: str | os.PathLike, job_id: str) -> int | None:
+    """The process id written into a scan's lock file (the last process that started it)."""
+    try:
+        return int((Path(outroot) / job_id / ".lock").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _run_locked(job: Job, outdir: Path, options: RunOptions, t0: float) -> Result:
     remove_stale(outdir)  # temporary files and staging folders of a worker killed mid-write
-    handler = logging.FileHandler(outdir / "log.txt", mode="a")
+    try:
+        handler = _QuietFileHandler(outdir / "log.txt", mode="a")
+    except OSError as exc:
+        return Result(job.id, "failed", 0.0, f"cannot write {outdir / 'log.txt'}: {exc.strerror or exc}")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("na23recon")
     root.addHandler(handler)
@@ -82,7 +134,9 @@ def _run_job(job: Job, outroot: str, options: RunOptions) -> Result:
         if done.exists():
             try:
                 prev = json.loads(done.read_text())
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                prev = {}
+            if not isinstance(prev, dict):
                 prev = {}
             if prev.get("fingerprint") == fp and all(Path(p).exists() for p in prev.get("outputs", {}).values()):
                 log.info("%s: unchanged since %s, skipped", job.id, prev.get("finished"))
@@ -110,19 +164,29 @@ def _run_job(job: Job, outroot: str, options: RunOptions) -> Result:
         handler.close()
 
 
+def refuse_inputs_in_outputs(jobs: list[Job], outroot: Path, manifest: Path) -> None:
+    """InputError when an input lies where the batch writes: inside OUTROOT/<id>/ of a scan, or
+    OUTROOT/summary.csv (the manifest included)."""
+    root = outroot.resolve()
+    ids = {j.id for j in jobs}
+    for j in jobs:
+        for p in [manifest, *j.inputs()]:
+            rp = Path(p).resolve()
+            try:
+                rel = rp.relative_to(root)
+            except ValueError:
+                continue
+            if rel.parts and (rel.parts[0] in ids and len(rel.parts) > 1 or rel.as_posix() == "summary.csv"):
+                raise InputError(f"input {p} lies inside OUTROOT where the batch writes ({rel.parts[0]}): "
+                                 f"move it or choose another OUTROOT")
+
+
 def estimate_job_bytes(job: Job, options: RunOptions) -> int:
     """Rough peak memory of one scan: k-space a few times over plus the NUFFT grids."""
     scan_bytes = Path(job.scan).stat().st_size if Path(job.scan).exists() else 0
     n = int(options.recon.matrix or 96)
     grid = (2 * n) ** 3 * 8  # one complex64 grid at upsampling 2 (and the Toeplitz 2N grid)
     return 3 * scan_bytes + 6 * grid + 300 * 2**20
-
-
-def available_bytes() -> int:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 8 * 2**30
 
 
 def plan_workers(jobs: list[Job], options: RunOptions, workers: int | None, threads: int | None) -> tuple[int, int]:
@@ -165,6 +229,7 @@ def run_batch(manifest: str | os.PathLike, outroot: str | os.PathLike, options: 
     """
     jobs = read_manifest(manifest)
     options = options or RunOptions()
+    refuse_inputs_in_outputs(jobs, Path(outroot), Path(manifest))
     outroot = ensure_writable_dir(outroot)
     w, t = plan_workers(jobs, options, workers, threads_per_worker)
     log.info("batch: %d scan(s), %d worker(s) x %d thread(s)%s", len(jobs), w, t, f", dask {dask}" if dask else "")
@@ -194,7 +259,7 @@ def run_batch(manifest: str | os.PathLike, outroot: str | os.PathLike, options: 
         if dask:
             run_dask(run_job, jobs, outroot, options, dask, w, t, record)
         else:
-            run_pool(run_job, jobs, outroot, options, w, t, record)
+            run_pool(run_job, jobs, outroot, options, w, t, record, holder=lambda i: lock_holder(outroot, i))
     except (KeyboardInterrupt, _Interrupted):
         interrupted = True
     finally:
@@ -203,7 +268,7 @@ def run_batch(manifest: str | os.PathLike, outroot: str | os.PathLike, options: 
         bar.close()
         ordered = [results.get(j.id) or Result(j.id, "skipped", 0.0, "interrupted" if interrupted else "not run")
                    for j in jobs]
-        write_summary(outroot, ordered)
+        write_summary(outroot, ordered)  # an OutputError (full disk) names summary.csv
     if interrupted:
         raise KeyboardInterrupt
     return ordered

@@ -91,6 +91,8 @@ def load_vials(path: str | os.PathLike, config: Mapping | None = None) -> list[V
         raise InputError(f"cannot read vials file {p}: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"vials file {p} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InputError(f"vials file {p} nests too deeply to be a vials list") from None
     return parse_vials(d, config)
 
 
