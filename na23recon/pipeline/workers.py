@@ -214,9 +214,9 @@ def run_dask(run_job: Callable, jobs, outroot, options, address: str, w: int, t:
             raise InputError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     futs = []
     try:
-        client.run(init_worker, t, False, cluster is not None)  # local workers end with their nanny
-        if cluster is not None:  # and the nannies with this process
-            client.run(end_with_parent, os.getpid(), nanny=True)
+        # a LocalCluster's nannies run inside this process and its workers are our children: they
+        # end with this process; a remote cluster's workers are left alone
+        client.run(init_worker, t, False, os.getpid() if cluster is not None else False)
         futs = [client.submit(run_job, j, str(outroot), options, key=f"na23recon-{j.id}-{time.time_ns()}", pure=False)
                 for j in jobs]
         by_key = {f.key: j for f, j in zip(futs, jobs)}
