@@ -5,7 +5,7 @@ x2^16 ... x2^128 too large). Every reconstruction is linear in the samples, so o
 spreads over the whole image: a NaN image, or one scaled by orders of magnitude. Sample
 magnitudes of a real scan are bounded by the k-space centre, which every radial or TPI readout
 passes through and which a few Cartesian lines hold: a sample more than `ABSURD_FACTOR` times the
-99th percentile of the readouts' largest magnitudes (robust to a few corrupted readouts), or above
+largest readout peak once the top 1% of readouts are set aside (robust to a few corrupted readouts), or above
 `ABSURD_ABS`, cannot be a measured value.
 """
 
@@ -37,7 +37,9 @@ def bad_sample_mask(data: np.ndarray) -> tuple[np.ndarray, float]:
     # per readout: the largest magnitude over the leading axes (coils, echoes, repetitions)
     nro = data.shape[-2]
     per_readout = peaks.reshape(-1, nro).max(axis=0) if nro else np.zeros(0)
-    ref = float(np.percentile(per_readout, 99)) if per_readout.size else 0.0
+    # the largest readout peak once the top 1% (at least one readout) are set aside
+    srt = np.sort(per_readout)
+    ref = float(srt[max(0, srt.size - 2 - srt.size // 100)]) if srt.size else 0.0
     limit = min(ABSURD_ABS, ABSURD_FACTOR * ref) if ref > 0 else ABSURD_ABS
     bad = np.zeros(flat.shape, dtype=bool)
     with np.errstate(over="ignore", invalid="ignore"):
