@@ -157,6 +157,13 @@ def _manifest_rows(path: Path) -> list[dict]:
             raise InputError(f"manifest {path.name}: expected a list of scans ([[scan]] tables in TOML)")
         return rows
     text = path.read_text(encoding="utf-8-sig", errors="replace")  # a BOM (Excel) is not part of the header
+    try:
+        return _csv_rows(path, text)
+    except csv.Error as exc:
+        raise InputError(f"manifest {path.name} is not a readable CSV: {exc}") from None
+
+
+def _csv_rows(path: Path, text: str) -> list[dict]:
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [f for f in ("id", "scan", "traj") if f not in header]
