@@ -107,7 +107,10 @@ def scan_lock(outdir: Path) -> int | None:
 
 
 def lock_holder(outroot: str | os.PathLike, job_id: str) -> int | None:
-    """The process id written into a scan's lock file (the last process that started it)."""
+    """The process id written into an unfinished scan's lock file (the last process that started
+    it); None for a finished scan (its result may have been lost with a worker that died later)."""
+    if (Path(outroot) / job_id / "done.json").exists():
+        return None
     try:
         return int((Path(outroot) / job_id / ".lock").read_text().split()[0])
     except (OSError, ValueError, IndexError):
