@@ -184,10 +184,11 @@ def _pool_round(run_job: Callable, jobs, outroot, options, w: int, t: int, recor
         ex.shutdown(wait=True, cancel_futures=True)
         raise
     ex.shutdown(wait=True)
+    # the workers that died; not those the broken pool itself stopped with SIGTERM afterwards
     dead = {}
     for pid, p in procs.items():
         code = p.exitcode
-        if code is not None and code != 0:
+        if code is not None and code not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
             dead[pid] = code
     return unfinished, dead
 
