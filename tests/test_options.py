@@ -106,8 +106,8 @@ def test_recon_options_refuse(kw, msg):
 
 @pytest.mark.parametrize("cls,kw,msg", [
     (QuantOptions, {"flip_deg": 180.0}, "--flip-deg must be in (0, 180)"),
-    (QuantOptions, {"tr_ms": 0.0}, "--tr-ms must be > 0"),
-    (QuantOptions, {"te_ms": -0.1}, "--te-ms must be >= 0"),
+    (QuantOptions, {"tr_ms": 0.0}, "--tr-ms must be in (0, 100000]"),
+    (QuantOptions, {"te_ms": -0.1}, "--te-ms must be in [0, 10000]"),
     (QuantOptions, {"intercept": "free"}, "--intercept must be one of"),
     (QuantOptions, {"label_tissue": "1:gm"}, "LABEL=PRESET"),
     (QuantOptions, {"label_tissue": "x=gm"}, "is not a whole number"),

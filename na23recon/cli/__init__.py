@@ -1,23 +1,28 @@
 """Command-line interface: argument parsing only; every subcommand calls the library.
 
-Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 internal fault, 3 a batch in
-which some scans failed.
+Exit codes: 0 success, 2 bad input or usage (one line on stderr; also an output folder that cannot
+be written), 1 internal fault or a full disk (one line naming the file), 3 a batch in which some
+scans failed, 141 stdout closed early (`| head`), quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
 import os
 import sys
 import warnings
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from ..provenance import set_command
 from .commands import EXIT_FAULT, EXIT_INPUT, SUBCOMMANDS
 
 log = logging.getLogger("na23recon")
+
+EXIT_PIPE = 128 + 13  # as a shell reports a process ended by SIGPIPE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,14 +60,21 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         warnings.simplefilter("ignore")
     try:
-        rc = int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
-        return rc
-    except BrokenPipeError:  # the reader stopped early (`na23recon info X | head -1`): exit quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return code
     except InputError as exc:
         sys.stderr.write(f"na23recon {args.command}: error: {_one_line(exc)}\n")
+        return EXIT_INPUT
+    except BrokenPipeError:  # `na23recon info X | head -1`: the reader has gone; end quietly
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
+    except OutputError as exc:
+        sys.stderr.write(f"na23recon {args.command}: error: {_one_line(exc)}\n")
+        return EXIT_FAULT if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else EXIT_INPUT
+    except RecursionError:
+        sys.stderr.write(f"na23recon {args.command}: error: an input nests too deeply to be read\n")
         return EXIT_INPUT
     except KeyboardInterrupt:
         sys.stderr.write(f"na23recon {args.command}: interrupted\n")

@@ -22,13 +22,24 @@ New files get mode 0666 minus the process umask (0644 under the usual umask 022)
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
+
+#: errno values that mean "this output cannot be written here", not a bug
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def as_output_error(exc: OSError, target: str | os.PathLike) -> OSError:
+    """An `OutputError` naming `target` for a write failure (full disk, read-only...), else `exc`."""
+    if isinstance(exc, OutputError) or exc.errno not in WRITE_ERRNOS:
+        return exc
+    return OutputError(f"cannot write {target}: {exc.strerror or exc} (nothing of it was left behind)", exc.errno)
 
 __all__ = ["StagedOutputs", "atomic_pair", "atomic_path", "atomic_paths", "ensure_writable_dir", "fsync_dir",
            "fsync_file", "remove_stale", "staged_outputs", "write_bytes_atomic", "write_text_atomic"]
@@ -129,10 +140,12 @@ def atomic_paths(paths: Sequence[str | os.PathLike], suffixes: Sequence[str | No
             os.replace(tmp, p)
         for folder in dict.fromkeys(p.parent for p in paths):
             fsync_dir(folder)
-    except BaseException:
+    except BaseException as exc:
         for tmp in tmps:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+        if isinstance(exc, OSError):
+            raise as_output_error(exc, paths[-1] if len(paths) == 1 else ", ".join(map(str, paths))) from None
         raise
 
 
@@ -234,13 +247,18 @@ def staged_outputs(folder: str | os.PathLike, stem: str) -> Iterator[StagedOutpu
     try:
         ensure_writable_dir(folder)
         tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=folder))
-    except BaseException:
+    except BaseException as exc:
         if created:
             with contextlib.suppress(OSError):
                 folder.rmdir()
+        if isinstance(exc, OSError):
+            raise as_output_error(exc, folder) from None
         raise
     try:
         yield StagedOutputs(tmp, folder, created)
+    except OSError as exc:
+        raise as_output_error(exc, folder / stem if exc.filename is None else
+                              folder / Path(str(exc.filename)).name) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if created:

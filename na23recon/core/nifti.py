@@ -60,7 +60,11 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
         raise InputError(f"image not found: {path}")
     try:
         img = nib.load(str(path))
+        if np.dtype(img.get_data_dtype()).kind == "c":
+            raise InputError(f"NIfTI {path} holds complex values: give a magnitude (real) image")
         data = np.asarray(img.dataobj, dtype=np.float32)
+    except InputError:
+        raise
     except Exception as exc:  # nibabel raises many kinds on a damaged file
         raise InputError(f"cannot read NIfTI {path}: {exc}") from None
     sc = sidecar_path(path)
@@ -68,8 +72,12 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
     if sc.exists():
         try:
             meta = json.loads(sc.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"sidecar {sc} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InputError(f"sidecar {sc} nests too deeply") from None
+        if not isinstance(meta, dict):
+            raise InputError(f"sidecar {sc} must be a JSON object, got {type(meta).__name__}")
     return data, img.affine, meta
 
 

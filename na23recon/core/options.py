@@ -225,6 +225,8 @@ class ReconOptions(_Options):
     traj_units: str = opt("per_m", "units of a .mat/.txt/.csv trajectory or of one stored in an MRD file: per_m "
                           "(1/m), kmax (|k| = 1 at the matrix edge), kmax_half (|k| = 0.5 there); .npz and .seq "
                           "are 1/m", kind="str", choices=TRAJ_UNITS)
+    zero_bad_samples: bool = opt(False, "set non-finite or absurdly large raw samples to 0 (counted in the "
+                                 "sidecar) instead of refusing the scan", kind="bool")
 
     def __post_init__(self) -> None:
         self._coerce()
@@ -290,8 +292,8 @@ class QuantOptions(_Options):
 
     def __post_init__(self) -> None:
         self._coerce()
-        _in_range("te_ms", self.te_ms, 0)
-        _in_range("tr_ms", self.tr_ms, 0, lo_open=True)
+        _in_range("te_ms", self.te_ms, 0, 1e4)
+        _in_range("tr_ms", self.tr_ms, 0, 1e5, lo_open=True)
         _in_range("flip_deg", self.flip_deg, 0, 180, lo_open=True, hi_open=True)
         _in_range("echo", self.echo, 0)
         _in_range("noise_sd", self.noise_sd, 0, lo_open=True)

@@ -12,7 +12,7 @@ the trajectory file's first axis; `nsample` is the ADC sample index along one re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,11 +27,13 @@ class Scan:
     data:  complex64 (nrep, necho, ncoil, nreadout, nsample)
     acquisition: the protocol (`Acquisition`)
     noise: complex64 (ncoil, nnoise) samples of the noise-adjust scan, or None
+    notes: what the reader repaired (e.g. {'bad_samples_zeroed': 3}), copied into the sidecar
     """
 
     data: np.ndarray
     acquisition: Acquisition
     noise: np.ndarray | None = None
+    notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.data.ndim != 5:

@@ -17,6 +17,7 @@ import numpy as np
 from ..core.scan import Scan
 from ..errors import InputError
 from .mrd import is_mrd, read_mrd
+from .samples import check_samples
 from .twix import describe, format_description, read_header, read_scan
 
 
@@ -29,10 +30,12 @@ class ScanSource:
     pulseq: bool = False
 
 
-def read_scan_file(path: str | os.PathLike, allow_nucleus: bool = False
+def read_scan_file(path: str | os.PathLike, allow_nucleus: bool = False, zero_bad_samples: bool = False
                    ) -> tuple[Scan, np.ndarray | None, ScanSource]:
     """Read a twix or MRD scan: (Scan, trajectory float (nreadout, nsample, 3) in the file's units
-    or None, ScanSource). allow_nucleus=False refuses a nucleus other than 23Na (InputError)."""
+    or None, ScanSource). allow_nucleus=False refuses a nucleus other than 23Na (InputError).
+    Non-finite or absurd raw samples are refused (`io.samples.check_samples`), or set to 0 with
+    `zero_bad_samples` (counted in `Scan.notes`)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"scan file not found: {path}")
@@ -40,10 +43,14 @@ def read_scan_file(path: str | os.PathLike, allow_nucleus: bool = False
         scan, traj = read_mrd(path, allow_nucleus=allow_nucleus)
         if scan.acquisition.nucleus != "23Na" and not allow_nucleus:  # pragma: no cover - read_mrd refuses
             raise InputError(f"scan nucleus is {scan.acquisition.nucleus!r}, expected '23Na': {path}")
+        zeroed = check_samples(scan.data, f"MRD {path.name}", ("rep", "echo", "coil", "readout", "sample"),
+                               zero=zero_bad_samples)
+        if zeroed:
+            scan.notes["bad_samples_zeroed"] = zeroed
         if traj is not None and traj.shape[-1] == 2:
             traj = np.concatenate([traj, np.zeros(traj.shape[:-1] + (1,), traj.dtype)], axis=-1)
         return scan, traj, ScanSource("mrd")
-    scan = read_scan(path, allow_nucleus=allow_nucleus)
+    scan = read_scan(path, allow_nucleus=allow_nucleus, zero_bad_samples=zero_bad_samples)
     return scan, None, ScanSource("twix", pulseq=is_pulseq_twix(path))
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..core.atomic import atomic_path
+from ..core.memory import check_fits, gb
 from ..core.options import TRAJ_UNITS
 from ..core.trajectory import KMAX_TOLERANCE, Trajectory
 from ..errors import InputError
@@ -63,6 +64,51 @@ def _check_kmax(traj: Trajectory, fov_mm: float | None, matrix: int | None, sour
                f"FOV {fov_mm} mm ({ratio:.2f} x kmax): wrong units or FOV?")
         log.warning(msg)
         warnings.warn(msg, stacklevel=3)
+
+
+def _declared_arrays(path: Path) -> list[tuple[str, tuple, np.dtype, int]]:
+    """(name, shape, dtype, stored bytes) of every array of a .npy/.npz, from the npy headers
+    alone (nothing is loaded); InputError for an unreadable header."""
+    import zipfile
+
+    def header(fh) -> tuple[tuple, np.dtype]:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        return tuple(int(n) for n in shape), np.dtype(dtype)
+
+    out = []
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                for info in zf.infolist():
+                    if info.filename.endswith(".npy"):
+                        with zf.open(info) as fh:
+                            shape, dtype = header(fh)
+                        out.append((info.filename[:-4], shape, dtype, int(info.file_size)))
+        else:
+            with open(path, "rb") as fh:
+                shape, dtype = header(fh)
+            out.append(("k", shape, dtype, path.stat().st_size))
+    except Exception as exc:  # a damaged header: np.load would fail too
+        raise InputError(f"{path.name}: not a readable numpy file ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())})") from None
+    return out
+
+
+def _check_declared(path: Path) -> None:
+    """Refuse, before loading, arrays whose header declares more bytes than the file holds or
+    than memory can take."""
+    total = 0
+    for name, shape, dtype, stored in _declared_arrays(path):
+        nbytes = float(np.prod(np.asarray(shape, dtype=np.float64))) * dtype.itemsize
+        if nbytes > stored:
+            raise InputError(f"{path.name}: array {name!r} declares shape {shape} ({gb(nbytes)}) but the file holds "
+                             f"{stored} bytes: truncated or corrupted")
+        total += nbytes
+    check_fits(3 * total, f"{path.name} (arrays of {gb(total)})")
 
 
 def save_traj(path: str | os.PathLike, traj: Trajectory) -> Path:
@@ -122,6 +168,7 @@ def load_traj(path: str | os.PathLike, fov_mm: float | None = None, matrix: int 
         if units != "per_m":
             raise InputError(f"{path.name}: .npz/.npy trajectories hold k in 1/m by contract; units={units!r} "
                              f"is for text/.mat imports")
+        _check_declared(path)
         try:
             data = np.load(path, allow_pickle=False)
         except Exception as exc:  # a truncated or foreign file
@@ -148,6 +195,7 @@ def load_traj(path: str | os.PathLike, fov_mm: float | None = None, matrix: int 
             except Exception as exc:  # object arrays, damaged members
                 raise InputError(f"{path.name}: cannot read its arrays ({type(exc).__name__}: "
                                  f"{' '.join(str(exc).split())})") from None
+        _real_float(k, path.name)
         kind = meta.get("kind")
         traj = _trajectory(path.name, k=k, dcf=dcf, t=t, kind=kind if isinstance(kind, str) else None, meta=meta)
         _check_kmax(traj, fov_mm, matrix, path.name)
@@ -159,6 +207,12 @@ def load_traj(path: str | os.PathLike, fov_mm: float | None = None, matrix: int 
             raise InputError(f"{path.name}: a text trajectory needs the number of samples per readout (nsample)")
         return import_text(path, nsample=nsample, units=units, fov_mm=fov_mm, matrix=matrix)
     raise InputError(f"{path.name}: unknown trajectory format {suffix!r}; expected .npz, .npy, .mat, .txt or .csv")
+
+
+def _real_float(k: np.ndarray, source: str) -> None:
+    """k stored as integers (or booleans) lost its precision or is not k at all: refuse."""
+    if k.dtype.kind in "biu":
+        raise InputError(f"{source}: k must be floating point, found dtype {k.dtype} (integers cannot hold k in 1/m)")
 
 
 def _scaled(k: np.ndarray, units: str, fov_mm: float | None, matrix: int | None, source: str,
@@ -234,6 +288,7 @@ def import_mat(path: str | os.PathLike, units: str, fov_mm: float | None = None,
     elif key not in mat:
         raise InputError(f"{path.name}: variable {key!r} not found, found {names}")
     k = np.asarray(mat[key])
+    _real_float(k, path.name)
     transposed = False
     if k.ndim == 3 and k.shape[-1] != 3 and k.shape[0] == 3:
         k = np.transpose(k, (2, 1, 0))

@@ -17,7 +17,7 @@ from ..io.twix import acquisition_from_header, read_header
 from ..provenance import base_sidecar
 from ..quant.images import b1_map, double_angle_flip
 from ..report.figures import montage_png
-from .files import existing_file, is_nifti, nifti_stem
+from .files import existing_file, is_nifti, nifti_inputs, nifti_stem, refuse_overwriting_inputs, step_outputs
 from .recon_step import recon_file
 from .tsc_step import warn_filled
 
@@ -58,6 +58,10 @@ def b1map_file(scan_a: str | os.PathLike, scan_2a: str | os.PathLike, out_path: 
     opts = options or B1Options()
     out_path = Path(out_path)
     folder, stem = nifti_stem(out_path)
+    refuse_overwriting_inputs(
+        step_outputs(folder, stem, (out_path.name[len(stem):], ".json", ".png", "_a.nii.gz", "_a.json",
+                                    "_2a.nii.gz", "_2a.json")),
+        nifti_inputs([scan_a, scan_2a, traj_path]))
     if traj_path is not None:
         existing_file(traj_path, "trajectory file")
     acq_a, nii_a = scan_acquisition(Path(scan_a), traj_path, "scan a")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..core.atomic import ensure_writable_dir, remove_stale, write_text_atomic
+from ..core.memory import available_bytes
 from ..errors import InputError
 from ..export.bids import bids_dir, write_dataset_description
 from ..provenance import RedactingFilter, command_line, redact_paths, reduced_paths, sha256_file
@@ -65,17 +66,79 @@ def run_job(job: Job, outroot: str, options: RunOptions, layout: str = "flat") -
             os._exit(128 + signal.SIGTERM)
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """A scan's log.txt: a record that cannot be written (full disk) is dropped, not printed
+    with a traceback on stderr; the scan's own error says what went wrong."""
+
+    def handleError(self, record) -> None:  # noqa: N802 - logging API
+        pass
+
+
+def job_dirs(outroot: str | os.PathLike, job: Job, layout: str = "flat") -> tuple[Path, Path]:
+    """(work folder: log, done.json, lock; output folder) of a scan. flat: both OUTROOT/<id>/;
+    bids: results in sub-<id>[/ses-<ses>]/anat, the rest in OUTROOT/logs/<id>/ (in .bidsignore)."""
+    workdir = Path(outroot) / job.id if layout == "flat" else Path(outroot) / "logs" / job.id
+    outdir = workdir if layout == "flat" else bids_dir(outroot, job.subject or job.id, job.session)
+    return workdir, outdir
+
+
 def _run_job(job: Job, outroot: str, options: RunOptions, layout: str = "flat") -> Result:
     apply_thread_limit()
     t0 = time.perf_counter()
-    # flat: everything in OUTROOT/<id>/; bids: results in sub-<id>[/ses-<ses>]/anat, the scan's log,
-    # done.json and DICOM in OUTROOT/logs/<id>/ and OUTROOT/dicom/<id>/ (listed in .bidsignore)
-    workdir = Path(outroot) / job.id if layout == "flat" else Path(outroot) / "logs" / job.id
-    outdir = workdir if layout == "flat" else bids_dir(outroot, job.subject or job.id, job.session)
+    workdir, outdir = job_dirs(outroot, job, layout)
+    try:
+        for d in {workdir, outdir}:
+            d.mkdir(parents=True, exist_ok=True)
+        lock = scan_lock(workdir)
+    except OSError as exc:
+        return Result(job.id, "failed", 0.0, f"cannot use {workdir}: {exc.strerror or exc}")
+    if lock is None:
+        return Result(job.id, "skipped", 0.0, "another batch is processing this scan")
+    try:
+        return _run_locked(job, Path(outroot), workdir, outdir, options, t0, layout)
+    finally:
+        os.close(lock)
+
+
+def scan_lock(outdir: Path) -> int | None:
+    """Take the scan's lock `OUTROOT/<id>/.lock` (an exclusive `flock`, released by the kernel when
+    the process ends, even by SIGKILL) and write this process's id into it; None when another
+    process holds it. Returns the open descriptor, to be closed when the scan is done."""
+    fd = os.open(outdir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # no flock (Windows): no cross-batch lock
+        pass
+    except OSError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def lock_holder(outroot: str | os.PathLike, job_id: str, layout: str = "flat") -> int | None:
+    """The process id written into an unfinished scan's lock file (the last process that started
+    it); None for a finished scan (its result may have been lost with a worker that died later)."""
+    workdir = Path(outroot) / job_id if layout == "flat" else Path(outroot) / "logs" / job_id
+    if (workdir / "done.json").exists():
+        return None
+    try:
+        return int((workdir / ".lock").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _run_locked(job: Job, outroot: Path, workdir: Path, outdir: Path, options: RunOptions, t0: float,
+                layout: str) -> Result:
     for d in {workdir, outdir}:
-        d.mkdir(parents=True, exist_ok=True)
         remove_stale(d)  # temporary files and staging folders of a worker killed mid-write
-    handler = logging.FileHandler(workdir / "log.txt", mode="a")
+    try:
+        handler = _QuietFileHandler(workdir / "log.txt", mode="a")
+    except OSError as exc:
+        return Result(job.id, "failed", 0.0, f"cannot write {workdir / 'log.txt'}: {exc.strerror or exc}")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     if options.output.reduce_paths:  # folders of inputs often carry the subject's name
         handler.addFilter(RedactingFilter())
@@ -92,7 +155,9 @@ def _run_job(job: Job, outroot: str, options: RunOptions, layout: str = "flat") 
         if done.exists():
             try:
                 prev = json.loads(done.read_text())
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                prev = {}
+            if not isinstance(prev, dict):
                 prev = {}
             if prev.get("fingerprint") == fp and all(Path(p).exists() for p in prev.get("outputs", {}).values()):
                 log.info("%s: unchanged since %s, skipped", job.id, prev.get("finished"))
@@ -123,19 +188,29 @@ def _run_job(job: Job, outroot: str, options: RunOptions, layout: str = "flat") 
         handler.close()
 
 
+def refuse_inputs_in_outputs(jobs: list[Job], outroot: Path, manifest: Path) -> None:
+    """InputError when an input lies where the batch writes: inside OUTROOT/<id>/ of a scan, or
+    OUTROOT/summary.csv (the manifest included)."""
+    root = outroot.resolve()
+    ids = {j.id for j in jobs}
+    for j in jobs:
+        for p in [manifest, *j.inputs()]:
+            rp = Path(p).resolve()
+            try:
+                rel = rp.relative_to(root)
+            except ValueError:
+                continue
+            if rel.parts and (rel.parts[0] in ids and len(rel.parts) > 1 or rel.as_posix() == "summary.csv"):
+                raise InputError(f"input {p} lies inside OUTROOT where the batch writes ({rel.parts[0]}): "
+                                 f"move it or choose another OUTROOT")
+
+
 def estimate_job_bytes(job: Job, options: RunOptions) -> int:
     """Rough peak memory of one scan: k-space a few times over plus the NUFFT grids."""
     scan_bytes = Path(job.scan).stat().st_size if Path(job.scan).exists() else 0
     n = int(options.recon.matrix or 96)
     grid = (2 * n) ** 3 * 8  # one complex64 grid at upsampling 2 (and the Toeplitz 2N grid)
     return 3 * scan_bytes + 6 * grid + 300 * 2**20
-
-
-def available_bytes() -> int:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 8 * 2**30
 
 
 def plan_workers(jobs: list[Job], options: RunOptions, workers: int | None, threads: int | None) -> tuple[int, int]:
@@ -195,6 +270,7 @@ def run_batch(manifest: str | os.PathLike, outroot: str | os.PathLike, options: 
     options = options or RunOptions()
     if layout not in LAYOUTS:
         raise InputError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    refuse_inputs_in_outputs(jobs, Path(outroot), Path(manifest))
     outroot = ensure_writable_dir(outroot)
     if layout == "bids":
         _check_bids_labels(jobs)
@@ -228,7 +304,8 @@ def run_batch(manifest: str | os.PathLike, outroot: str | os.PathLike, options: 
         if dask:
             run_dask(functools.partial(run_job, layout=layout), jobs, outroot, options, dask, w, t, record)
         else:
-            run_pool(functools.partial(run_job, layout=layout), jobs, outroot, options, w, t, record)
+            run_pool(functools.partial(run_job, layout=layout), jobs, outroot, options, w, t, record,
+                     holder=lambda i: lock_holder(outroot, i, layout))
     except (KeyboardInterrupt, _Interrupted):
         interrupted = True
     finally:
@@ -237,7 +314,7 @@ def run_batch(manifest: str | os.PathLike, outroot: str | os.PathLike, options: 
         bar.close()
         ordered = [results.get(j.id) or Result(j.id, "skipped", 0.0, "interrupted" if interrupted else "not run")
                    for j in jobs]
-        write_summary(outroot, ordered)
+        write_summary(outroot, ordered)  # an OutputError (full disk) names summary.csv
     if interrupted:
         raise KeyboardInterrupt
     return ordered

@@ -28,6 +28,7 @@ PATH_FIELDS = ("scan", "traj", "b1_scan_a", "b1_scan_2a", "vials", "vial_mask", 
 LABEL_FIELDS = ("subject", "session")
 FIELDS = ("id", *PATH_FIELDS, *LABEL_FIELDS)
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+RESERVED_IDS = ("summary.csv",)  # names batch writes in OUTROOT itself
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def load_toml(path: str | os.PathLike, what: str) -> dict:
     if not path.is_file():
         raise InputError(f"{what} not found: {path}")
     try:
-        return tomllib.loads(path.read_text(errors="replace"))
+        return tomllib.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
     except Exception as exc:
         raise InputError(f"{what} {path.name} is not valid TOML: {' '.join(str(exc).split())}") from None
 
@@ -108,9 +109,11 @@ def load_json(path: str | os.PathLike, what: str) -> Any:
     if not path.is_file():
         raise InputError(f"{what} not found: {path}")
     try:
-        return json.loads(path.read_text(errors="replace"))
+        return json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
     except json.JSONDecodeError as exc:
         raise InputError(f"{what} {path.name} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InputError(f"{what} {path.name} nests too deeply") from None
 
 
 def load_config(path: str | os.PathLike, what: str) -> Any:
@@ -151,7 +154,12 @@ def load_run_config(path: str | os.PathLike) -> tuple[Job, RunOptions, Path]:
     job = Job(id=path.stem, **paths)
     job.check()
     options = RunOptions.from_sections(cfg, f"config {path.name}")
-    outdir = path.parent / str(out.get("dir", path.stem + "-out"))
+    odir = out.get("dir", path.stem + "-out")
+    if not isinstance(odir, str) or not odir.strip():
+        raise InputError(f"config {path.name} [output]: dir must be a folder name (a string), got {odir!r}")
+    outdir = path.parent / odir
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"config {path.name} [output]: dir {outdir} is a file, not a folder")
     return job, options, outdir
 
 
@@ -163,7 +171,14 @@ def _manifest_rows(path: Path) -> list[dict]:
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise InputError(f"manifest {path.name}: expected a list of scans ([[scan]] tables in TOML)")
         return rows
-    text = path.read_text(errors="replace")
+    text = path.read_text(encoding="utf-8-sig", errors="replace")  # a BOM (Excel) is not part of the header
+    try:
+        return _csv_rows(path, text)
+    except csv.Error as exc:
+        raise InputError(f"manifest {path.name} is not a readable CSV: {exc}") from None
+
+
+def _csv_rows(path: Path, text: str) -> list[dict]:
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [f for f in ("id", "scan", "traj") if f not in header]
@@ -199,6 +214,9 @@ def read_manifest(path: str | os.PathLike) -> list[Job]:
         jid = str(row.get("id", "")).strip()
         if not ID_RE.match(jid):
             raise InputError(f"manifest {path.name} row {n}: id {jid!r} must be letters, digits, '_', '-', '.'")
+        if jid.lower() in RESERVED_IDS:
+            raise InputError(f"manifest {path.name} row {n}: id {jid!r} is the name of the batch's own "
+                             f"{jid.lower()} in OUTROOT: choose another id")
         if jid in seen:
             raise InputError(f"manifest {path.name} row {n}: id {jid!r} appears twice")
         seen.add(jid)

@@ -40,6 +40,46 @@ def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] | None 
     return path
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (the same path, or links to one file)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def refuse_overwriting_inputs(outputs, inputs) -> None:
+    """InputError, before any work, when an output path is (or is the same file as) an input."""
+    ins = [Path(p) for p in inputs if p is not None]
+    for o in outputs:
+        for i in ins:
+            if same_file(o, i):
+                raise InputError(f"output {o} is the input {i}: refusing to overwrite an input")
+
+
+def nifti_inputs(paths) -> list[Path]:
+    """Input files with, for NIfTI images, their JSON sidecars (read as inputs too)."""
+    out = []
+    for p in paths:
+        if p is None:
+            continue
+        out.append(Path(p))
+        name = Path(p).name
+        for ext in NIFTI_SUFFIXES:
+            if name.endswith(ext):
+                out.append(Path(p).with_name(name[: -len(ext)] + ".json"))
+                break
+    return out
+
+
+def step_outputs(folder: Path, stem: str, suffixes) -> list[Path]:
+    """Every file a step may write: `<stem><suffix>` for each suffix."""
+    return [folder / f"{stem}{s}" for s in suffixes]
+
+
 def existing_file(path: str | os.PathLike, what: str) -> Path:
     """The path of an input file that must exist (InputError naming `what` otherwise)."""
     p = Path(path)

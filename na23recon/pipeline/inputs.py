@@ -37,7 +37,8 @@ def load_scan_and_trajectory(scan_path: str | os.PathLike, traj_path: str | os.P
                              options: ReconOptions | None = None) -> tuple[Scan, Trajectory, dict]:
     """(scan, trajectory in 1/m fitted to it, sidecar block {source, file, units, ...})."""
     opts = options or ReconOptions()
-    scan, stored, src = read_scan_file(scan_path, allow_nucleus=opts.allow_nucleus)
+    scan, stored, src = read_scan_file(scan_path, allow_nucleus=opts.allow_nucleus,
+                                       zero_bad_samples=opts.zero_bad_samples)
     geom = scan.acquisition.geometry
     fov = None if geom is None else geom.fov_mm
     base = None if geom is None else geom.matrix[0]

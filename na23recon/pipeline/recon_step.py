@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 
 from ..core import Image, ReconOptions
+from ..core.atomic import staged_outputs
 from ..core.nifti import sidecar_path
 from ..provenance import base_sidecar, display_name
 from ..recon.scan_recon import reconstruct
 from ..report.figures import montage_png
-from .files import check_output_path, existing_file
+from .files import check_output_path, existing_file, nifti_stem, refuse_overwriting_inputs, step_outputs
 from .inputs import load_scan_and_trajectory
 
 
@@ -33,15 +34,23 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike | None
     existing_file(scan_path, "scan")
     if traj_path is not None:
         existing_file(traj_path, "trajectory file")
+    folder, stem = nifti_stem(out_path)
+    inputs = [p for p in (scan_path, traj_path) if p is not None]
+    refuse_overwriting_inputs(step_outputs(folder, stem, (out_path.name[len(stem):], ".json", ".png")), inputs)
     scan, traj, source = load_scan_and_trajectory(scan_path, traj_path, opts)
     image = reconstruct(scan, traj, opts, progress=progress)
-    image.meta = {**base_sidecar(inputs=[p for p in (scan_path, traj_path) if p is not None]), **image.meta}
+    image.meta = {**base_sidecar(inputs=inputs), **image.meta}
     image.meta["recon"]["trajectory"] = source
+    if scan.notes:  # what the reader repaired (zeroed samples)
+        image.meta["recon"]["input_repairs"] = dict(scan.notes)
     image.meta["recon"]["seconds"] = round(time.perf_counter() - t0, 3)
-    image.save(out_path)
-    if png:
-        arr = image.array if image.array.ndim == 3 else image.array[..., 0]
-        montage_png(sidecar_path(out_path).with_suffix(".png"), arr, title=f"{display_name(scan_path, 'scan')}: {opts.method}")
+    # image, sidecar and PNG appear together or not at all (a full disk leaves none of them)
+    with staged_outputs(folder, stem) as tmp:
+        image.save(tmp / out_path.name)
+        if png:
+            arr = image.array if image.array.ndim == 3 else image.array[..., 0]
+            montage_png(tmp / f"{stem}.png", arr, title=f"{display_name(scan_path, 'scan')}: {opts.method}")
+        tmp.commit(last=[sidecar_path(out_path).name, out_path.name])
     return out_path
 
 

@@ -19,7 +19,7 @@ from ..quant.images import METHOD, acquisition_for, quantify
 from ..quant.tsc import as_label_image, roi_stats
 from ..quant.vials import load_vials
 from ..report.figures import calibration_png, montage_png, tsc_png
-from .files import existing_file, nifti_stem
+from .files import existing_file, nifti_inputs, nifti_stem, refuse_overwriting_inputs, step_outputs
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,13 @@ def load_relaxation_config(path: str | os.PathLike | None) -> dict | None:
         return None
     try:
         cfg = json.loads(existing_file(path, "config").read_text())
-        return cfg.get("relaxation")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
-        raise InputError(f"cannot read config {path}: {exc}; expected {{\"relaxation\": {{...}}}}") from None
+        rel = cfg.get("relaxation")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, RecursionError) as exc:
+        raise InputError(f"cannot read config {path}: {type(exc).__name__}; expected {{\"relaxation\": {{...}}}}") from None
+    if rel is not None and (not isinstance(rel, dict) or not all(isinstance(v, dict) for v in rel.values())):
+        raise InputError(f"config {path}: 'relaxation' must be an object of presets {{name: {{t1_ms: ...}}}}, "
+                         f"got {str(rel)[:60]!r}")
+    return rel
 
 
 def _roi_tables(rows: list[dict]) -> tuple[str, str]:
@@ -66,12 +70,19 @@ def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vi
     opts = options or QuantOptions()
     out_path = Path(out_path)
     folder, stem = nifti_stem(out_path)
+    refuse_overwriting_inputs(
+        step_outputs(folder, stem, (out_path.name[len(stem):], ".json", "_sd.nii.gz", "_sd.json", "_roi.csv",
+                                    "_roi.json", "_vials.nii.gz", "_vials.json", ".png", "_calibration.png", "_b1.png")),
+        nifti_inputs([image_path, vials_path, vial_mask_path, b1_path, labels_path, receive_path, config_path]))
     relaxation = load_relaxation_config(config_path)
     vials = load_vials(vials_path, relaxation)
     image = Image.load(existing_file(image_path, "image"))
     inputs = {"vial_mask": (vial_mask_path, "vial mask"), "b1": (b1_path, "B1 map"),
               "labels": (labels_path, "label image"), "receive": (receive_path, "receive map")}
     maps = {k: Image.load(existing_file(p, what)) for k, (p, what) in inputs.items() if p is not None}
+    for k, m in maps.items():
+        if m.array.ndim == 4 and m.array.shape[3] > 1:
+            raise InputError(f"{inputs[k][1]} {inputs[k][0]} has {m.array.shape[3]} volumes: give one 3D volume")
     res = quantify(image, vials, opts, relaxation=relaxation, **maps)
     flip, tr, te, acq = acquisition_for(image, opts)
     _, missing = image.acquisition()

@@ -1,10 +1,13 @@
-"""Worker processes of a batch: thread limits, clean SIGTERM, the process-pool and Dask runners."""
+"""Worker processes of a batch: thread limits, clean SIGTERM, the end of workers whose parent
+died, the process-pool (restarted after a worker is killed) and Dask runners."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +36,43 @@ def failed(job_id: str, exc: BaseException) -> Result:
 _THREAD_VARS = ("NA23RECON_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def init_worker(threads: int, ignore_sigint: bool = True) -> None:
+PDEATHSIG_GRACE_S = 2.0
+
+
+def end_with_parent(expected_parent: int | None = None, sig: int = signal.SIGTERM, poll_s: float = 0.5) -> None:
+    """Make this process end when its parent does (a SIGKILLed batch must not leave workers).
+
+    On Linux the kernel sends `sig` when the parent dies (prctl PR_SET_PDEATHSIG; SIGTERM lets a
+    pool worker unwind and remove its temporary files); on every system a daemon thread polls
+    the parent's id and, once it changed, ends the process after a short grace period (also the
+    fallback when the signal cannot unwind a thread busy in compiled code). `expected_parent`:
+    the process id the parent had (if it is no longer our parent, it died before this ran)."""
+    parent = os.getppid()
+    if expected_parent is not None and parent != expected_parent:  # died before we got here
+        os._exit(128 + int(sig))
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        try:
+            os.kill(os.getpid(), sig)
+        except OSError:
+            pass
+        time.sleep(PDEATHSIG_GRACE_S)
+        os._exit(128 + int(sig))
+
+    threading.Thread(target=watch, name="na23recon-parent-watch", daemon=True).start()
+
+
+def init_worker(threads: int, ignore_sigint: bool = True, watch_parent: bool | int = True) -> None:
     """Limit a worker process's threads so that workers x threads fits the machine.
 
     The environment covers libraries loaded later; threadpoolctl caps the BLAS and OpenMP pools
@@ -44,6 +83,8 @@ def init_worker(threads: int, ignore_sigint: bool = True) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=threads)
+    if watch_parent is not False:  # True: any parent; an int: the parent's expected process id
+        end_with_parent(None if watch_parent is True else int(watch_parent))
     if ignore_sigint:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
         # the parent stops workers with SIGTERM: unwind so that temporary files are removed
@@ -75,25 +116,63 @@ def apply_thread_limit() -> None:
         pass
 
 
-def run_pool(run_job: Callable, jobs, outroot, options, w: int, t: int, record: Callable) -> None:
+def run_pool(run_job: Callable, jobs, outroot, options, w: int, t: int, record: Callable,
+             holder: Callable[[str], int | None] | None = None) -> None:
     """Run `run_job(job, outroot, options)` for every job on `w` spawned processes of `t` threads;
-    `record(result)` as each finishes. A dead worker is a failed result."""
+    `record(result)` as each finishes.
+
+    A worker that dies (SIGKILL, the OOM killer) breaks the pool: its job is recorded failed
+    ('worker died'), found by `holder(job_id)` (the process id the job wrote when it started)
+    among the dead workers; the pool is restarted and every other unfinished job is run again,
+    once. Without `holder`, or when no dead worker can be matched, every unfinished job is retried once.
+    """
+    from concurrent.futures.process import BrokenProcessPool
+
+    attempts: dict[str, int] = {}
+    todo = list(jobs)
+    while todo:
+        for j in todo:
+            attempts[j.id] = attempts.get(j.id, 0) + 1
+        unfinished, dead = _pool_round(run_job, todo, outroot, options, w, t, record)
+        if not unfinished:
+            return
+        died = {j.id for j in unfinished if holder is not None and holder(j.id) in dead}
+        todo = []
+        for j in unfinished:
+            if j.id in died or attempts[j.id] >= 2:
+                why = f"exit code {dead[holder(j.id)]}" if j.id in died else "the pool broke twice"
+                record(failed(j.id, BrokenProcessPool(f"the worker process ended abruptly ({why})")))
+            else:
+                todo.append(j)
+        if todo:
+            log.warning("batch: a worker died; restarting the pool for %d unfinished scan(s)", len(todo))
+
+
+def _pool_round(run_job: Callable, jobs, outroot, options, w: int, t: int, record: Callable):
+    """One process pool over `jobs`: returns (jobs left unfinished by a broken pool, {pid: exit
+    code} of the workers that died)."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     ctx = mp.get_context("spawn")  # numba's threading layer is not fork-safe
-    ex = ProcessPoolExecutor(max_workers=w, mp_context=ctx, initializer=init_worker, initargs=(t,))
-    futs = {}
+    ex = ProcessPoolExecutor(max_workers=min(w, len(jobs)), mp_context=ctx, initializer=init_worker,
+                             initargs=(t, True, os.getpid()))
+    procs: dict = {}
+    unfinished = []
     try:
         futs = {ex.submit(run_job, j, str(outroot), options): j for j in jobs}
         pending = set(futs)
         while pending:
+            procs.update(getattr(ex, "_processes", None) or {})
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             for f in done:
                 j = futs[f]
                 try:
                     record(f.result())
-                except Exception as exc:  # the worker died (killed, out of memory)
+                except BrokenProcessPool:
+                    unfinished.append(j)
+                except Exception as exc:  # the job could not be sent or its result not returned
                     record(failed(j.id, exc))
     except BaseException:
         procs = list(getattr(ex, "_processes", {}).values())
@@ -105,6 +184,13 @@ def run_pool(run_job: Callable, jobs, outroot, options, w: int, t: int, record: 
         ex.shutdown(wait=True, cancel_futures=True)
         raise
     ex.shutdown(wait=True)
+    # the workers that died; not those the broken pool itself stopped with SIGTERM afterwards
+    dead = {}
+    for pid, p in procs.items():
+        code = p.exitcode
+        if code is not None and code not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
+            dead[pid] = code
+    return unfinished, dead
 
 
 def run_dask(run_job: Callable, jobs, outroot, options, address: str, w: int, t: int, record: Callable) -> None:
@@ -129,7 +215,9 @@ def run_dask(run_job: Callable, jobs, outroot, options, address: str, w: int, t:
             raise InputError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     futs = []
     try:
-        client.run(init_worker, t, False)
+        # a LocalCluster's nannies run inside this process and its workers are our children: they
+        # end with this process; a remote cluster's workers are left alone
+        client.run(init_worker, t, False, os.getpid() if cluster is not None else False)
         futs = [client.submit(run_job, j, str(outroot), options, key=f"na23recon-{j.id}-{time.time_ns()}", pure=False)
                 for j in jobs]
         by_key = {f.key: j for f, j in zip(futs, jobs)}

@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 MAX_LABEL = 2 ** 24
 
 
+#: saturated NaCl at room temperature is about 6.1 M: no vial holds more sodium
+MAX_VIAL_MM = 6200.0
+
+
 @dataclass(frozen=True)
 class Vial:
     """One reference vial: its label (value in a vial mask), concentration (mM) and medium preset."""
@@ -64,9 +68,9 @@ def parse_vials(d: Mapping, config: Mapping | None = None) -> list[Vial]:
         if not isinstance(medium, str):
             raise InputError(f"vial {label}: medium must be a preset name, got {medium!r}")
         vial = Vial(label=label, concentration_mM=float(conc), medium=medium)
-        if not np.isfinite(vial.concentration_mM) or vial.concentration_mM < 0:
-            raise InputError(f"vial {vial.label}: concentration must be a finite number >= 0 mM, "
-                             f"got {vial.concentration_mM}")
+        if not np.isfinite(vial.concentration_mM) or not 0 <= vial.concentration_mM <= MAX_VIAL_MM:
+            raise InputError(f"vial {vial.label}: concentration must be a finite number in [0, {MAX_VIAL_MM:g}] mM "
+                             f"(saturated NaCl), got {vial.concentration_mM}")
         if vial.medium not in known:
             raise InputError(f"vial {vial.label}: unknown medium {vial.medium!r}; known: {', '.join(sorted(known))}")
         out.append(vial)
@@ -91,6 +95,8 @@ def load_vials(path: str | os.PathLike, config: Mapping | None = None) -> list[V
         raise InputError(f"cannot read vials file {p}: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"vials file {p} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InputError(f"vials file {p} nests too deeply to be a vials list") from None
     return parse_vials(d, config)
 
 

@@ -98,6 +98,10 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
     coord = used.coord(geom.fov_mm)
     image, info = reconstruct_arrays(ksp, coord, used.dcf, rshape, opts, noise=scan.noise,
                                      t_s=used.sample_times(), progress=progress)
+    bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+    if bad:  # never hand on (or write) an image that is not a number
+        raise InputError(f"the reconstructed image has {bad} non-finite voxel(s) of {np.size(image)}: "
+                         f"check the scan's samples and the trajectory")
     if dcf_source.startswith("uniform") and opts.method == "adjoint":
         # the adjoint scales weights to the disc the samples reach; Cartesian lines fill a square of
         # one cell per sample: undo that, so the image equals the FFT's

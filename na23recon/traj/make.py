@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.memory import check_fits
 from ..core.trajectory import Trajectory
 from ..errors import InputError
 from ..io.trajfile import save_traj
@@ -29,6 +30,10 @@ def generate(kind: str, matrix: int, fov_mm: float, **opts: Any) -> Trajectory:
     t from excitation and its `GradientDesign` as `design`; no DCF yet (`trajectory_dcf`).
     """
     opts = {k: v for k, v in opts.items() if v is not None}
+    if kind in KINDS and isinstance(matrix, int | float) and matrix > 0:
+        # at least pi N^2 / undersampling readouts of N/2 samples, k float64 (3) + dcf + t + work copies
+        spokes = np.pi * float(matrix) ** 2 / max(float(opts.get("undersampling", 1.0) or 1.0), 1e-3)
+        check_fits(spokes * float(matrix) / 2 * 3 * 8 * 4, f"a {kind} trajectory for matrix {matrix}")
     if kind == "radial":
 
         opts.pop("p", None)

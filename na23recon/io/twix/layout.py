@@ -208,3 +208,52 @@ def row_rank(rows: np.ndarray) -> np.ndarray:
             key = key * span[j] + (rows[:, j] - lo[j])
         return np.unique(key, return_inverse=True)[1].reshape(-1).astype(np.int64)
     return np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def counter_problems(cnt: np.ndarray, cell: np.ndarray, readout: np.ndarray) -> list[str]:
+    """Signs that the readout counters (not Rep/Ave/Eco) of a measurement are corrupted.
+
+    cnt: the image readouts' LineCounter array; cell: each readout's (rep, echo) cell; readout: its
+    index from `readout_keys`. Returned (one phrase each): a counter value far outside the range
+    the others span (a jump more than 8 times the usual step and above 16), a value that only a
+    handful of readouts carry while the others share a few values, readouts whose counters repeat
+    while the others' do not, and (rep, echo) cells holding different readout indices.
+    """
+    n = cnt.shape[0]
+    out = []
+    for k in _KEY_ORDER:
+        v = cnt[k].astype(np.int64)
+        u, c = np.unique(v, return_counts=True)
+        if u.size < 2 or (k == "Par" and int(cnt["Lin"].max()) == MAX_COUNTER - 1):
+            continue  # (Par: the writer's Lin overflow into Par leaves a short last Par)
+        gaps = np.diff(u)
+        big = np.flatnonzero(gaps > max(16.0, 8.0 * float(np.median(gaps))))
+        if big.size:
+            j = int(big[0])
+            out.append(f"{k} jumps from {int(u[j])} to {int(u[j + 1])}")
+            continue
+        rare = np.flatnonzero((8 * c < np.median(c)) & (c <= max(1, n // 100)))
+        if rare.size:
+            j = int(rare[0])
+            out.append(f"{k} = {int(u[j])} on {int(c[j])} of {n} readouts")
+    cols = np.stack([cnt[k].astype(np.int64) for k in _KEY_ORDER] + [cell], axis=1)
+    sizes = np.bincount(row_rank(cols))
+    if sizes.size and sizes.min() != sizes.max():
+        out.append(f"{int((sizes > sizes.min()).sum())} counter combination(s) repeat {int(sizes.max())} times, "
+                   f"others {int(sizes.min())}")
+    ncell = int(cell.max()) + 1 if n else 0
+    nro = int(readout.max()) + 1 if n else 0
+    if n and n != ncell * nro:
+        out.append(f"the (rep, echo) cells hold {n} readouts but {nro} distinct readout indices")
+    return out
+
+
+def acquisition_order(cell: np.ndarray) -> np.ndarray:
+    """Readout index = the order of appearance within each (rep, echo) cell."""
+    order = np.argsort(cell, kind="stable")
+    sc = cell[order]
+    first = np.r_[0, np.flatnonzero(np.diff(sc)) + 1]
+    start = np.repeat(first, np.diff(np.r_[first, sc.size]))
+    out = np.empty(cell.size, dtype=np.int64)
+    out[order] = np.arange(cell.size) - start
+    return out

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 
 from ...core.acquisition import SIDECAR_FIELDS
 from ...core.scan import Scan
 from ...errors import InputError
+from ..samples import check_samples
 from .header import Header, acquisition_from_header, decode_utf7, split_header
 from .layout import (
     VB_CHAN_HDR,
@@ -24,6 +26,8 @@ from .layout import (
     Layout,
     Measurement,
     Readouts,
+    acquisition_order,
+    counter_problems,
     image_mask,
     open_layout,
     readout_keys,
@@ -142,7 +146,8 @@ def _pick(lay: Layout, meas: int) -> Measurement:
         raise InputError(f"twix file has {len(lay.meas)} measurement(s), asked for number {meas}") from None
 
 
-def read_scan(path: str | os.PathLike, meas: int = -1, allow_nucleus: bool = False) -> Scan:
+def read_scan(path: str | os.PathLike, meas: int = -1, allow_nucleus: bool = False,
+              zero_bad_samples: bool = False) -> Scan:
     """Read one measurement of a Siemens twix file (VB or VD/VE) into a `Scan`.
 
     Parameters
@@ -150,6 +155,9 @@ def read_scan(path: str | os.PathLike, meas: int = -1, allow_nucleus: bool = Fal
     path : the .dat file.
     meas : measurement of a multi-raid file (default -1: the last, the image measurement).
     allow_nucleus : accept a nucleus other than 23Na (else InputError).
+    zero_bad_samples : set non-finite or absurdly large raw samples to 0 (with a warning; the
+        count is in `Scan.notes['bad_samples_zeroed']`) instead of refusing the file
+        (`na23recon.io.samples`).
 
     Returns
     -------
@@ -158,7 +166,11 @@ def read_scan(path: str | os.PathLike, meas: int = -1, allow_nucleus: bool = Fal
     `Acquisition` of the header (`header.acquisition_from_header`: unknown values None).
 
     Raises InputError (one line) for a missing, truncated or corrupted file, a header value
-    that is no number or impossible, a wrong nucleus, or a measurement without image readouts.
+    that is no number or impossible, a wrong nucleus, a measurement without image readouts,
+    Rep/Ave/Eco counters that split the readouts unevenly, or bad raw samples. Readout counters
+    that are out of line with the rest (`layout.counter_problems`: one far-off or rare value,
+    repeated combinations, cells that disagree) are replaced by the acquisition order within each
+    (rep, echo) cell, with the warning 'twix: readout counters inconsistent'.
     """
     lay = open_layout(path)
     m = _pick(lay, meas)
@@ -168,6 +180,7 @@ def read_scan(path: str | os.PathLike, meas: int = -1, allow_nucleus: bool = Fal
         raise InputError(f"scan nucleus is {acq.nucleus or 'not given'!r}, expected {SUPPORTED_NUCLEUS!r} "
                          f"(use --allow-nucleus / allow_nucleus=True to read it anyway): {path}")
     ro = walk(lay, m, hdr_len)
+    _check_scan_counter(ro, path)
     image, noise = image_mask(ro.mdh)
     if not image.any():
         raise InputError(f"twix measurement {m.index} has no image readouts ({ro.pos.size} readouts, "
@@ -183,22 +196,42 @@ def read_scan(path: str | os.PathLike, meas: int = -1, allow_nucleus: bool = Fal
                          f"{nch_all.min()}..{nch_all.max()} channels")
     ns, nch = int(ns_all[0]), int(nch_all[0])
     rep, eco, rdo, nrep, _nave = readout_keys(img["Counter"])
-    necho, nro = int(eco.max()) + 1, int(rdo.max()) + 1
-    nimg = int(image.sum())
-    if nrep * necho * nro > 2 * nimg + 1024:
-        raise InputError(f"readout counters do not form a grid: {nimg} image readouts spread over "
-                         f"{nrep} repetitions x {necho} echoes x {nro} readouts")
-    filled = nrep * necho * nro
-    # every cell gets exactly one readout when the grid is complete: no need to zero it first
-    data = (np.empty if nimg == filled else np.zeros)((nrep, necho, nch, nro, ns), dtype=np.complex64)
+    necho = int(eco.max()) + 1
+    cell = rep * necho + eco
+    per_cell = np.bincount(cell, minlength=nrep * necho)
+    if per_cell.min() != per_cell.max():
+        raise InputError(f"corrupted twix readout counters: {nrep} repetition(s)/average(s) x {necho} echo(es) "
+                         f"hold {per_cell.min()}..{per_cell.max()} readouts each (Rep, Ave or Eco counter "
+                         f"out of line): {path}")
+    problems = counter_problems(img["Counter"], cell, rdo)
+    if problems:
+        log.warning("twix: readout counters inconsistent (%s); readouts taken in acquisition order: %s",
+                    "; ".join(problems), path)
+        rdo = acquisition_order(cell)
+    nro = int(rdo.max()) + 1
+    data = np.empty((nrep, necho, nch, nro, ns), dtype=np.complex64)  # a complete grid: every cell filled
     _gather(lay, ro.pos[image], nch, ns, data, (rep, eco, rdo))
-    if nimg != filled:
-        log.warning("twix: %d of %d (rep, echo, readout) cells have no readout; left zero",
-                    filled - nimg, filled)
+    notes = {}
+    zeroed = check_samples(data, f"twix {Path(path).name}", ("rep", "echo", "coil", "readout", "sample"),
+                           zero=zero_bad_samples)
+    if zeroed:
+        notes["bad_samples_zeroed"] = zeroed
     nz = _read_noise(lay, m, ro, noise, nch)
     if acq.coil_names and len(acq.coil_names) != nch:
         log.warning("twix: header names %d coil elements, readouts have %d channels", len(acq.coil_names), nch)
-    return Scan(data=data, acquisition=acq, noise=nz)
+    return Scan(data=data, acquisition=acq, noise=nz, notes=notes)
+
+
+def _check_scan_counter(ro: Readouts, path) -> None:
+    """The scanner numbers its readouts 1, 2, 3, ... (ScanCounter): headers read from shifted or
+    overwritten bytes break that sequence. More than a few breaks (1% of the readouts): refuse."""
+    sc = ro.mdh["ScanCounter"].astype(np.int64)
+    if sc.size < 2:
+        return
+    brk = np.flatnonzero(np.diff(sc) != 1)
+    if brk.size > max(2, sc.size // 100):
+        raise InputError(f"corrupted twix readout headers: the scan counter breaks its sequence {brk.size} times "
+                         f"in {sc.size} readouts, first after byte {int(ro.pos[brk[0]])}: {path}")
 
 
 def _read_noise(lay: Layout, m: Measurement, ro: Readouts, noise: np.ndarray, nch: int):
