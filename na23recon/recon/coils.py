@@ -148,7 +148,7 @@ def estimate_noise(kspace: np.ndarray, coord: np.ndarray, noise: np.ndarray | No
         sd, sd_from = float(np.sqrt(ev_out[0] / 2)), "least outer eigenvalue (upper bound: holds signal)"
     why = (f"the outer k-space holds signal: its coil covariance grows towards the centre in {nsig} of {nc} "
            f"directions (log mu {np.log(mu.max()):.2f} > {thr:.2f}); no noise-adjust scan to whiten with")
-    log.warning("no prewhitening: %s", why)
+    (log.warning if nc > 1 else log.info)("no prewhitening: %s", why)  # one coil: whitening is a scale
     return NoiseEstimate(None, sd, src, why, {**details, "signal_directions": nsig, "sd_from": sd_from})
 
 

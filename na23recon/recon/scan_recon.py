@@ -1,7 +1,8 @@
 """Reconstruct a `Scan` with its `Trajectory` into an `Image`: the reconstruction's public entry.
 
 Chooses the data (echoes, one repetition or the k-space mean of all), the matrix (below the
-acquired one, the samples beyond the new k-space edge are dropped), the density compensation
+acquired one, the samples beyond the new k-space edge are dropped; above it, the image is
+interpolated: a logged warning and `recon.interpolated` in the sidecar), the density compensation
 (the trajectory's, else the radial shell volumes), runs `recon.app.reconstruct_arrays` and puts
 the result on the scan's geometry with a sidecar that says what was done.
 """
@@ -53,6 +54,13 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
         raise InputError(f"matrix must be between {MIN_MATRIX} and {MAX_MATRIX}, got {n}")
     shape = (n, n, n)
     traj.check_reach(geom.fov_mm, base)
+    interpolated = None
+    if n > base:  # no sample lies beyond the acquired edge: a finer grid interpolates, it does not resolve
+        interpolated = {"acquired_matrix": base, "factor": round(n / base, 4),
+                        "note": "matrix above the acquired resolution: k-space zero-filled beyond its edge "
+                                "(sinc interpolation), voxels smaller than the resolution"}
+        log.warning("--matrix %d is above the acquired matrix %d: the image is interpolated (%.2fx), not finer",
+                    n, base, n / base)
     dcf_source = "trajectory file" if traj.dcf is not None else "radial shell volumes (|k|^2 dk)"
     if traj.dcf is None:
         traj = traj.with_dcf(dcf_radial_shells(traj.coord(geom.fov_mm)))
@@ -83,6 +91,7 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
             "samples_used": int(coord.size // coord.shape[-1]), "dcf": dcf_source, "ncoil_scan": scan.ncoil,
             "repetitions": {"in_scan": nrep, "used": [opts.rep] if opts.rep is not None else list(range(nrep)),
                             "combined": "single" if opts.rep is not None or nrep == 1 else "k-space mean"},
+            **({"interpolated": interpolated} if interpolated else {}),
             "options": opts.to_dict(),
             "seconds": round(time.perf_counter() - t0, 3),
         },
