@@ -24,15 +24,28 @@ B1_FITS = ("poly", "smooth", "none")
 TRAJ_UNITS = ("per_m", "kmax", "kmax_half")
 MAX_POLY_ORDER = 6
 
-# CS: lambda relative to the image noise SD. 0.5 measured on the brain phantom (matrix 64, full
-# radial, TSC calibrated on the 20 mm vials): CS-TV NRMSE 0.215 -> 0.146 (SNR 10), 0.114 -> 0.096
-# (SNR 20), 0.073 -> 0.081 (SNR 40) and GM/WM TSC bias +33/+45% -> +7/+9% (SNR 10), +5/+9% ->
-# 0/+1% (SNR 40) against 1.0; larger lambdas shrink the small vials' contrast and bias TSC up.
-# CS-wavelet at 0.5: GM/WM bias +16/+18% -> +3/+4% at SNR 10 for NRMSE 0.222 -> 0.238.
-# CG: Tikhonov weight relative to ||E^H W E|| ~ 1; 0.1 measured best on the brain phantom at SNR
-# 10 and 40 (NRMSE after a linear fit 0.36 -> 0.25 at SNR 10, 0.15 -> 0.12 at SNR 40 vs 0).
-DEFAULT_LAM = {"cg": 0.1, "cs-tv": 0.5, "cs-wavelet": 0.5}
-DEFAULT_ITERS = {"cg": 15, "cs-tv": 30, "cs-wavelet": 30}
+# Defaults from scripts/sweep_defaults.py: single-coil brain phantom, matrix 48 (64 was too slow on
+# the shared cores), full sampling, seed 0, radial / DA-radial / TPI x SNR 10, 20, 40; NRMSE of TSC
+# over the head (vial calibration) against the adjoint's 0.262/0.154/0.116 (radial), 0.259/0.160/
+# 0.121 (DA-radial), 0.229/0.148/0.119 (TPI) at SNR 10/20/40; bias = GM/WM TSC bias.
+# CS: lambda relative to the image noise SD. CS-TV 0.35: NRMSE 0.013-0.078 below the adjoint on all
+# nine, GM/WM bias at most +10/+12% (radial SNR 10), +7/+13% (TPI SNR 10), -3/-4% (DA-radial); 0.5
+# is 0.008 lower in NRMSE on average but biases TSC up to +16/+20% (radial) and +15/+23% (TPI) at
+# SNR 10 (larger lambdas shrink the small vials' contrast), 1.0 loses to the adjoint at SNR 10.
+# CS-wavelet 0.5 with 10 iterations: 0.006-0.044 below the adjoint on all nine, GM/WM bias at most
+# +11/+12% (radial SNR 10); at 30 iterations every lambda of 0.1-4 loses to the adjoint on radial
+# (0.5: +0.018/+0.023/+0.019) as the iterates approach the noisier weighted least-squares solution.
+# CG: Tikhonov weight relative to ||E^H W E|| ~ 1. 3: within -0.003..+0.002 of the adjoint
+# everywhere (it approaches the adjoint as the weight grows: 0.1 was +0.032 on DA-radial SNR 10,
+# 10 is +0.0003..+0.0008 there); no weight beats the DCF adjoint on fully sampled DA-radial with one
+# coil. On the 8-coil 3.5x undersampled radial case (tests/_multicoil.py, matrix 32) CG 3 gives
+# image NRMSE 0.320 (SNR 10) and 0.266 (SNR 40) against the adjoint's 0.571 and 0.349 (10: 0.325,
+# 0.284; 1: 0.322, 0.248). CG converges in 5 iterations at these weights (15 gives the same).
+# CG with the decay-aware model ("cg+decay") keeps 0.1: the weight that undoes the T2* blur (8-coil
+# case, T2* 4 ms over a 3.9 ms readout, SNR 200: NRMSE against the decay-free recon 0.083 at 0.1,
+# 0.151 at 0.3, 0.219 at 1, 0.255 at 3, plain CG 0.18); not swept at SNR 10-40.
+DEFAULT_LAM = {"cg": 3.0, "cg+decay": 0.1, "cs-tv": 0.35, "cs-wavelet": 0.5}
+DEFAULT_ITERS = {"cg": 15, "cs-tv": 30, "cs-wavelet": 10}
 
 
 def opt(default: Any, help: str, *, kind: str, choices: tuple | None = None, metavar: str | None = None,
@@ -205,8 +218,9 @@ class ReconOptions(_Options):
     matrix: int | None = opt(None, "matrix N (below the acquired one the samples beyond its edge are dropped)",
                              kind="int", default_text="the scan's", metavar="N")
     lam: float | None = opt(None, "regularisation relative to the image noise SD (cs-*), Tikhonov weight (cg)",
-                            kind="float", default_text="cg 0.1, cs-* 0.5")
-    iters: int | None = opt(None, "maximum iterations", kind="int", default_text="cg 15, cs-* 30")
+                            kind="float", default_text=", ".join(f"{k} {v:g}" for k, v in DEFAULT_LAM.items()))
+    iters: int | None = opt(None, "maximum iterations", kind="int",
+                            default_text=", ".join(f"{k} {v}" for k, v in DEFAULT_ITERS.items()))
     tol: float = opt(1e-4, "stopping tolerance (CG: relative residual; CS: relative image change)", kind="float")
     eps: float = opt(1e-3, "NUFFT tolerance", kind="float")
     coil_compress: int | None = opt(None, "SVD-compress to N virtual coils", kind="int", metavar="N",
@@ -253,7 +267,10 @@ class ReconOptions(_Options):
     @property
     def lam_value(self) -> float:
         """lambda in force (the method's default when not given); 0 for the adjoint."""
-        return float(self.lam) if self.lam is not None else DEFAULT_LAM.get(self.method, 0.0)
+        if self.lam is not None:
+            return float(self.lam)
+        decay = f"{self.method}+decay"
+        return DEFAULT_LAM[decay] if self.t2s_ms is not None and decay in DEFAULT_LAM else DEFAULT_LAM.get(self.method, 0.0)
 
     @property
     def iters_value(self) -> int:

@@ -38,7 +38,8 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
             noise SD (CS) or the Tikhonov weight relative to ||E^H W E|| ~ 1 (cg); coil
             compression, combination ('adaptive': Walsh et al., MRM 2000) and maps ('espirit':
             Uecker et al., MRM 2014); T2* of the decay-aware model; NUFFT tolerance eps.
-        noise: (ncoil, n) noise-adjust samples; None: estimated from the outer 10% of k-space.
+        noise: (ncoil, n) noise-adjust samples; None: `coils.estimate_noise` from the outer k-space,
+            checked for signal (no whitening when it holds signal).
         t_s: (nsample,) or (nreadout, nsample) sample times in s from the echo (decay model).
 
     Returns:
@@ -56,19 +57,13 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
     shape = tuple(int(s) for s in shape)
     info: dict = {"method": method, "ncoil_in": int(ksp.shape[1])}
 
-    # noise and prewhitening (one matrix for all echoes)
-    if noise is not None and np.asarray(noise).shape[0] == ksp.shape[1] and np.asarray(noise).shape[1] >= 2 * ksp.shape[1]:
-        samples, source = np.asarray(noise), "noise-adjust scan"
-    else:
-        samples, source = coils.noise_from_outer_kspace(ksp[0], coord), "outer 10% of k-space"
-    try:
-        wmat, noise_sd = coils.whitening_matrix(coils.noise_covariance(samples))
-        info["noise"] = {"source": source, "sd": float(noise_sd), "prewhitened": True}
+    # noise and prewhitening (one matrix for all echoes), only from samples that hold noise
+    est = coils.estimate_noise(ksp[0], coord, noise=noise)
+    noise_sd = est.sd
+    if est.psi is not None:
+        wmat, noise_sd = coils.whitening_matrix(est.psi)
         ksp = np.stack([coils.prewhiten(k, wmat) for k in ksp])
-    except InputError as exc:  # noiseless or degenerate data: go on unwhitened, say so
-        noise_sd = float(np.sqrt(np.mean(np.abs(samples) ** 2) / 2)) or 1e-12
-        info["noise"] = {"source": source, "sd": noise_sd, "prewhitened": False, "why": str(exc)}
-        log.warning("no prewhitening: %s", exc)
+    info["noise"] = est.sidecar()
     if opts.coil_compress is not None:
         if opts.coil_compress > ksp.shape[1]:
             raise InputError(f"--coil-compress {opts.coil_compress} but the scan has {ksp.shape[1]} coils")

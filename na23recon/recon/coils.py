@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
+from scipy import linalg, ndimage
 
 from ..errors import InputError
 from ..nufft import Nufft
 
 log = logging.getLogger(__name__)
 
-__all__ = ["sum_of_squares", "noise_covariance", "noise_from_outer_kspace", "whitening_matrix", "prewhiten",
+__all__ = ["sum_of_squares", "noise_covariance", "noise_from_outer_kspace", "NoiseEstimate", "estimate_noise",
+           "whitening_matrix", "prewhiten",
            "coil_compress", "calibration_images", "walsh_maps", "espirit_maps", "resample_maps",
            "estimate_maps", "combine"]
 
@@ -51,6 +53,103 @@ def noise_from_outer_kspace(kspace: np.ndarray, coord: np.ndarray, fraction: flo
     r = np.sqrt(np.sum(np.asarray(coord, np.float64) ** 2, axis=-1))
     sel = r >= (1.0 - fraction) * r.max()
     return np.asarray(kspace)[:, sel]
+
+
+@dataclass
+class NoiseEstimate:
+    """Coil noise of a scan: `psi` the covariance to whiten with (None: do not whiten), `sd` the
+    noise SD per real/imaginary part (mean over channels), where it came from and why (sidecar)."""
+    psi: np.ndarray | None
+    sd: float
+    source: str
+    why: str | None = None
+    details: dict = field(default_factory=dict)
+
+    def sidecar(self) -> dict:
+        out = {"source": self.source, "sd": float(self.sd), "prewhitened": self.psi is not None}
+        if self.why:
+            out["why"] = self.why
+        return {**out, **self.details}
+
+
+def _shells(coord: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices of the outermost `fraction` of the samples by |k| and of an inner band, the
+    samples ranked 6 to 10 times `fraction` from the edge (|k| ~ 0.5-0.7 kmax on radial, where
+    the object's signal is several times that at the edge)."""
+    r = np.sqrt(np.sum(np.asarray(coord, np.float64) ** 2, axis=-1)).ravel()
+    order = np.argsort(r, kind="stable")[::-1]
+    m = max(int(round(fraction * r.size)), 1)
+    return order[:m], order[6 * m:10 * m]
+
+
+def estimate_noise(kspace: np.ndarray, coord: np.ndarray, noise: np.ndarray | None = None,
+                   fraction: float = 0.05, k_sigma: float = 2.0) -> NoiseEstimate:
+    """Coil noise covariance from samples that hold noise only, or no whitening.
+
+    1. Noise-adjust samples (ncoil, n), when given: their covariance.
+    2. Otherwise the outermost `fraction` of the samples by |k|, but only after checking that
+       they hold no signal: white receiver noise is the same at every |k| while the object's
+       signal falls with |k|, so a shell further in (`_shells`) must have the same covariance.
+       The generalised eigenvalues mu of (Psi_inner, Psi_outer) are then 1 up to sampling
+       error; for complex Gaussian samples (n per shell, p coils) the sample eigenvalues stay
+       within (1 +- sqrt(p/n))^2 of the truth (Marchenko & Pastur, Math USSR-Sb 1967), so
+       log mu_max > k_sigma (sqrt(p/n_out) + sqrt(p/n_in)) is taken as signal that grows
+       towards the k-space centre, correlated between coils.
+    3. Signal found (or no noise at all: noiseless data): no whitening (whitening with signal
+       reshapes the combined image), a logged warning and the reason in the sidecar. The SD for
+       the regularisation scale is then the mean of the outer shell's eigenvalues outside the
+       signal directions (the count of mu above the threshold), or, with no such direction left,
+       the least eigenvalue, an upper bound (signal adds to it; with one coil the shell's level).
+    """
+    y = np.asarray(kspace)
+    nc = y.shape[0]
+    if noise is not None:
+        nz = np.asarray(noise)
+        if nz.ndim == 2 and nz.shape[0] == nc and nz.shape[1] >= 2 * nc:
+            try:
+                psi = noise_covariance(nz)
+                whitening_matrix(psi)
+            except InputError as exc:  # a dead channel or no noise: go on unwhitened, say so
+                log.warning("no prewhitening: %s", exc)
+                sd = float(np.sqrt(np.mean(np.abs(nz) ** 2) / 2)) or 1e-12
+                return NoiseEstimate(None, sd, "noise-adjust scan", str(exc))
+            return NoiseEstimate(psi, float(np.sqrt(np.mean(np.diag(psi).real) / 2)), "noise-adjust scan")
+        log.warning("noise-adjust samples of shape %s do not fit %d coils: not used", nz.shape, nc)
+    flat = y.reshape(nc, -1)
+    outer, inner = _shells(coord, fraction)
+    if outer.size < 4 * nc or inner.size < 4 * nc:
+        why = f"too few samples ({outer.size}) in the outer k-space for a {nc}-coil noise estimate"
+        xo = flat[:, outer].astype(np.complex128)
+        sd = float(np.sqrt(np.mean(np.abs(xo) ** 2) / 2))
+        log.warning("no prewhitening: %s", why)
+        return NoiseEstimate(None, sd, "outer k-space (upper bound)", why)
+    xo, xi = flat[:, outer].astype(np.complex128), flat[:, inner].astype(np.complex128)
+    p_out, p_in = xo @ xo.conj().T / xo.shape[1], xi @ xi.conj().T / xi.shape[1]
+    ev_out = np.linalg.eigvalsh(p_out)
+    thr = k_sigma * (np.sqrt(nc / xo.shape[1]) + np.sqrt(nc / xi.shape[1]))
+    details = {"outer_samples": int(xo.shape[1]), "inner_samples": int(xi.shape[1]),
+               "log_mu_threshold": round(float(thr), 4)}
+    src = f"outermost {100 * fraction:g}% of k-space samples"
+    if ev_out[-1] <= 0 or ev_out[0] <= 1e-9 * ev_out[-1]:
+        why = "the outer k-space samples hold no noise in some coil combination (noiseless or degenerate data)"
+        sd = float(np.sqrt(max(ev_out[0], 0.0) / 2)) or 1e-12
+        log.warning("no prewhitening: %s", why)
+        return NoiseEstimate(None, sd, src, why, {**details, "sd_from": "least outer eigenvalue"})
+    mu = linalg.eigh(p_in, p_out, eigvals_only=True)
+    nsig = int(np.sum(np.log(np.maximum(mu, 1e-30)) > thr))
+    details["log_mu_max"] = round(float(np.log(mu.max())), 4)
+    if nsig == 0:
+        psi = noise_covariance(xo)
+        return NoiseEstimate(psi, float(np.sqrt(np.mean(np.diag(psi).real) / 2)), src + " (checked: no signal)",
+                             None, details)
+    if nsig < nc:
+        sd, sd_from = float(np.sqrt(np.mean(ev_out[: nc - nsig]) / 2)), f"{nc - nsig} noise-only directions"
+    else:  # noise is at most the least eigenvalue (with one coil: the shell's level)
+        sd, sd_from = float(np.sqrt(ev_out[0] / 2)), "least outer eigenvalue (upper bound: holds signal)"
+    why = (f"the outer k-space holds signal: its coil covariance grows towards the centre in {nsig} of {nc} "
+           f"directions (log mu {np.log(mu.max()):.2f} > {thr:.2f}); no noise-adjust scan to whiten with")
+    (log.warning if nc > 1 else log.info)("no prewhitening: %s", why)  # one coil: whitening is a scale
+    return NoiseEstimate(None, sd, src, why, {**details, "signal_directions": nsig, "sd_from": sd_from})
 
 
 def whitening_matrix(psi: np.ndarray) -> tuple[np.ndarray, float]:

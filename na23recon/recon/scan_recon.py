@@ -3,8 +3,10 @@
 Chooses the data (echoes, one repetition or the k-space mean of all), the layout (`recon.layout`:
 a 2D slice when kz = 0, a stack of planes when kz sits on Cartesian partitions, else 3D), the
 matrix per axis from the protocol (below the acquired one, the samples beyond the new k-space
-edge are dropped), the density compensation (the trajectory's, else `layout.default_dcf`), runs
-`recon.app.reconstruct_arrays` and puts the result on the scan's geometry with a sidecar that says what was done.
+edge are dropped; above it, the image is interpolated: a logged warning and `recon.interpolated`
+in the sidecar), the density compensation (the trajectory's, else `layout.default_dcf`), runs
+`recon.app.reconstruct_arrays` and puts the result on the scan's geometry with a sidecar that
+says what was done.
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
     if not MIN_MATRIX <= n <= MAX_MATRIX:
         raise InputError(f"matrix must be between {MIN_MATRIX} and {MAX_MATRIX}, got {n}")
     traj.check_reach(geom.fov_mm, base)
+    interpolated = None
+    if n > base:  # no sample lies beyond the acquired edge: a finer grid interpolates, it does not resolve
+        interpolated = {"acquired_matrix": base, "factor": round(n / base, 4),
+                        "note": "matrix above the acquired resolution: k-space zero-filled beyond its edge "
+                                "(sinc interpolation), voxels smaller than the resolution"}
+        log.warning("--matrix %d is above the acquired matrix %d: the image is interpolated (%.2fx), not finer",
+                    n, base, n / base)
     layout = kspace_layout(traj.coord(geom.fov_mm))
     # the protocol's matrix per axis; --matrix sets the read axis and scales the other in-plane one
     nx, ny = n, max(1, int(round(geom.matrix[1] * n / base)))
@@ -115,6 +124,7 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
             "samples_used": int(coord.size // coord.shape[-1]), "dcf": dcf_source, "ncoil_scan": scan.ncoil,
             "repetitions": {"in_scan": nrep, "used": [opts.rep] if opts.rep is not None else list(range(nrep)),
                             "combined": "single" if opts.rep is not None or nrep == 1 else "k-space mean"},
+            **({"interpolated": interpolated} if interpolated else {}),
             "options": opts.to_dict(),
             "seconds": round(time.perf_counter() - t0, 3),
         },
