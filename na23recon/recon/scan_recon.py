@@ -52,6 +52,8 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
     acq = scan.acquisition
     if acq.geometry is None:
         raise InputError("the scan's header gives no field of view / matrix: cannot place the image")
+    if scan.nslices > 1 and traj.nreadout == scan.nreadout:
+        traj = _one_slice(traj, scan.nslices)
     scan.check_trajectory(traj)
     geom = acq.geometry
     base = int(geom.matrix[0])
@@ -129,3 +131,18 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
         },
     }
     return Image(image, geom.affine(shape), meta)
+
+
+def _one_slice(traj: Trajectory, nsl: int) -> Trajectory:
+    """The first slice's part of a trajectory given for every slice of a multi-slice scan (a .seq
+    lists every slice's readouts); InputError unless every slice has the same k."""
+    n = traj.nreadout // nsl
+    k = traj.k.reshape(nsl, n, *traj.k.shape[1:])
+    if traj.nreadout % nsl or np.max(np.abs(k - k[:1])) > 1e-6 * max(float(np.abs(k).max()), 1e-12):
+        raise InputError(f"the trajectory lists {traj.nreadout} readouts for {nsl} slices, which do not all "
+                         "have the same k: give one slice's trajectory")
+
+    def cut(a):
+        return a[:n] if a is not None and a.ndim == 2 and a.shape[0] == traj.nreadout else a
+
+    return replace(traj, k=traj.k[:n], t=cut(traj.t), dcf=cut(traj.dcf), design=None)
