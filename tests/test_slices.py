@@ -106,6 +106,17 @@ def test_multislice_2d_twix_reconstructs_each_slice_in_place(tmp_path, capsys):
     assert max(abs(v) for e in errs for v in e.values()) < 0.03
     # a trajectory listing every slice's readouts (as a .seq does) gives the same image
     assert np.array_equal(reconstruct(back, Trajectory(k=np.concatenate([k3] * 3))).array, img.array)
+    # the command line writes the same (N, N, 3) volume on the same affine
+    from na23recon.cli import main
+    from na23recon.core import Image
+    from na23recon.io.trajfile import save_traj
+
+    save_traj(tmp_path / "t.npz", Trajectory(k=k3))
+    out = tmp_path / "ms.nii.gz"
+    assert main(["recon", str(tmp_path / "ms.dat"), "--traj", str(tmp_path / "t.npz"), "-o", str(out), "--no-png"]) == 0
+    cli = Image.load(out)
+    assert cli.array.shape == (N, N, 3) and np.allclose(cli.affine, aff, atol=1e-4)
+    assert np.allclose(cli.array, img.array, rtol=1e-5, atol=1e-5 * img.array.max())
     # another slice's pattern does not fit: the slices are told apart
     wrong = _disc_means(img.array[:, :, 0], _phantom(SHIFT_X[order[1]]), N, vox)
     werr = max(abs(v) for v in _calibrated_errors([wrong], truth, line)[0][0].values())
