@@ -128,6 +128,9 @@ class Geometry:
         (sNormal + dInPlaneRot, nothing to check them against), 'header+mdh' (the header, equal
         to the readouts' MDH quaternion within `ORIENTATION_TOL`), 'mdh' (the readouts'
         quaternion, which the header disagreed with); None for a geometry made in code.
+    slice_positions_mm: the centre (LPS, mm) of each slice of a multi-slice 2D acquisition, in
+        the order of the twix `Sli` counter (Siemens sSliceArray.asSlice[i].sPosition); empty for
+        one slice or a 3D slab. The image stacks them along z in their order along the normal.
 
     Invalid values (non-finite, FOV outside 0.01-5000 mm, matrix < 1, no normal direction,
     unknown patient position) raise InputError when the object is made, so no affine with a
@@ -141,6 +144,7 @@ class Geometry:
     inplane_rot_rad: float = 0.0
     patient_position: str = "HFS"
     orientation_source: str | None = field(default=None, compare=False)
+    slice_positions_mm: tuple[tuple[float, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         fov = _triple(self.fov_mm, "FOV (mm)")
@@ -165,6 +169,32 @@ class Geometry:
         object.__setattr__(self, "position_mm", pos)
         object.__setattr__(self, "normal", nrm)
         object.__setattr__(self, "inplane_rot_rad", rot)
+        slices = tuple(_triple(p, "slice position (mm)") for p in self.slice_positions_mm)
+        object.__setattr__(self, "slice_positions_mm", slices if len(slices) > 1 else ())
+
+    @property
+    def nslices(self) -> int:
+        """Number of 2D slices (1 for a single slice or a 3D slab)."""
+        return max(1, len(self.slice_positions_mm))
+
+    def slice_order(self) -> np.ndarray:
+        """Indices of the slices (Sli counter values) in their order along the normal: image z."""
+        if not self.slice_positions_mm:
+            return np.zeros(1, dtype=np.int64)
+        n = np.asarray(self.normal, dtype=np.float64)
+        d = np.asarray(self.slice_positions_mm) @ (n / np.linalg.norm(n))
+        return np.argsort(d, kind="stable")
+
+    def slice_step_mm(self) -> np.ndarray:
+        """LPS vector from one slice to the next along image z (multi-slice only; InputError unless
+        the slices are equally spaced on one line)."""
+        pos = np.asarray(self.slice_positions_mm, dtype=np.float64)[self.slice_order()]
+        steps = np.diff(pos, axis=0)
+        step = steps.mean(axis=0)
+        if np.max(np.abs(steps - step)) > 1e-3 * max(1.0, float(np.linalg.norm(step))) or np.linalg.norm(step) < 1e-6:
+            raise InputError("multi-slice scan: the slices are not equally spaced on one line "
+                             f"(positions {pos.round(3).tolist()} mm); a NIfTI volume cannot hold them")
+        return step
 
     def rotation_lps(self) -> np.ndarray:
         """3x3 float64 matrix whose columns are the image axes (read, phase, slice) in LPS."""
@@ -176,6 +206,8 @@ class Geometry:
 
         matrix: the reconstructed matrix (default `self.matrix`; an int means isotropic). Voxel
         size is fov_mm / matrix; voxel matrix // 2 (the FFT/NUFFT centre) lies at position_mm.
+        Multi-slice (matrix z = nslices > 1): the third column is the step between slice centres
+        (`slice_step_mm`) and voxel (mx // 2, my // 2, 0) lies at the first slice's centre.
         """
         if matrix is None:
             matrix = self.matrix
@@ -188,6 +220,10 @@ class Geometry:
         aff = np.eye(4)
         aff[:3, :3] = rot
         aff[:3, 3] = centre - rot @ np.floor(m / 2)
+        if self.nslices > 1 and int(m[2]) == self.nslices:
+            first = np.asarray(self.slice_positions_mm[int(self.slice_order()[0])], dtype=np.float64)
+            aff[:3, 2] = LPS_TO_RAS @ self.slice_step_mm()
+            aff[:3, 3] = LPS_TO_RAS @ first - rot[:, :2] @ np.floor(m[:2] / 2)
         return aff
 
     @classmethod
@@ -215,7 +251,9 @@ class Geometry:
         """JSON-ready fields."""
         return {"fov_mm": list(self.fov_mm), "matrix": list(self.matrix), "position_mm": list(self.position_mm),
                 "normal": list(self.normal), "inplane_rot_rad": self.inplane_rot_rad,
-                "patient_position": self.patient_position, "orientation_source": self.orientation_source}
+                "patient_position": self.patient_position, "orientation_source": self.orientation_source,
+                **({"slice_positions_mm": [list(p) for p in self.slice_positions_mm]}
+                   if self.slice_positions_mm else {})}
 
 
 def pcs_to_device(patient_position: str) -> np.ndarray:

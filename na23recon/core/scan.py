@@ -8,6 +8,9 @@ reconstruction agree:
 
 `nreadout` is the readout (spoke / projection) index in acquisition order, which is the order of
 the trajectory file's first axis; `nsample` is the ADC sample index along one readout.
+A multi-slice 2D scan (`Geometry.slice_positions_mm`, twix `Sli` counter) folds its slices into
+the readout axis, slice-major: readout r of slice s is index s * (nreadout // nslices) + r, and
+its trajectory is one slice's (nreadout // nslices, nsample).
 """
 
 from __future__ import annotations
@@ -67,8 +70,20 @@ class Scan:
     def necho(self) -> int:
         return self.data.shape[1]
 
+    @property
+    def nslices(self) -> int:
+        """Number of 2D slices folded into the readout axis (1 unless the geometry lists several)."""
+        geo = self.acquisition.geometry
+        return 1 if geo is None else geo.nslices
+
     def check_trajectory(self, traj) -> None:
-        """InputError unless `traj` (a `Trajectory`) has this scan's (nreadout, nsample)."""
+        """InputError unless `traj` (a `Trajectory`) has this scan's (nreadout, nsample), per slice."""
+        nsl = self.nslices
+        if nsl > 1:
+            if self.nreadout % nsl or traj.shape != (self.nreadout // nsl, self.nsample):
+                raise InputError(f"trajectory has {traj.shape[0]} readouts x {traj.shape[1]} samples but the scan has "
+                                 f"{self.nslices} slices of {self.nreadout / nsl:g} readouts x {self.nsample} samples")
+            return
         if traj.shape != (self.nreadout, self.nsample):
             raise InputError(f"trajectory has {traj.shape[0]} readouts x {traj.shape[1]} samples but the scan has "
                              f"{self.nreadout} readouts x {self.nsample} samples")

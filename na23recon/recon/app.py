@@ -19,6 +19,7 @@ from . import coils
 from .adjoint import adjoint_recon
 from .operators import make_nufft
 from .solvers import SenseProblem, cg_sense, cs_tv, cs_wavelet, decay_weights
+from .stack import StackNufft
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
     info["ncoil"] = int(ksp.shape[1])
 
     op = make_nufft(coord, shape, eps=eps)
+    info["nufft"] = ("2D NUFFT per kz partition + DFT along z" if isinstance(op, StackNufft)
+                     else f"{len(shape)}D NUFFT")
     images = []
     if method == "adjoint":
 

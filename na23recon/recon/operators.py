@@ -28,14 +28,25 @@ import sigpy as sp
 
 from ..nufft import Nufft
 from ..nufft.linop import NufftNormalLinop
+from .layout import kspace_layout
+from .stack import StackNufft
 
 log = logging.getLogger(__name__)
 
 __all__ = ["make_nufft", "SenseNormal", "SenseForward"]
 
 
-def make_nufft(coord: np.ndarray, shape: Sequence[int], eps: float = 1e-3) -> Nufft:
-    """The `Nufft` plan of a reconstruction (it keeps its own coordinates for the Toeplitz kernel)."""
+def make_nufft(coord: np.ndarray, shape: Sequence[int], eps: float = 1e-3, stack: bool = True) -> Nufft | StackNufft:
+    """The NUFFT plan of a reconstruction (it keeps its own coordinates for the Toeplitz kernel).
+
+    A 3D stack of 2D readouts on Cartesian kz partitions (`layout.kspace_layout` 'stack', kz
+    exactly constant along each readout) gets `StackNufft` (2D NUFFTs and a DFT along z) unless
+    `stack` is False; anything else the 3D (or 2D) `Nufft`.
+    """
+    c = np.asarray(coord)
+    if (stack and len(shape) == 3 and c.ndim == 3 and c.shape[-1] == 3 and kspace_layout(c) == "stack"
+            and np.max(np.ptp(c[..., 2], axis=1)) < 1e-9):
+        return StackNufft(c, shape, eps=eps)
     return Nufft(coord, shape, eps=eps)
 
 

@@ -41,7 +41,8 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
 
     Returns:
         Image float32 (Nx, Ny, Nz) or (Nx, Ny, Nz, necho) on the scan's RAS affine (Nz = 1 for a
-        2D slice, the protocol's partitions for a stack of stars); `meta` holds the
+        2D slice, the number of slices for a multi-slice 2D scan, each reconstructed on its own and
+        stacked in their order along the normal, the protocol's partitions for a stack of stars); `meta` holds the
         sidecar blocks `acquisition` and `recon` (method, matrix, DCF, noise, coils, solver log).
         Provenance (version, command, input checksums) is the caller's: it knows the files.
 
@@ -53,6 +54,8 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
     acq = scan.acquisition
     if acq.geometry is None:
         raise InputError("the scan's header gives no field of view / matrix: cannot place the image")
+    if scan.nslices > 1 and traj.nreadout == scan.nreadout:
+        traj = _one_slice(traj, scan.nslices)
     scan.check_trajectory(traj)
     geom = acq.geometry
     base = int(geom.matrix[0])
@@ -68,9 +71,13 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
         log.warning("--matrix %d is above the acquired matrix %d: the image is interpolated (%.2fx), not finer",
                     n, base, n / base)
     layout = kspace_layout(traj.coord(geom.fov_mm))
+    nsl = scan.nslices
+    if nsl > 1 and layout != "2d":
+        raise InputError(f"the scan lists {nsl} slices but its trajectory is {LAYOUT_TEXT[layout]}: multi-slab 3D "
+                         "is not supported (reconstruct one slab per file)")
     # the protocol's matrix per axis; --matrix sets the read axis and scales the other in-plane one
     nx, ny = n, max(1, int(round(geom.matrix[1] * n / base)))
-    nz = 1 if layout == "2d" else (int(geom.matrix[2]) if layout == "stack"
+    nz = nsl if layout == "2d" else (int(geom.matrix[2]) if layout == "stack"
                                    else max(1, int(round(geom.matrix[2] * n / base))))
     shape = (nx, ny, nz)
     if layout == "2d":
@@ -97,16 +104,26 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
     if opts.rep is None and nrep > 1:
         log.info("averaging %d repetitions/averages in k-space", nrep)
 
-    def echo_kspace(e: int) -> np.ndarray:
+    nro = scan.nreadout // nsl
+
+    def echo_kspace(e: int, s: int) -> np.ndarray:
         # repetitions and averages (twix Rep x Ave) are averaged in k-space unless one is chosen
-        k = scan.data[opts.rep, e] if opts.rep is not None else (
-            scan.data[0, e] if nrep == 1 else scan.data[:, e].mean(axis=0))
+        data = scan.data[..., s * nro:(s + 1) * nro, :] if nsl > 1 else scan.data
+        k = data[opts.rep, e] if opts.rep is not None else (
+            data[0, e] if nrep == 1 else data[:, e].mean(axis=0))
         return k if sel is None else sel.apply(k, lead=1)
 
-    ksp = np.stack([echo_kspace(e) for e in echoes])
     coord = used.coord(geom.fov_mm)
-    image, info = reconstruct_arrays(ksp, coord, used.dcf, rshape, opts, noise=scan.noise,
-                                     t_s=used.sample_times(), progress=progress)
+    images = []
+    for s in geom.slice_order().tolist():  # multi-slice 2D: one in-plane reconstruction per slice
+        ksp = np.stack([echo_kspace(e, s) for e in echoes])
+        image, info = reconstruct_arrays(ksp, coord, used.dcf, rshape, opts, noise=scan.noise,
+                                         t_s=used.sample_times(), progress=progress)
+        images.append(image)
+    image = images[0] if layout != "2d" else np.stack(images, axis=2)
+    if nsl > 1:
+        info["slices"] = {"count": nsl, "spacing_mm": float(np.linalg.norm(geom.slice_step_mm())),
+                          "counter_order": geom.slice_order().tolist()}
     bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
     if bad:  # never hand on (or write) an image that is not a number
         raise InputError(f"the reconstructed image has {bad} non-finite voxel(s) of {np.size(image)}: "
@@ -115,8 +132,6 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
         # the adjoint scales weights to the disc the samples reach; Cartesian lines fill a square of
         # one cell per sample: undo that, so the image equals the FFT's
         image = image / float(normalise_dcf(np.ones(coord.shape[:2]), coord).flat[0])
-    if layout == "2d":
-        image = image[:, :, None]
     meta = {
         "acquisition": acq.sidecar(echoes=echoes),
         "recon": {
@@ -130,3 +145,18 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
         },
     }
     return Image(image, geom.affine(shape), meta)
+
+
+def _one_slice(traj: Trajectory, nsl: int) -> Trajectory:
+    """The first slice's part of a trajectory given for every slice of a multi-slice scan (a .seq
+    lists every slice's readouts); InputError unless every slice has the same k."""
+    n = traj.nreadout // nsl
+    k = traj.k.reshape(nsl, n, *traj.k.shape[1:])
+    if traj.nreadout % nsl or np.max(np.abs(k - k[:1])) > 1e-6 * max(float(np.abs(k).max()), 1e-12):
+        raise InputError(f"the trajectory lists {traj.nreadout} readouts for {nsl} slices, which do not all "
+                         "have the same k: give one slice's trajectory")
+
+    def cut(a):
+        return a[:n] if a is not None and a.ndim == 2 and a.shape[0] == traj.nreadout else a
+
+    return replace(traj, k=traj.k[:n], t=cut(traj.t), dcf=cut(traj.dcf), design=None)

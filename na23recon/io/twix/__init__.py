@@ -13,9 +13,12 @@ Readout <-> counter mapping (the same in both directions, see `layout.readout_ke
 - The readout (spoke) index is the rank of the remaining counters
   (Sli, Phs, Set, Ida..Ide, Par, Lin, Seg) in lexicographic order, plus an occurrence number for
   readouts whose counters are all equal (so repeated lines stay apart). For a Cartesian scan
-  that is phase-encoding line order per partition.
+  that is phase-encoding line order per partition. Sli ranks first, so a multi-slice 2D scan
+  (sSliceArray.lSize > 1, `Geometry.slice_positions_mm`) comes out slice-major: the slices are
+  consecutive groups of readouts (`core.scan`).
 - The writer stores readout r as Lin = r % 65536, Par = r // 65536 (counters are uint16), so
-  a 3D radial scan of any size round-trips in acquisition order.
+  a 3D radial scan of any size round-trips in acquisition order; a multi-slice geometry's
+  readouts as Sli = slice, Lin/Par = readout within the slice, with one slice-array entry each.
 - Noise-adjust readouts (flag NOISEADJSCAN) of the measurement, or, if it has none, of the
   measurement just before it, are concatenated along samples into `Scan.noise` (ncoil, nnoise).
 """

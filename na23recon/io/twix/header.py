@@ -287,4 +287,16 @@ def geometry_from_header(hdr: Header) -> Geometry | None:
                     position_mm=tuple(num(SLICE + "sPosition." + d) or 0.0 for d in AXES),
                     normal=tuple(v or 0.0 for v in normal_raw),
                     inplane_rot_rad=num(SLICE + "dInPlaneRot") or 0.0,
-                    patient_position=pp)
+                    patient_position=pp, slice_positions_mm=slice_positions(hdr))
+
+
+def slice_positions(hdr: Header) -> tuple[tuple[float, float, float], ...]:
+    """Centre (LPS, mm) of every slice of the slice array (sSliceArray.asSlice[i].sPosition, the
+    twix `Sli` counter's order) when it lists more than one; else ()."""
+    n = parse_number(hdr.yaps("sSliceArray.lSize"), "sSliceArray.lSize", int) or 1
+    if not 1 <= n <= 4096:
+        raise InputError(f"twix header sSliceArray.lSize = {n} is impossible: expected 1..4096")
+    if n == 1:
+        return ()
+    return tuple(tuple(parse_number(hdr.yaps(f"sSliceArray.asSlice[{i}].sPosition.{d}"),
+                                    "slice position", float) or 0.0 for d in AXES) for i in range(n))

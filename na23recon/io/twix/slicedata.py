@@ -73,4 +73,5 @@ def checked_acquisition(acq: Acquisition, img_mdh: np.ndarray, where: str = "") 
                 f": {where}" if where else "")
     return acq.with_(geometry=Geometry.from_rotation(
         axes, fov_mm=geo.fov_mm, matrix=geo.matrix, position_mm=geo.position_mm,
-        patient_position=geo.patient_position, orientation_source="mdh"))
+        patient_position=geo.patient_position, orientation_source="mdh",
+        slice_positions_mm=geo.slice_positions_mm))

@@ -84,14 +84,18 @@ def _ascconv(acq: Acquisition, nreadout: int, necho: int) -> str:
     if g is not None:
         yaps += [("sKSpace.lBaseResolution", g.matrix[0]), ("sKSpace.lPhaseEncodingLines", g.matrix[1]),
                  ("sKSpace.lPartitions", g.matrix[2]), ("sKSpace.lImagesPerSlab", g.matrix[2])]
-    yaps += [("sKSpace.ucDimension", _Raw("0x4")), ("sKSpace.ucTrajectory", _Raw("0x2")),
-             ("sKSpace.lRadialViews", int(nreadout)), ("sSliceArray.lSize", 1)]
+    nsl = 1 if g is None else g.nslices
+    yaps += [("sKSpace.ucDimension", _Raw("0x2" if nsl > 1 else "0x4")), ("sKSpace.ucTrajectory", _Raw("0x2")),
+             ("sKSpace.lRadialViews", int(nreadout)), ("sSliceArray.lSize", nsl)]
     if g is not None:
-        yaps += [(SLICE + "dThickness", g.fov_mm[2]), (SLICE + "dPhaseFOV", g.fov_mm[1]),
-                 (SLICE + "dReadoutFOV", g.fov_mm[0])]
-        yaps += [(SLICE + "sPosition." + d, v) for d, v in zip(AXES, g.position_mm)]
-        yaps += [(SLICE + "sNormal." + d, v) for d, v in zip(AXES, g.normal)]
-        yaps.append((SLICE + "dInPlaneRot", g.inplane_rot_rad))
+        for i in range(nsl):  # one entry per slice, each at its own position (multi-slice 2D)
+            sl = SLICE.replace("[0]", f"[{i}]")
+            pos = g.slice_positions_mm[i] if nsl > 1 else g.position_mm
+            yaps += [(sl + "dThickness", g.fov_mm[2]), (sl + "dPhaseFOV", g.fov_mm[1]),
+                     (sl + "dReadoutFOV", g.fov_mm[0])]
+            yaps += [(sl + "sPosition." + d, v) for d, v in zip(AXES, pos)]
+            yaps += [(sl + "sNormal." + d, v) for d, v in zip(AXES, g.normal)]
+            yaps.append((sl + "dInPlaneRot", g.inplane_rot_rad))
     lines = ["### ASCCONV BEGIN object=MrProtDataImpl@MrProtocolData version=51130001 ###"]
     lines += [f"{k:<48} = {v if isinstance(v, _Raw) else _fmt(v)}" for k, v in yaps]
     lines.append("### ASCCONV END ###")
@@ -191,7 +195,9 @@ def write_scan(path: str | os.PathLike, scan: Scan, overwrite: bool = True,
     """Write `scan` as a Siemens VD/VE twix file (via twixtools.write_twix), atomically.
 
     data (nrep, necho, ncoil, nreadout, nsample) -> one readout per (rep, readout, echo), in that
-    order (echoes of one excitation together), counters as in the `na23recon.io.twix` docstring.
+    order (echoes of one excitation together), counters as in the `na23recon.io.twix` docstring;
+    a multi-slice geometry (`Geometry.slice_positions_mm`) writes readout s * nreadout/nslices + r
+    as Lin r, Sli s, at slice s's position, and the slice array with one entry per slice.
     noise (ncoil, nnoise) -> NOISEADJSCAN readouts of `noise_readout` samples (default nsample,
     the last one shorter) at the start of the measurement, or with `noise_measurement=True` in a
     measurement of their own before it (as scanners do). The readouts' SliceData carry the
@@ -216,8 +222,12 @@ def write_scan(path: str | os.PathLike, scan: Scan, overwrite: bool = True,
         raise InputError(f"scan has {necho} echoes but its acquisition lists {len(acq.te_ms)} TEs")
     if ns >= MAX_COUNTER or nch >= MAX_COUNTER:
         raise InputError(f"scan readouts too long for twix: {nch} channels x {ns} samples")
-    hdr = build_header(acq, nro, necho, nch, ns)
     geo = acq.geometry
+    nsl = 1 if geo is None else geo.nslices
+    if nro % nsl:
+        raise InputError(f"scan has {nro} readouts, not a whole number per slice of its {nsl} slices")
+    nro_s = nro // nsl  # multi-slice: readouts slice-major (`core.scan`), Sli counter = slice
+    hdr = build_header(acq, nro_s, necho, nch, ns)
     # Siemens time stamps count 2.5 ms: one TR apart (one tick when the TR is unknown)
     tick = 1 if acq.tr_ms is None else max(1, int(round(acq.tr_ms / 2.5)))
 
@@ -239,12 +249,14 @@ def write_scan(path: str | os.PathLike, scan: Scan, overwrite: bool = True,
             for e in range(necho):
                 flags = ("ONLINE", "FIRSTSCANINSLICE") if first else ("ONLINE",)
                 first = False
-                mdb = _make_mdb(data[p, e, :, r, :], {"Lin": r % MAX_COUNTER, "Par": r // MAX_COUNTER,
-                                                       "Eco": e, "Rep": p}, flags,
+                s, rs = divmod(r, nro_s)
+                mdb = _make_mdb(data[p, e, :, r, :], {"Lin": rs % MAX_COUNTER, "Par": rs // MAX_COUNTER,
+                                                       "Sli": s, "Eco": e, "Rep": p}, flags,
                                 t0 + (p * nro + r) * tick)
                 if geo is not None:
                     sd = mdb.mdh.SliceData
-                    sd.SlicePos.Sag, sd.SlicePos.Cor, sd.SlicePos.Tra = geo.position_mm
+                    sd.SlicePos.Sag, sd.SlicePos.Cor, sd.SlicePos.Tra = (
+                        geo.slice_positions_mm[s] if nsl > 1 else geo.position_mm)
                     sd.Quaternion[:] = quat
                 mdb.mdh.CenterCol = 0
                 mdbs.append(mdb)
