@@ -3,7 +3,7 @@ plain FFT of the same readouts.
 
 The truth is independent of the reconstruction: each readout's ky line comes from pypulseq
 directly, the lines are placed on the Cartesian grid and inverse-FFT'd per coil, after the same
-prewhitening (noise from the outer 10% of k-space, as the reconstruction does without a noise scan),
+prewhitening (as the reconstruction's noise estimate decides),
 then root-sum-of-squares. The NUFFT's image must match it to NRMSE < 1%.
 """
 
@@ -52,15 +52,18 @@ def _seq_k(path: Path) -> np.ndarray:
 
 
 def fft_recon(dat: Path, seq: Path) -> np.ndarray:
-    """Prewhitened, line-sorted inverse FFT + root-sum-of-squares of the raw readouts: (N, N, 1)."""
+    """Line-sorted inverse FFT + root-sum-of-squares of the raw readouts: (N, N, 1), prewhitened
+    as the reconstruction's noise estimate decides (the comparison is of the transforms)."""
     scan = read_scan(dat, allow_nucleus=True)
     ksp = scan.data[0, 0]  # (ncoil, nline, nsample)
     nc, nl, ns = ksp.shape
     k, fov = _seq_k(seq)
     k = k.T.reshape(nl, ns, 3) * fov  # cycles/FOV
     coord2 = k[..., :2]
-    w, _ = coils.whitening_matrix(coils.noise_covariance(coils.noise_from_outer_kspace(ksp, coord2)))
-    ksp = coils.prewhiten(ksp, w)
+    est = coils.estimate_noise(ksp, coord2, scan.noise)
+    if est.psi is not None:
+        w, _ = coils.whitening_matrix(est.psi)
+        ksp = coils.prewhiten(ksp, w)
     ky = np.round(k[:, ns // 2, 1]).astype(int)
     assert np.allclose(k[:, :, 1], ky[:, None], atol=1e-2), "not Cartesian lines"
     grid = np.zeros((nc, ns, ns), np.complex128)  # (coil, kx, ky)
