@@ -215,7 +215,8 @@ class ReconOptions(_Options):
 
     method: str = opt("adjoint", "reconstruction: adjoint (DCF gridding), cg (CG-SENSE), cs-tv (3D total "
                       "variation), cs-wavelet (L1 wavelets)", kind="str", choices=METHODS)
-    matrix: int | None = opt(None, "matrix N (below the acquired one the samples beyond its edge are dropped)",
+    matrix: int | None = opt(None, "matrix N (below the acquired one the samples beyond its edge are dropped; "
+                             "above it the image is interpolated, with a warning)",
                              kind="int", default_text="the scan's", metavar="N")
     lam: float | None = opt(None, "regularisation relative to the image noise SD (cs-*), Tikhonov weight (cg)",
                             kind="float", default_text=", ".join(f"{k} {v:g}" for k, v in DEFAULT_LAM.items()))

@@ -139,7 +139,13 @@ def estimate_noise(kspace: np.ndarray, coord: np.ndarray, noise: np.ndarray | No
     nsig = int(np.sum(np.log(np.maximum(mu, 1e-30)) > thr))
     details["log_mu_max"] = round(float(np.log(mu.max())), 4)
     if nsig == 0:
-        psi = noise_covariance(xo)
+        try:
+            psi = noise_covariance(xo)
+            whitening_matrix(psi)
+        except InputError as exc:  # constant or degenerate "noise" (e.g. noiseless data): do not whiten
+            log.warning("no prewhitening: %s", exc)
+            sd = float(np.sqrt(max(ev_out[0], 0.0) / 2)) or 1e-12
+            return NoiseEstimate(None, sd, src, str(exc), {**details, "sd_from": "least outer eigenvalue"})
         return NoiseEstimate(psi, float(np.sqrt(np.mean(np.diag(psi).real) / 2)), src + " (checked: no signal)",
                              None, details)
     if nsig < nc:
