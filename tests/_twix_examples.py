@@ -59,3 +59,25 @@ def example_file(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{name} not in the {SDIST} sdist")
     return path
+
+
+def assert_header_matches_twixtools(tw: dict, acq) -> None:
+    """The protocol values na23recon read (`acq`, an Acquisition) equal twixtools' parse `tw`
+    (one measurement of `twixtools.read_twix`): nucleus, frequency, reference voltage, B0,
+    TE/TR/flip/dwell, FOV, patient position and software version."""
+    import pytest
+
+    y = tw["hdr"]["MeasYaps"]
+    nuc = y["sTXSPEC"]["asNucleusInfo"][0]
+    assert acq.nucleus == nuc["tNucleus"] == "1H"
+    assert acq.larmor_hz == nuc["lFrequency"]
+    assert acq.ref_voltage == pytest.approx(nuc["flReferenceAmplitude"])
+    assert acq.b0_T == pytest.approx(tw["hdr"]["Dicom"]["flMagneticFieldStrength"])
+    assert acq.te_ms == tuple(t / 1000 for t in y["alTE"][: len(acq.te_ms)])
+    assert acq.tr_ms == y["alTR"][0] / 1000
+    assert acq.flip_deg == y["adFlipAngleDegree"][0]
+    assert acq.dwell_us == y["sRXSPEC"]["alDwellTime"][0] / 1000
+    sl = y["sSliceArray"]["asSlice"][0]
+    assert acq.fov_mm == (sl["dReadoutFOV"], sl["dPhaseFOV"], sl["dThickness"])
+    assert acq.geometry.patient_position == tw["hdr"]["Meas"]["tPatientPosition"]
+    assert acq.software_version == tw["hdr"]["Dicom"]["SoftwareVersions"]
