@@ -34,6 +34,19 @@ from na23recon.nufft import Nufft  # noqa: E402
 SIZES = {32: (2500, 64), 64: (10000, 128), 128: (16000, 256)}
 
 
+
+def finufft_plans(kf, n: int, shape, eps: float, threads: int):
+    """FINUFFT type-2 (forward, isign -1) and type-1 (adjoint, isign +1) complex64 plans at the
+    points kf (M, 3) in cycles/FOV of a matrix n (FINUFFT takes radians in [-pi, pi))."""
+    import finufft
+
+    pts = [(2 * np.pi * kf[:, a] / n).astype(np.float32) for a in range(3)]
+    p2 = finufft.Plan(2, shape, eps=eps, isign=-1, nthreads=threads, dtype="complex64")
+    p2.setpts(*pts)
+    p1 = finufft.Plan(1, shape, eps=eps, isign=1, nthreads=threads, dtype="complex64")
+    p1.setpts(*pts)
+    return p2, p1
+
 def radial(n: int, nspoke: int, nsamp: int) -> np.ndarray:
     """(nspoke, nsamp, 3) float32 centre-out spokes to |k| < n/2, in cycles/FOV."""
     i = np.arange(nspoke) + 0.5
@@ -118,12 +131,8 @@ def large(args) -> int:
                   f"{limit:8.1e} {'yes' if max(ef, ea) <= limit else 'NO'}", flush=True)
             del op, yo, xo
             if finufft is not None and n in args.finufft_sizes:
-                pts = [(2 * np.pi * kf[:, a] / n).astype(np.float32) for a in range(3)]
                 t = time.perf_counter()
-                p2 = finufft.Plan(2, shape, eps=eps, isign=-1, nthreads=args.threads, dtype="complex64")
-                p2.setpts(*pts)
-                p1 = finufft.Plan(1, shape, eps=eps, isign=1, nthreads=args.threads, dtype="complex64")
-                p1.setpts(*pts)
+                p2, p1 = finufft_plans(kf, n, shape, eps, args.threads)
                 plan_s = time.perf_counter() - t
                 scale = np.float32(1 / np.sqrt(np.prod(shape)))
                 t = time.perf_counter(); yf = p2.execute(x); fs = time.perf_counter() - t
@@ -208,12 +217,8 @@ def main(argv=None) -> int:
             op.forward(x), op.adjoint(y.reshape(k.shape[:-1]))  # warm (numba cache load / compile)
             res = {"ours": {"plan_ms": plan_ms}, "finufft": {}}
             if finufft is not None:
-                pts = [(2 * np.pi * kf[:, a] / n).astype(np.float32) for a in range(3)]
                 t = time.perf_counter()
-                p2 = finufft.Plan(2, shape, eps=eps, isign=-1, nthreads=args.threads, dtype="complex64")
-                p2.setpts(*pts)
-                p1 = finufft.Plan(1, shape, eps=eps, isign=1, nthreads=args.threads, dtype="complex64")
-                p1.setpts(*pts)
+                p2, p1 = finufft_plans(kf, n, shape, eps, args.threads)
                 res["finufft"]["plan_ms"] = (time.perf_counter() - t) * 1e3
                 scale = np.float32(1 / np.sqrt(np.prod(shape)))
             fo, ad, ff, fa = [], [], [], []
