@@ -250,7 +250,8 @@ def _add_step_options(p, suppress: bool = False) -> None:
 def add_run(sub) -> None:
     p = sub.add_parser("run", help="one scan end to end from a TOML/JSON config (recon, B1, TSC, QC report)")
     p.add_argument("config", help="TOML or JSON: [input] scan, traj, b1_scan_a, b1_scan_2a, vials, vial_mask, "
-                                  "labels, tissue_gm, tissue_wm, tissue_csf, atlas, atlas_table, anat; [recon], [b1], [quant] options (as the command-line options, "
+                                  "labels, tissue_gm, tissue_wm, tissue_csf, atlas, atlas_table, anat; [recon], "
+                                  "[b1], [quant] options (as the command-line options, "
                                   "with '_' for '-'); [output] dir")
     p.add_argument("-o", "--out", default=None, help="output folder (default: the config's [output] dir)")
     _add_step_options(p, suppress=True)
