@@ -90,14 +90,21 @@ def load_anatomy(image: Image, options: QuantOptions, tissue_paths, atlas_path, 
     return prepare_anatomy(image.echo(options.echo), tissue, atlas, table, anat, register=options.register)
 
 
-def load_psf(psf_path, image: Image) -> Image | None:
-    """The PSF image (its voxel size must be the image's)."""
+def load_psf(psf_path, image: Image) -> np.ndarray | dict | None:
+    """The PSF array (its voxel size must be the image's), or {preset: array} for a 4D PSF whose
+    sidecar's `psf.tissues` names each volume's relaxation preset."""
     if psf_path is None:
         return None
     psf = Image.load(existing_file(psf_path, "PSF"))
     if not np.allclose(psf.voxel_mm, image.voxel_mm, rtol=1e-3):
         raise InputError(f"PSF {Path(psf_path).name} has voxels {psf.voxel_mm} mm, the image {image.voxel_mm} mm")
-    return psf
+    if psf.array.ndim == 3:
+        return psf.array
+    names = (psf.meta.get("psf") or {}).get("tissues")
+    if not isinstance(names, list) or len(names) != psf.array.shape[3]:
+        raise InputError(f"PSF {Path(psf_path).name} has {psf.array.shape[3]} volumes but its sidecar does not "
+                         "name their tissues (psf.tissues)")
+    return {str(n): psf.array[..., i] for i, n in enumerate(names)}
 
 
 def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vials_path: str | os.PathLike,
@@ -151,7 +158,7 @@ def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vi
         sets.append(label_regions(as_label_image(maps["labels"].echo(0).array, "label image")))
     rows, pvc_map, roi_info = region_table(res, image.echo(opts.echo).array, sets, vials,
                                            float(np.prod(image.voxel_mm)) / 1e3,
-                                           psf.echo(0).array if psf is not None else None) if sets else ([], None, {})
+                                           psf) if sets else ([], None, {})
     flip, tr, te, acq = acquisition_for(image, opts)
     _, missing = image.acquisition()
     warn_filled(image_path, [f for f in missing if f not in ("flip_deg", "tr_ms", "te_ms")])

@@ -25,13 +25,9 @@ import logging
 import numpy as np
 
 from .anatomy import Regions
+from .pvc import gtm, rbv
 from .tsc import TSCResult
 from .vials import Vial
-
-try:  # the PVC methods (quant/pvc.py)
-    from .pvc import gtm, rbv
-except ImportError:  # pragma: no cover - a build without them writes the table without PVC columns
-    gtm = rbv = None
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +35,24 @@ COLUMNS = ("region", "kind", "label", "voxels", "volume_ml", "mean", "sd", "medi
            "se_calibration", "se", "mean_pvc_gtm", "se_pvc_gtm", "mean_pvc_rbv")
 
 
-def pvc_available() -> bool:
-    """Whether partial-volume correction (quant/pvc.py) is in this build."""
-    return gtm is not None
+PSF = np.ndarray | dict
+"""One PSF array for every region, or {preset: PSF} (each region blurred by its tissue's T2*
+decay; regions without a preset of their own take 'gm', else the first)."""
 
 
-def psf_volume(psf: np.ndarray | None) -> float:
+def _psf_for(psf: PSF, preset: str | None) -> np.ndarray:
+    if not isinstance(psf, dict):
+        return psf
+    if preset in psf:
+        return psf[preset]
+    return psf.get("gm", next(iter(psf.values())))
+
+
+def psf_volume(psf: PSF | None) -> float:
     """Effective volume of a PSF in voxels, (sum |p|)^2 / sum p^2 (1 without a PSF)."""
     if psf is None:
         return 1.0
-    p = np.abs(np.asarray(psf, dtype=np.float64))
+    p = np.abs(np.asarray(_psf_for(psf, None), dtype=np.float64))
     s2 = float(np.sum(p**2))
     return max(1.0, float(np.sum(p)) ** 2 / s2) if s2 > 0 else 1.0
 
@@ -59,19 +63,22 @@ def _cal_se(res: TSCResult, t: float) -> float:
     return float(np.sqrt(max(var, 0.0)))
 
 
-def _signal_regions(res: TSCResult, regions: Regions, vials: list[Vial]) -> np.ndarray:
-    """f_r W_r for each region, then each vial (mask x its medium's weight): (R + nvial, x, y, z)."""
-    out = []
+def _signal_regions(res: TSCResult, regions: Regions, vials: list[Vial], psf: PSF) -> tuple[np.ndarray, list]:
+    """f_r W_r for each region, then each vial (mask x its medium's weight): (R + nvial, x, y, z),
+    and the PSF of each."""
+    out, psfs = [], []
     for r in range(len(regions)):
         preset = regions.presets[r]
         w = res.weights[preset] if preset is not None else res.weight
         out.append(regions.fractions[r] * w)
+        psfs.append(_psf_for(psf, preset))
     for v in vials:
         out.append((res.vial_mask == v.label) * res.weights[v.medium])
-    return np.stack(out).astype(np.float64)
+        psfs.append(_psf_for(psf, v.medium))
+    return np.stack(out).astype(np.float64), psfs
 
 
-def _gtm_values(res: TSCResult, y: np.ndarray, g: np.ndarray, nreg: int, psf: np.ndarray,
+def _gtm_values(res: TSCResult, y: np.ndarray, g: np.ndarray, nreg: int, psf: list,
                 sd_y: np.ndarray, v_psf: float) -> tuple[np.ndarray, np.ndarray]:
     """(C (nreg,) mM, noise SE (nreg,) mM) by the GTM over the regions g (the first nreg) and vials."""
     z, G = gtm(y, g, psf)
@@ -89,21 +96,20 @@ def _gtm_values(res: TSCResult, y: np.ndarray, g: np.ndarray, nreg: int, psf: np
 
 
 def region_table(res: TSCResult, image: np.ndarray, sets: list[Regions], vials: list[Vial], voxel_ml: float,
-                 psf: np.ndarray | None = None) -> tuple[list[dict], np.ndarray | None, dict]:
+                 psf: PSF | None = None) -> tuple[list[dict], np.ndarray | None, dict]:
     """ROI rows (COLUMNS) of every region of `sets`, the RBV-corrected TSC map (mM; None without
     PVC) and a description of what was done.
 
     image: the magnitude image (x, y, z) the TSC map was made from; voxel_ml: one voxel's volume
-    (mL); psf: the reconstruction's PSF (array centred at N//2 on the image's voxel size; None: no PVC).
+    (mL); psf: the reconstruction's PSF (array centred at N//2 on the image's voxel size, or one per
+    preset {name: array}; None: no PVC).
     """
     img = np.asarray(image, dtype=np.float64)
     R = res.receive if res.receive is not None else np.ones_like(img)
     y = img / R
     cal = res.calibration
     v_psf = psf_volume(psf)
-    do_pvc = psf is not None and pvc_available()
-    if psf is not None and not pvc_available():
-        log.warning("partial-volume correction is not in this build: the ROI table has no PVC columns")
+    do_pvc = psf is not None
     info: dict = {"hard_fraction": 0.5, "psf_volume_vox": v_psf,
                   "pvc": "GTM (Rousset 1998) and RBV (Thomas 2011) with the reconstruction's PSF" if do_pvc else None}
     # noise SD of y per voxel, from the TSC noise map: sd_tsc = sd_y / (W a)
@@ -113,10 +119,10 @@ def region_table(res: TSCResult, image: np.ndarray, sets: list[Regions], vials: 
     for regions in sets:
         gtm_c = gtm_se = None
         if do_pvc and len(regions):
-            g = _signal_regions(res, regions, vials)
-            gtm_c, gtm_se = _gtm_values(res, y, g, len(regions), psf, sd_y, v_psf)
+            g, psfs = _signal_regions(res, regions, vials, psf)
+            gtm_c, gtm_se = _gtm_values(res, y, g, len(regions), psfs, sd_y, v_psf)
             if pvc_map is None:
-                y_pvc = np.asarray(rbv(y, g, psf), dtype=np.float64)
+                y_pvc = np.asarray(rbv(y, g, psfs), dtype=np.float64)
                 pvc_map = ((y_pvc / res.weight - cal.b) / cal.a).astype(np.float32)
                 info["rbv_regions"] = regions.kind
         for r in range(len(regions)):
