@@ -314,6 +314,8 @@ class QuantOptions(_Options):
     noise_sd: float | None = opt(None, "image noise SD", kind="float", default_text="from the background")
     vial_threshold: float | None = opt(None, "least smoothed peak of a detected vial (corrected units)",
                                        kind="float", default_text="6 background SDs")
+    register: bool = opt(False, "rigidly register the 1H anatomy (tissue maps, atlas, --anat) to the sodium image "
+                         "(SimpleITK, mutual information) instead of trusting the affines alone", kind="bool")
 
     def __post_init__(self) -> None:
         self._coerce()
