@@ -248,6 +248,10 @@ class ReconOptions(_Options):
                           "are 1/m", kind="str", choices=TRAJ_UNITS)
     zero_bad_samples: bool = opt(False, "set non-finite or absurdly large raw samples to 0 (counted in the "
                                  "sidecar) instead of refusing the scan", kind="bool")
+    psf: bool = opt(False, "also write the point-spread function X_psf.nii.gz (the method applied to a point; "
+                    "exact for adjoint and cg, the linear part for cs-*), FWHM in the sidecar's recon.psf", kind="bool")
+    psf_tissue: str = opt("gm", "relaxation preset whose T2* decay blurs the PSF, or 'none'", kind="str",
+                          metavar="PRESET")
 
     def __post_init__(self) -> None:
         self._coerce()

@@ -56,8 +56,9 @@ def process_scan(job: Job, outdir: str | os.PathLike, options: RunOptions | None
 
 
 def _steps(job: Job, outdir: Path, opts: RunOptions, progress: bool | None) -> dict[str, Path]:
+    # quantification follows: the PSF goes with the image (partial-volume correction needs it)
     outputs: dict[str, Path] = {"recon": recon_file(job.scan, job.traj, outdir / "recon.nii.gz", opts.recon,
-                                                    progress=progress)}
+                                                    progress=progress, psf=opts.recon.psf or bool(job.vials))}
     b1 = None
     if job.b1_scan_a:
         res = b1map_file(job.b1_scan_a, job.b1_scan_2a, outdir / "b1.nii.gz", traj_path=job.traj,
