@@ -22,6 +22,7 @@ MAPS = ("walsh", "espirit")
 INTERCEPTS = ("fit", "zero", "noise-floor")
 B1_FITS = ("poly", "smooth", "none")
 TRAJ_UNITS = ("per_m", "kmax", "kmax_half")
+B0_NUCLEI = ("23Na", "1H")
 MAX_POLY_ORDER = 6
 
 # Defaults from scripts/sweep_defaults.py: single-coil brain phantom, matrix 48 (64 was too slow on
@@ -233,6 +234,13 @@ class ReconOptions(_Options):
                                            "(needs 't' in the trajectory; iterative methods)", kind="floats",
                                            metavar="T2S", default_text="off")
     frac_short: float = opt(0.6, "fraction of the short T2* component with two T2* values", kind="float")
+    b0_map: str | None = opt(None, "B0 field map (NIfTI, Hz, any grid in scanner coordinates, resampled through its "
+                             "affine): off-resonance model (time segmentation) in cg/cs-*, conjugate-phase "
+                             "correction in the adjoint", kind="str", metavar="B0.nii.gz", default_text="off")
+    b0_map_nucleus: str = opt("23Na", "nucleus the --b0-map's Hz refer to (1H is scaled by gamma(23Na)/gamma(1H))",
+                              kind="str", choices=B0_NUCLEI)
+    b0_segments: int | None = opt(None, "time segments of the off-resonance model", kind="int", metavar="L",
+                                  default_text="the fewest that interpolate the map's range over the readout")
     rep: int | None = opt(None, "reconstruct this repetition/average only", kind="int",
                           default_text="average all in k-space")
     echo: int | None = opt(None, "reconstruct this echo only", kind="int", default_text="all")
@@ -254,6 +262,9 @@ class ReconOptions(_Options):
         _in_range("frac_short", self.frac_short, 0, 1)
         _in_range("rep", self.rep, 0)
         _in_range("echo", self.echo, 0)
+        _in_range("b0_segments", self.b0_segments, 1, 32)
+        if self.b0_map == "":
+            raise InputError("--b0-map needs a file name")
         if self.method != "adjoint" and self.coil_combine not in (None, "sense"):
             raise InputError(f"--coil-combine {self.coil_combine} applies to the adjoint method only: "
                              f"{self.method} combines coils through the SENSE model")
