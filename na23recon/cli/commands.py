@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..export import export_dicom, identity_for
 from ..export.deid import find_scan
 from ..io.scan_file import describe_scan_file, format_scan_description
+from ..pipeline.b0_step import b0map_file
 from ..pipeline.b1_step import b1map_file
 from ..pipeline.batch import run_batch
 from ..pipeline.config import RunOptions, load_run_config
@@ -127,6 +128,26 @@ def run_b1map(args) -> int:
     with reduced_paths(from_args(OutputOptions, args).reduce_paths):
         res = b1map_file(args.scan_a, args.scan_2a, args.out, traj_path=args.traj, options=from_args(B1Options, args),
                          recon=from_args(ReconOptions, args), png=not args.no_png)
+    _print_outputs(res)
+    return EXIT_OK
+
+
+def add_b0map(sub) -> None:
+    p = sub.add_parser("b0map", help="B0 field map (Hz at 23Na) from a multi-echo scan or two scans at different TE")
+    p.add_argument("scans", nargs="+", metavar="SCAN", help="one multi-echo scan, or two scans of the same protocol at "
+                   "two echo times (twix or MRD)")
+    p.add_argument("--traj", default=None, help=TRAJ_HELP + " (its k; the echo times come from the scans)")
+    p.add_argument("-o", "--out", required=True, help="output field map .nii.gz (Hz at the sodium frequency)")
+    p.add_argument("--threshold", type=float, default=0.15,
+                   help="mask voxels below this fraction of the 99th percentile magnitude (default: %(default)s)")
+    p.add_argument("--smooth", type=float, default=1.0, help="Gaussian SD of the masked smoothing, voxels (default: 1)")
+    p.add_argument("--no-png", action="store_true", help="do not write the PNG montage")
+    p.set_defaults(func=run_b0map)
+
+
+def run_b0map(args) -> int:
+    res = b0map_file(args.scans, args.traj, args.out, threshold=args.threshold, smooth_vox=args.smooth,
+                     png=not args.no_png)
     _print_outputs(res)
     return EXIT_OK
 
@@ -325,5 +346,5 @@ def run_info(args) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = [add_demo, add_simulate, add_traj, add_recon, add_info, add_b1map, add_quantify, add_run, add_batch,
+SUBCOMMANDS = [add_demo, add_simulate, add_traj, add_recon, add_info, add_b1map, add_b0map, add_quantify, add_run, add_batch,
                add_dicom]

@@ -20,10 +20,14 @@ import numpy as np
 from scipy import ndimage
 
 from .. import GAMMA_BAR_H1_HZ_PER_T, GAMMA_BAR_NA23_HZ_PER_T
+from ..core import Scan, Trajectory
 from ..core.image import Image
 from ..errors import InputError
+from .adjoint import adjoint_recon
+from .layout import default_dcf, kspace_layout
+from .operators import make_nufft
 
-__all__ = ["MAX_B0_HZ", "nucleus_scale", "resample_b0_map", "load_b0_map", "estimate_b0"]
+__all__ = ["MAX_B0_HZ", "nucleus_scale", "resample_b0_map", "load_b0_map", "estimate_b0", "b0_from_scans"]
 
 MAX_B0_HZ = 1000.0
 """Largest |f| accepted at the sodium frequency: 1 kHz is ~ 89 ppm at 3 T, ~ 38 ppm at 7 T, far beyond
@@ -114,3 +118,45 @@ def estimate_b0(x1: np.ndarray, x2: np.ndarray, dte_s: float, threshold: float =
             "smooth_vox": smooth_vox, "range_hz": [float(hz[mask].min()), float(hz[mask].max())] if mask.any() else None,
             "unambiguous_range_hz": round(1.0 / abs(dte_s), 3), "possibly_wrapped": wrapped}
     return hz.astype(np.float32), mask, info
+
+
+def b0_from_scans(scans: list[Scan], traj: Trajectory, threshold: float = 0.15, smooth_vox: float = 1.0,
+                  eps: float = 1e-3) -> Image:
+    """Field map from the first two echoes of one multi-echo scan, or from two single-echo scans at
+    different TE read with the same k-space trajectory (only its k is used; the echo times come from
+    the scans' protocols). Each echo is reconstructed coil by coil with the density-compensated
+    adjoint at the protocol's matrix (3D trajectories), then `estimate_b0`. Returns an Image in Hz
+    on the scan's grid with a `b0map` sidecar block."""
+    echoes = []  # (scan, echo index, TE ms)
+    for sc in scans:
+        tes = sc.acquisition.te_ms
+        for e in range(sc.necho):
+            te = tes[e] if tes is not None and e < len(tes) else None
+            echoes.append((sc, e, te))
+    if len(echoes) < 2:
+        raise InputError("a field map needs two echoes: a multi-echo scan or two scans at different TE")
+    (s1, e1, te1), (s2, e2, te2) = echoes[:2]
+    if te1 is None or te2 is None:
+        raise InputError("the scans' protocols give no echo time: cannot turn the phase into Hz")
+    geom = s1.acquisition.geometry
+    if geom is None:
+        raise InputError("the scan's header gives no field of view / matrix: cannot place the field map")
+    if s2 is not s1 and (s2.acquisition.geometry is None or s2.acquisition.geometry.to_dict() != geom.to_dict()
+                         or s2.data.shape[2:] != s1.data.shape[2:]):
+        raise InputError("the two scans differ in geometry, coils or readouts: they must be the same protocol "
+                         "at two echo times")
+    for sc in {id(s1): s1, id(s2): s2}.values():
+        sc.check_trajectory(traj)
+    coord = traj.coord(geom.fov_mm)
+    if kspace_layout(coord) != "3d":
+        raise InputError("b0map reconstructs 3D trajectories only")
+    shape = tuple(int(v) for v in geom.matrix)
+    dcf = traj.dcf if traj.dcf is not None else default_dcf(coord, "3d", shape)[0]
+    op = make_nufft(coord, shape, eps=eps)
+    imgs = [adjoint_recon(sc.data[:, e].mean(axis=0), coord, dcf, shape, op=op) for sc, e, _ in ((s1, e1, te1),
+                                                                                               (s2, e2, te2))]
+    hz, mask, info = estimate_b0(imgs[0], imgs[1], (te2 - te1) * 1e-3, threshold=threshold, smooth_vox=smooth_vox)
+    info["te_ms"] = [te1, te2]
+    info["method"] = "coil-combined phase difference of the adjoint images / (2 pi dTE), masked, smoothed"
+    return Image(hz, geom.affine(shape), {"acquisition": s1.acquisition.sidecar(), "unit": "Hz at 23Na",
+                                          "b0map": info})
