@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 
+import numba
 import numpy as np
 import scipy.fft
 
@@ -234,9 +235,10 @@ class OffResNufft:
             fx.append(y)
         out = np.zeros(self.shape, np.complex64)
         for i in range(L):
-            acc = np.zeros_like(fx[0])
-            for j in range(L):
-                acc += kern[i, j] * fx[j] if i <= j else np.conj(kern[j, i]) * fx[j]
+            acc = np.zeros(fx[0].size, np.complex64)
+            for j in range(L):  # one pass each: acc += K_ij X_j with K_ij = conj(K_ji) below the diagonal
+                _mac(acc, (kern[i, j] if i <= j else kern[j, i]).reshape(-1), fx[j].reshape(-1), i > j)
+            acc = acc.reshape(fx[0].shape)
             for n, ax in zip(self.shape, range(-ndim, 0)):  # inverse, cropping each axis after its pass
                 acc = scipy.fft.ifft(acc, axis=ax, workers=threads, overwrite_x=True)
                 idx = [slice(None)] * ndim
@@ -244,3 +246,14 @@ class OffResNufft:
                 acc = acc[tuple(idx)]
             out += np.conj(self.c[i]) * acc
         return out
+
+
+@numba.njit(parallel=True, cache=True)
+def _mac(acc, k, x, conj):
+    """acc += k * x, or conj(k) * x (flat complex64 arrays)."""
+    if conj:
+        for i in numba.prange(acc.shape[0]):
+            acc[i] += np.conj(k[i]) * x[i]
+    else:
+        for i in numba.prange(acc.shape[0]):
+            acc[i] += k[i] * x[i]
