@@ -48,6 +48,7 @@ __all__ = ["MAX_SEGMENTS", "SegmentBasis", "segment_basis", "OffResNufft"]
 
 MAX_SEGMENTS = 32
 _NBINS = 256
+_PSF_BATCH = 3
 
 
 class SegmentBasis:
@@ -206,22 +207,25 @@ class OffResNufft:
             return self._kernels[1]
         L, shape = self.nseg, self.shape
         pairs = [(i, j) for i in range(L) for j in range(i, L)]
-        wts = np.stack([(w * np.conj(self.b[i]) * self.b[j]).reshape(-1) for i, j in pairs])
         big = tuple(2 * n for n in shape)
         threads = default_threads()
         op2 = Nufft(2.0 * self.coord.reshape(-1, len(shape)).astype(np.float64), big,
                     eps=min(float(getattr(self.op, "eps", 1e-3)), 1e-4), threads=threads)
-        psf = op2.adjoint(wts.astype(np.complex64))  # (P, *big), centred: index m <-> d = m - N
-        del op2
-        psf *= np.float32(np.sqrt(float(np.prod(big))) / float(np.prod(shape)))
+        scale = np.float32(np.sqrt(float(np.prod(big))) / float(np.prod(shape)))
         kern = {}
-        for p, (i, j) in enumerate(pairs):
-            h = np.fft.ifftshift(psf[p])
-            for a, n in enumerate(shape):  # d = -N never enters the convolution
-                idx = [slice(None)] * len(shape)
-                idx[a] = n
-                h[tuple(idx)] = 0
-            kern[i, j] = scipy.fft.fftn(h, workers=threads).astype(np.complex64)
+        for p0 in range(0, len(pairs), _PSF_BATCH):  # a few at a time: each holds an oversampled (4N)^3 grid
+            wts = np.stack([(w * np.conj(self.b[i]) * self.b[j]).reshape(-1).astype(np.complex64)
+                            for i, j in pairs[p0:p0 + _PSF_BATCH]])
+            psf = op2.adjoint(wts)  # centred: index m <-> d = m - N
+            for p, h in enumerate(psf, start=p0):
+                h = np.fft.ifftshift(h * scale)
+                for a, n in enumerate(shape):  # d = -N never enters the convolution
+                    idx = [slice(None)] * len(shape)
+                    idx[a] = n
+                    h[tuple(idx)] = 0
+                kern[pairs[p]] = scipy.fft.fftn(h, workers=threads).astype(np.complex64)
+            del psf
+        del op2
         self._kernels = (key, kern)
         return kern
 
