@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..export import export_dicom, identity_for
 from ..export.deid import find_scan
 from ..io.scan_file import describe_scan_file, format_scan_description
+from ..pipeline.b0_step import b0map_file
 from ..pipeline.b1_step import b1map_file
 from ..pipeline.batch import run_batch
 from ..pipeline.config import RunOptions, load_run_config
@@ -76,6 +77,8 @@ def add_simulate(sub) -> None:
     p.add_argument("--te-ms", type=float, default=0.3, help="echo time, excitation to first sample (default: %(default)s)")
     p.add_argument("--tr-ms", type=float, default=100.0, help="repetition time (default: %(default)s)")
     p.add_argument("--off-resonance-hz", type=float, default=0.0, help="global frequency offset (default: 0)")
+    p.add_argument("--readout-ms", type=float, default=None,
+                   help="TPI readout duration, ms (default: the fastest within the gradient limits)")
     p.add_argument("--seed", type=int, default=0, help="random seed for the noise")
     p.add_argument("--anat", action="store_true", help="also write the phantom's GM/WM/CSF probability maps and "
                    "atlas as a 1H scan sees them (anat_*.nii.gz, scanner coordinates)")
@@ -95,7 +98,7 @@ def run_simulate(args) -> int:
                              te_ms=args.te_ms, tr_ms=args.tr_ms, off_resonance_hz=args.off_resonance_hz,
                              anat=args.anat or any(args.anat_offset_mm) or any(args.anat_rot_deg),
                              anat_voxel_mm=args.anat_voxel_mm, anat_offset_mm=tuple(args.anat_offset_mm),
-                             anat_rot_deg=tuple(args.anat_rot_deg))
+                             anat_rot_deg=tuple(args.anat_rot_deg), readout_ms=args.readout_ms)
     _print_outputs(res)
     return EXIT_OK
 
@@ -134,6 +137,26 @@ def run_b1map(args) -> int:
     with reduced_paths(from_args(OutputOptions, args).reduce_paths):
         res = b1map_file(args.scan_a, args.scan_2a, args.out, traj_path=args.traj, options=from_args(B1Options, args),
                          recon=from_args(ReconOptions, args), png=not args.no_png)
+    _print_outputs(res)
+    return EXIT_OK
+
+
+def add_b0map(sub) -> None:
+    p = sub.add_parser("b0map", help="B0 field map (Hz at 23Na) from a multi-echo scan or two scans at different TE")
+    p.add_argument("scans", nargs="+", metavar="SCAN", help="one multi-echo scan, or two scans of the same protocol at "
+                   "two echo times (twix or MRD)")
+    p.add_argument("--traj", default=None, help=TRAJ_HELP + " (its k; the echo times come from the scans)")
+    p.add_argument("-o", "--out", required=True, help="output field map .nii.gz (Hz at the sodium frequency)")
+    p.add_argument("--threshold", type=float, default=0.15,
+                   help="mask voxels below this fraction of the 99th percentile magnitude (default: %(default)s)")
+    p.add_argument("--smooth", type=float, default=1.0, help="Gaussian SD of the masked smoothing, voxels (default: 1)")
+    p.add_argument("--no-png", action="store_true", help="do not write the PNG montage")
+    p.set_defaults(func=run_b0map)
+
+
+def run_b0map(args) -> int:
+    res = b0map_file(args.scans, args.traj, args.out, threshold=args.threshold, smooth_vox=args.smooth,
+                     png=not args.no_png)
     _print_outputs(res)
     return EXIT_OK
 
@@ -345,5 +368,5 @@ def run_info(args) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = [add_demo, add_simulate, add_traj, add_recon, add_info, add_b1map, add_quantify, add_run, add_batch,
+SUBCOMMANDS = [add_demo, add_simulate, add_traj, add_recon, add_info, add_b1map, add_b0map, add_quantify, add_run, add_batch,
                add_dicom]

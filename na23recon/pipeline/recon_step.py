@@ -41,8 +41,10 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike | None
     existing_file(scan_path, "scan")
     if traj_path is not None:
         existing_file(traj_path, "trajectory file")
+    if opts.b0_map is not None:
+        existing_file(opts.b0_map, "B0 field map (--b0-map)")
     folder, stem = nifti_stem(out_path)
-    inputs = [p for p in (scan_path, traj_path) if p is not None]
+    inputs = [p for p in (scan_path, traj_path, opts.b0_map) if p is not None]
     psf = opts.psf if psf is None else psf
     psf_decay = _psf_decay(opts.psf_tissue) if psf else None
     refuse_overwriting_inputs(step_outputs(folder, stem, (out_path.name[len(stem):], ".json", ".png")
