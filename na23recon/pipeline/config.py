@@ -23,7 +23,7 @@ from ..core import B1Options, QuantOptions, ReconOptions
 from ..core.options import OutputOptions
 from ..errors import InputError
 
-PATH_FIELDS = ("scan", "traj", "b1_scan_a", "b1_scan_2a", "vials", "vial_mask", "labels")
+PATH_FIELDS = ("scan", "traj", "b1_scan_a", "b1_scan_2a", "vials", "vial_mask", "labels", "receive_reference")
 #: Optional BIDS labels of a manifest row (`batch --layout bids`): subject (default: the id) and session.
 LABEL_FIELDS = ("subject", "session")
 FIELDS = ("id", *PATH_FIELDS, *LABEL_FIELDS)
@@ -43,6 +43,7 @@ class Job:
     vials: str | None = None
     vial_mask: str | None = None
     labels: str | None = None
+    receive_reference: str | None = None  # the volume-coil scan (or image) of the receive correction
     subject: str | None = None
     session: str | None = None
 
@@ -53,8 +54,8 @@ class Job:
         """InputError for a combination of inputs no step can use."""
         if bool(self.b1_scan_a) != bool(self.b1_scan_2a):
             raise InputError("a B1 map needs both b1_scan_a and b1_scan_2a")
-        if (self.vial_mask or self.labels) and not self.vials:
-            raise InputError("vial_mask and labels need a vials file to quantify TSC")
+        if (self.vial_mask or self.labels or self.receive_reference) and not self.vials:
+            raise InputError("vial_mask, labels and receive_reference need a vials file to quantify TSC")
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def load_config(path: str | os.PathLike, what: str) -> Any:
 
 def load_run_config(path: str | os.PathLike) -> tuple[Job, RunOptions, Path]:
     """Read a `na23recon run` config (TOML or JSON): [input] scan, traj, b1_scan_a, b1_scan_2a,
-    vials, vial_mask, labels (relative to the config file); [recon], [quant], [b1] option tables;
+    vials, vial_mask, labels, receive_reference (relative to the config file); [recon], [quant], [b1] option tables;
     [output] dir. Returns (job, options, output folder)."""
     path = Path(path)
     cfg = load_config(path, "config")

@@ -66,6 +66,8 @@ def _steps(job: Job, outdir: Path, opts: RunOptions, progress: bool | None) -> d
         outputs.update({f"b1_{k}" if not k.startswith("b1") else k: Path(v) for k, v in res.items()})
     if job.vials:
         res = quantify_file(outputs["recon"], outdir / "tsc.nii.gz", job.vials, opts.quant,
-                            vial_mask_path=job.vial_mask, b1_path=b1, labels_path=job.labels)
+                            vial_mask_path=job.vial_mask, b1_path=b1, labels_path=job.labels,
+                            reference_path=job.receive_reference, reference_traj_path=job.traj,
+                            reference_recon=opts.recon)
         outputs.update({f"tsc_{k}" if not k.startswith("tsc") else k: Path(v) for k, v in res.items()})
     return outputs

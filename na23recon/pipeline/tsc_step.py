@@ -10,7 +10,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..core import Image, QuantOptions
+from ..core import Image, QuantOptions, ReconOptions
 from ..core.atomic import staged_outputs
 from ..core.nifti import sidecar_path
 from ..errors import InputError
@@ -20,6 +20,7 @@ from ..quant.tsc import as_label_image, roi_stats
 from ..quant.vials import load_vials
 from ..report.figures import calibration_png, montage_png, tsc_png
 from .files import existing_file, nifti_inputs, nifti_stem, refuse_overwriting_inputs, step_outputs
+from .reference import load_reference
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +61,27 @@ def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vi
                   options: QuantOptions | None = None, vial_mask_path: str | os.PathLike | None = None,
                   b1_path: str | os.PathLike | None = None, labels_path: str | os.PathLike | None = None,
                   receive_path: str | os.PathLike | None = None, config_path: str | os.PathLike | None = None,
-                  png: bool = True) -> dict[str, Path]:
+                  png: bool = True, reference_path: str | os.PathLike | None = None,
+                  reference_traj_path: str | os.PathLike | None = None,
+                  reference_recon: ReconOptions | None = None) -> dict[str, Path]:
     """TSC map (mM) `out_path`, `<stem>_sd` beside it, sidecars, with labels `<stem>_roi.csv` /
     `.json`, the detected vials when no mask is given, QC PNGs. Returns {name: path}.
 
     Everything is checked and computed before anything is written; the outputs are written into a
     hidden folder beside `out_path` and moved into place together, the TSC map last, so a refusal
-    or a fault leaves none of them behind (batch resumption looks for the map)."""
+    or a fault leaves none of them behind (batch resumption looks for the map).
+
+    reference_path: the volume-coil reference of `options.receive` 'reference', an image or a
+    scan (with `reference_traj_path`) reconstructed with `reference_recon` (default: the image's
+    recorded reconstruction options; `pipeline.reference`)."""
     opts = options or QuantOptions()
     out_path = Path(out_path)
     folder, stem = nifti_stem(out_path)
     refuse_overwriting_inputs(
         step_outputs(folder, stem, (out_path.name[len(stem):], ".json", "_sd.nii.gz", "_sd.json", "_roi.csv",
                                     "_roi.json", "_vials.nii.gz", "_vials.json", ".png", "_calibration.png", "_b1.png")),
-        nifti_inputs([image_path, vials_path, vial_mask_path, b1_path, labels_path, receive_path, config_path]))
+        nifti_inputs([image_path, vials_path, vial_mask_path, b1_path, labels_path, receive_path, config_path,
+                      reference_path]))
     relaxation = load_relaxation_config(config_path)
     vials = load_vials(vials_path, relaxation)
     image = Image.load(existing_file(image_path, "image"))
@@ -83,12 +91,15 @@ def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vi
     for k, m in maps.items():
         if m.array.ndim == 4 and m.array.shape[3] > 1:
             raise InputError(f"{inputs[k][1]} {inputs[k][0]} has {m.array.shape[3]} volumes: give one 3D volume")
+    if reference_path is not None:
+        maps["reference"] = load_reference(reference_path, image, reference_traj_path, reference_recon)
     res = quantify(image, vials, opts, relaxation=relaxation, **maps)
     flip, tr, te, acq = acquisition_for(image, opts)
     _, missing = image.acquisition()
     warn_filled(image_path, [f for f in missing if f not in ("flip_deg", "tr_ms", "te_ms")])
     base = base_sidecar(inputs=[p for p in (image_path, vials_path, vial_mask_path, b1_path, labels_path,
-                                            receive_path, config_path) if p is not None])
+                                            receive_path, config_path, reference_path, reference_traj_path)
+                                if p is not None])
     block = acq.sidecar()
     aff = image.affine
     quant_info = dict(res.info, vials=[v.__dict__ for v in vials], unit="mM", method=METHOD, options=opts.to_dict())

@@ -15,6 +15,7 @@ import numpy as np
 from ..core import Acquisition, B1Options, Image, QuantOptions
 from ..errors import InputError
 from .b1 import double_angle
+from .receive import receive_for
 from .relax import check_acquisition
 from .tsc import TSCResult, as_label_image
 from .tsc import quantify as quantify_arrays
@@ -42,14 +43,15 @@ def acquisition_for(image: Image, options: QuantOptions) -> tuple[float, float, 
 
 def quantify(image: Image, vials: list[Vial], options: QuantOptions | None = None, vial_mask: Image | None = None,
              b1: Image | None = None, labels: Image | None = None, receive: Image | None = None,
-             relaxation: Mapping | None = None) -> TSCResult:
+             relaxation: Mapping | None = None, reference: Image | None = None) -> TSCResult:
     """TSC map (mM) of a reconstructed sodium image, calibrated on reference vials.
 
     image: magnitude (x, y, z) or (x, y, z, echo) with its sidecar (TE, TR, flip); vials: from
     `quant.vials.load_vials`; vial_mask: label image of the vials (None: detected); b1: relative
     flip scale map (1.0 nominal); labels: ROI labels (per-label relaxation presets through
     `options.label_tissue`); receive: relative receive map (default with a B1 map: reciprocity);
-    relaxation: preset overrides {name: {t1_ms: ...}}. Every map must lie on the image's grid.
+    relaxation: preset overrides {name: {t1_ms: ...}}; reference: the volume-coil image of
+    `options.receive` 'reference' (`quant.receive`). Every map must lie on the image's grid.
 
     Returns TSCResult (tsc, sd float32 (x, y, z) mM; vial_mask; calibration; info). The info
     holds what was used (flip, TR, TE, noise, presets, calibration line).
@@ -69,10 +71,13 @@ def quantify(image: Image, vials: list[Vial], options: QuantOptions | None = Non
             maps[key] = as_label_image(maps[key], key.replace("_", " "))
     if opts.label_tissue and "labels" not in maps:
         raise InputError("--label-tissue needs a label image (--labels)")
-    return quantify_arrays(img.array, vials, flip, tr, te, vial_mask=maps.get("vial_mask"), b1=maps.get("b1"),
-                           receive=maps.get("receive"), reciprocity=opts.reciprocity, tissue=opts.tissue,
-                           labels=maps.get("labels"), label_tissue=opts.label_tissue, noise_sd=opts.noise_sd,
-                           intercept=opts.intercept, config=relaxation, vial_threshold=opts.vial_threshold)
+    r_field, reciprocity, r_info = receive_for(image, opts, reference, b1, receive)
+    res = quantify_arrays(img.array, vials, flip, tr, te, vial_mask=maps.get("vial_mask"), b1=maps.get("b1"),
+                          receive=maps.get("receive", r_field), reciprocity=reciprocity, tissue=opts.tissue,
+                          labels=maps.get("labels"), label_tissue=opts.label_tissue, noise_sd=opts.noise_sd,
+                          intercept=opts.intercept, config=relaxation, vial_threshold=opts.vial_threshold)
+    res.info["receive_correction"] = r_info
+    return res
 
 
 def b1_map(image_a: Image, image_2a: Image, options: B1Options | None = None) -> Image:
