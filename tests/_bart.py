@@ -88,19 +88,21 @@ def bart_pics(case: dict, folder: Path, iters: int = 30) -> np.ndarray:
 def roi_error(image: np.ndarray, truth: np.ndarray, min_voxels: int = 8) -> tuple[float, int]:
     """Worst relative error of the ROI means after one global linear calibration.
 
-    ROIs: each distinct non-zero value of the truth, eroded by one voxel (no partial volume), kept
-    when at least `min_voxels` remain. The calibration is the least-squares line mean = a truth + b
-    over the ROIs; the error of ROI i is |(mean_i - b) / a - truth_i| / truth_i.
+    ROIs: each connected region of one non-zero truth value, eroded by one voxel (no partial
+    volume), kept when at least `min_voxels` remain (separate ellipsoids of one value are separate
+    ROIs: they sit at different places of the coils' fields). The calibration is the least-squares
+    line mean = a truth + b over the ROIs; the error of ROI i is |(mean_i - b) / a - truth_i| / truth_i.
     Returns (worst error, number of ROIs)."""
     means, t = [], []
     for v in np.unique(truth):
         if v <= 0:
             continue
-        m = ndimage.binary_erosion(np.isclose(truth, v))
-        if m.sum() < min_voxels:
-            continue
-        means.append(float(np.mean(image[m])))
-        t.append(float(v))
+        lab, nlab = ndimage.label(ndimage.binary_erosion(np.isclose(truth, v)))
+        for j in range(1, nlab + 1):
+            m = lab == j
+            if m.sum() >= min_voxels:
+                means.append(float(np.mean(image[m])))
+                t.append(float(v))
     a, b = np.polyfit(t, means, 1)
     est = (np.asarray(means) - b) / a
     return float(np.max(np.abs(est - np.asarray(t)) / np.asarray(t))), len(t)

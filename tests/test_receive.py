@@ -157,6 +157,19 @@ def test_helmet_8coil_chain(tmp_path):
     assert out["reference_mode"] == "reference" and out["n4_mode"] == "n4"
     assert _worst(out["reference_vs_volume_pct"]) < _worst(out["none_vs_volume_pct"])
     assert _worst(out["reference_vs_volume_pct"]) <= 3.0
+    # run: the reference scan is reconstructed with the run's options, as quantify did from the sidecar
+    sim = tmp_path / "sim"
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[input]\nscan = "{sim / "scan.dat"}"\ntraj = "{sim / "traj.npz"}"\nvials = "{sim / "vials.json"}"\n'
+                   f'vial_mask = "{sim / "vmask.nii.gz"}"\nlabels = "{sim / "truth_labels.nii.gz"}"\n'
+                   f'receive_reference = "{sim / "scan_ref.dat"}"\n[quant]\nreceive = "reference"\n'
+                   f'label_tissue = {{1 = "csf", 2 = "gm", 3 = "wm", 4 = "csf", 5 = "lesion"}}\n'
+                   f'[output]\ndir = "{tmp_path / "run-out"}"\n')
+    assert main(["run", str(cfg)]) == 0
+    a = Image.load(tmp_path / "run-out" / "tsc.nii.gz")
+    b = Image.load(tmp_path / "tsc_reference.nii.gz")
+    np.testing.assert_allclose(a.array, b.array, rtol=1e-4, atol=1e-3)
+    assert a.meta["quant"]["receive_correction"]["mode"] == "reference"
 
 
 @pytest.mark.slow
@@ -169,3 +182,22 @@ def test_helmet_32coil_chain(tmp_path):
 def test_helmet_32coil_full_size(tmp_path):
     out = _helmet_chain(tmp_path, 48, 32)
     assert _worst(out["reference_vs_volume_pct"]) <= 3.0
+
+
+def test_run_config_and_manifest_take_a_receive_reference(tmp_path):
+    from na23recon.pipeline.config import load_run_config, read_manifest
+
+    for name in ("scan.dat", "traj.npz", "ref.dat", "vials.json"):
+        (tmp_path / name).write_bytes(b"x")
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('[input]\nscan = "scan.dat"\ntraj = "traj.npz"\nreceive_reference = "ref.dat"\n')
+    with pytest.raises(InputError, match="receive_reference need a vials file"):
+        load_run_config(cfg)
+    cfg.write_text('[input]\nscan = "scan.dat"\ntraj = "traj.npz"\nreceive_reference = "ref.dat"\nvials = "vials.json"\n'
+                   '[quant]\nreceive = "reference"\nreceive_smooth_mm = 2.0\n')
+    job, opts, _ = load_run_config(cfg)
+    assert job.receive_reference == str(tmp_path / "ref.dat") and opts.quant.receive == "reference"
+    man = tmp_path / "m.csv"
+    man.write_text("id,scan,traj,vials,receive_reference\ns1,scan.dat,traj.npz,vials.json,ref.dat\n")
+    (job,) = read_manifest(man)
+    assert job.receive_reference == str(tmp_path / "ref.dat") and str(tmp_path / "ref.dat") in job.inputs()
