@@ -74,6 +74,8 @@ def add_simulate(sub) -> None:
                    help="receive sensitivity (auto: helmet when --ncoil > 1)")
     p.add_argument("--flip-deg", type=float, default=90.0, help="flip angle (default: %(default)s)")
     p.add_argument("--double-angle", action="store_true", help="also write scan_2a.dat at twice the flip angle")
+    p.add_argument("--receive-reference", action="store_true", help="also write scan_ref.dat: the same scan "
+                   "received by the volume coil (for quantify --receive reference)")
     p.add_argument("--te-ms", type=float, default=0.3, help="echo time, excitation to first sample (default: %(default)s)")
     p.add_argument("--tr-ms", type=float, default=100.0, help="repetition time (default: %(default)s)")
     p.add_argument("--off-resonance-hz", type=float, default=0.0, help="global frequency offset (default: 0)")
@@ -92,7 +94,8 @@ def add_simulate(sub) -> None:
 
 def run_simulate(args) -> int:
     res = simulate_to_folder(args.out, phantom=args.phantom, matrix=args.matrix, fov_mm=args.fov_mm,
-                             snr=args.snr, seed=args.seed, double_angle=args.double_angle, traj=args.traj,
+                             snr=args.snr, seed=args.seed, double_angle=args.double_angle,
+                             receive_reference=args.receive_reference, traj=args.traj,
                              ncoil=args.ncoil, undersampling=args.undersampling, b1_variation=args.b1_variation,
                              b1_model=args.b1_model, receive=args.receive, flip_deg=args.flip_deg,
                              te_ms=args.te_ms, tr_ms=args.tr_ms, off_resonance_hz=args.off_resonance_hz,
@@ -223,7 +226,12 @@ def add_quantify(sub) -> None:
     p.add_argument("--vials", required=True, help="vials JSON (label, concentration_mM, medium)")
     p.add_argument("--vial-mask", default=None, help="vial label mask .nii.gz (default: detect the vials)")
     p.add_argument("--b1", default=None, help="B1 map .nii.gz (relative flip scale, from b1map)")
-    p.add_argument("--receive", default=None, help="relative receive map .nii.gz (default with --b1: reciprocity)")
+    p.add_argument("--receive-map", default=None, help="relative receive map .nii.gz, used as is (instead of "
+                   "--receive)")
+    p.add_argument("--receive-reference", default=None, metavar="SCAN_OR_IMAGE",
+                   help="the same object received by the volume coil: a reconstructed .nii.gz, or a twix/MRD scan "
+                   "(with --reference-traj) reconstructed with the image's recorded options (--receive reference)")
+    p.add_argument("--reference-traj", default=None, help="trajectory of a --receive-reference scan")
     p.add_argument("--labels", default=None, help="label image .nii.gz: ROI table <out>_roi.csv/.json")
     p.add_argument("--tissue-maps", nargs=3, default=None, metavar=("GM", "WM", "CSF"),
                    help="GM, WM, CSF probability maps from the 1H scan (any resolution, scanner coordinates): "
@@ -246,9 +254,10 @@ def run_quantify(args) -> int:
     with reduced_paths(from_args(OutputOptions, args).reduce_paths):
         res = quantify_file(args.image, args.out, args.vials, from_args(QuantOptions, args),
                             vial_mask_path=args.vial_mask, b1_path=args.b1, labels_path=args.labels,
-                            receive_path=args.receive, config_path=args.config, png=not args.no_png,
+                            receive_path=args.receive_map, config_path=args.config, png=not args.no_png,
                             tissue_map_paths=args.tissue_maps, atlas_path=args.atlas, atlas_table_path=args.atlas_table,
-                            anat_path=args.anat, psf_path=args.psf)
+                            anat_path=args.anat, psf_path=args.psf,
+                            reference_path=args.receive_reference, reference_traj_path=args.reference_traj)
     _print_outputs(res)
     return EXIT_OK
 

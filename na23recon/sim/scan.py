@@ -291,7 +291,8 @@ def _cnoise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
 def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: int = 48, fov_mm: float = 240.0,
                        snr: float | None = None, seed: int = 0, double_angle: bool = False,
                        cache: dict | None = None, anat: bool = False, anat_voxel_mm: float = 1.0,
-                       anat_offset_mm=(0.0, 0.0, 0.0), anat_rot_deg=(0.0, 0.0, 0.0), **acq_kw) -> dict[str, Path]:
+                       anat_offset_mm=(0.0, 0.0, 0.0), anat_rot_deg=(0.0, 0.0, 0.0), receive_reference: bool = False,
+                       **acq_kw) -> dict[str, Path]:
     """Write a complete synthetic scan into `out`: scan.dat (twix), traj.npz (k 1/m, analytic dcf,
     t from excitation), truth_conc.nii.gz (mM), truth_labels.nii.gz, truth_b1.nii.gz (relative
     flip scale of the B1+ model, 1.0 = nominal), truth_b0.nii.gz (the field, Hz at 23Na: each
@@ -304,6 +305,9 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
     sees them (`sim.anatomy.write_anatomy`: anat_gm/wm/csf.nii.gz, anat_atlas.nii.gz + .tsv,
     anat_motion.json) at `anat_voxel_mm`, the head moved by `anat_rot_deg` (about RAS x, y, z)
     and `anat_offset_mm` (RAS) between the scans.
+    receive_reference: also write scan_ref.dat, the same scan received by the transmit volume coil
+    (one channel, its receive field the B1+ model by reciprocity; noise seed + 2, the same SD per
+    channel), the reference of `quantify --receive reference`.
     acq_kw: the other `SimProtocol` fields (traj, te_ms, tr_ms, flip_deg, ncoil, undersampling,
     b1_variation, off_resonance_hz, ...). Returns the paths by name.
     """
@@ -326,6 +330,12 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
         paths["scan_2a"] = out / "scan_2a.dat"
         write_scan(paths["scan_2a"], scan2)
         sims["scan_2a"] = traj2["sim"]
+    if receive_reference:
+        ref_acq = replace(acq, ncoil=1, receive="reciprocal")
+        scan_ref, traj_ref = simulate_scan(ph, ref_acq, snr=snr, seed=seed + 2, cache=cache)
+        paths["scan_ref"] = out / "scan_ref.dat"
+        write_scan(paths["scan_ref"], scan_ref)
+        sims["scan_ref"] = traj_ref["sim"]
     save_traj(paths["traj"], traj["traj"])
     shape = (matrix,) * 3
     affine = scan.acquisition.geometry.affine(shape)
