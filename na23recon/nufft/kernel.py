@@ -16,6 +16,7 @@ Gauss-Legendre quadrature of the true kernel.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -119,10 +120,19 @@ def kernel_ft(xi: np.ndarray, width: int, beta: float) -> np.ndarray:
         for full double precision at the widths we use.
     """
     xi = np.asarray(xi, dtype=np.float64)
-    nodes, weights = np.polynomial.legendre.leggauss(8 * width + 40)
+    nodes, weights = _leggauss(8 * width + 40)
     z = (nodes + 1.0) * (width / 4.0)  # map [-1, 1] -> [0, w/2]
     wz = weights * (width / 4.0) * es_kernel(z, width, beta)
     return 2.0 * np.cos(2.0 * np.pi * np.multiply.outer(xi, z)) @ wz
+
+
+@functools.lru_cache(maxsize=32)
+def _leggauss(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights (numpy solves an eigenproblem each call: cached)."""
+    nodes, weights = np.polynomial.legendre.leggauss(n)
+    nodes.setflags(write=False)
+    weights.setflags(write=False)
+    return nodes, weights
 
 
 def deapodisation(shape, grid_shape, width: int, beta: float) -> list[np.ndarray]:

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -82,6 +83,7 @@ def grid_size(n_img: int, upsampling: float, width: int) -> int:
         n += 1
 
 
+@functools.lru_cache(maxsize=64)
 def single_precision_error(width: int, beta: float, upsampling: float, ndim: int) -> float:
     """Modelled relative error that float32 grids and FFTs add at this kernel (double adds none).
 
