@@ -102,16 +102,18 @@ class Nufft:
 
         choice = _planning.choose_plan(self._eps, shape, m, self._dtype, upsampling)
         self._upsampling, self._width, self._beta = choice.upsampling, choice.width, choice.beta
+        self._kernel_kind = choice.kernel
         self._grid_shape = choice.grid_shape
         # complex64 inputs run in complex128 when float32 grids cannot reach eps here (large 1/Phi
         # range at upsampling 1.25 and wide kernels); see planning.single_precision_error.
         self._promote = choice.err32 > _planning.F32_ERROR_SHARE * self._eps
         self._grid_bytes1 = int(np.prod(self._grid_shape)) * 16  # one complex128 grid
 
-        coef = _kernel.fit_horner(self._width, self._beta, tol=0.1 * self._eps)
+        coef = _kernel.fit_horner(self._width, self._beta, tol=0.1 * self._eps, kind=self._kernel_kind)
         self._coef = {np.dtype(np.float64): coef, np.dtype(np.float32): coef.astype(np.float32)}
 
-        self._deapod_1d = _kernel.deapodisation(shape, self._grid_shape, self._width, self._beta)
+        self._deapod_1d = _kernel.deapodisation(shape, self._grid_shape, self._width, self._beta,
+                                                self._kernel_kind)
         self._deapod = {}
 
         if coord.dtype not in (np.float32, np.float64):
@@ -131,8 +133,8 @@ class Nufft:
                                                              self._chunks, self._threads)
         self._toeplitz = _toeplitz.KernelCache(Nufft, self._coord, shape, min(self._eps, 1e-4), self._threads)
         log.info(
-            "Nufft %s, %d points, eps %.1e: upsampling %.2f, width %d, beta %.2f, grid %s, %s precision "
-            "for complex64 data, %d threads", shape, m, self._eps, self._upsampling, self._width, self._beta,
+            "Nufft %s, %d points, eps %.1e: upsampling %.2f, %s kernel width %d, beta %.2f, grid %s, %s precision "
+            "for complex64 data, %d threads", shape, m, self._eps, self._upsampling, self._kernel_kind, self._width, self._beta,
             self._grid_shape, "double" if self._promote else "single", self._threads,
         )
 
@@ -366,6 +368,11 @@ class Nufft:
     def beta(self) -> float:
         """ES kernel shape parameter."""
         return self._beta
+
+    @property
+    def kernel(self) -> str:
+        """Kernel family: "es" (exponential of semicircle) or "pswf" (prolate spheroidal)."""
+        return self._kernel_kind
 
     @property
     def upsampling(self) -> float:
