@@ -9,10 +9,11 @@ requested tolerance eps and the upsampling factor sigma (Barnett, Magland & af K
 "A parallel nonuniform fast Fourier transform library based on an 'exponential of semicircle'
 kernel", SIAM J. Sci. Comput. 41(5), C479-C504, 2019).
 
-At upsampling 2 and tight tolerances (PSWF_EPS <= eps < TIGHT_EPS) the kernel is instead the
+At upsampling 2 and 5e-7 <= eps < 1e-2 the kernel is instead the
 prolate spheroidal wave function psi_0(c, 2 z / w) (Slepian & Pollak 1961, Bell Syst. Tech. J.
-40:43), the function the ES kernel approximates and the one FINUFFT 2.5 uses: it reaches eps 1e-6
-with 7 taps where the ES kernel needs 8 ((8/7)^3 = 1.5x the taps in 3D).
+40:43), the function the ES kernel approximates and the one FINUFFT 2.5 uses: it meets eps with
+FINUFFT's widths (4 taps at 1e-3, 7 at 1e-6) where the ES kernel missed eps 1e-3 by up to 10% at
+4 taps and needed 8 at 1e-6 ((8/7)^3 = 1.5x the taps in 3D).
 
 Kernel values are evaluated from a piecewise polynomial (one polynomial per tap, Horner's rule)
 fitted here at plan time, so the spreader evaluates w polynomials once per point and axis instead
@@ -34,8 +35,8 @@ __all__ = ["es_params", "kernel_params", "es_kernel", "pswf_kernel", "kernel_val
 _MIN_WIDTH = 2
 _MAX_WIDTH = 16
 TIGHT_EPS = 2e-5  # below this the width rules get one tap more (see es_params)
-PSWF_EPS = 5e-7  # the PSWF rule (kernel_params) was measured down to this eps
-PSWF_C_OVER_W = 2.34  # PSWF bandwidth parameter c / w at upsampling 2 (see kernel_params)
+PSWF_EPS = (5e-7, 1e-2)  # eps range of the PSWF rule at upsampling 2 (see kernel_params)
+PSWF_C = {4: 9.4, 5: 11.5, 6: 14.0, 7: 16.2}  # PSWF bandwidth parameter c per width (see kernel_params)
 
 
 def es_params(eps: float, upsampling: float) -> tuple[int, float]:
@@ -75,31 +76,44 @@ def es_params(eps: float, upsampling: float) -> tuple[int, float]:
 
 
 def kernel_params(eps: float, upsampling: float) -> tuple[str, int, float]:
-    """Kernel family, width and shape parameter for a tolerance: ("es", w, beta) from `es_params`,
-    or ("pswf", w, c) at upsampling 2 for PSWF_EPS <= eps < TIGHT_EPS.
+    """Kernel family, width and shape parameter for a tolerance: ("pswf", w, c) at upsampling 2
+    for 5e-7 <= eps < 1e-2 (PSWF_EPS), otherwise ("es", w, beta) from `es_params`.
 
-    PSWF rule: w = ceil(log10(10 / eps)) taps (FINUFFT's ES width rule, one tap fewer than
-    `es_params` gives there), c = 2.34 w. A scan of c against the exact NUDFT (3D 30^3, 20 k
-    random points, complex128) gave relative l2 errors 7.6e-7 at w = 7, c = 16.4 (eps 1e-6) and
-    7.4e-6 at w = 6, c = 14 (eps 1e-5), minima of the scan; the ES kernel with one tap fewer
-    reached only 1.4e-6 / 1.4e-5.
+    PSWF rule: w = ceil(log10(10 / eps)) taps (FINUFFT's width rule; one tap fewer than
+    `es_params` below 2e-5), c from PSWF_C. c was scanned against the exact NUDFT (3D 30^3,
+    20 k random points, complex128); the minima, used here: w = 4, c = 9.4: 7.8e-4; w = 5,
+    c = 11.5: 8.2e-5; w = 6, c = 14: 7.4e-6; w = 7, c = 16.2: 8.0e-7 (all within eps = 10^-(w-1); 16.2 rather than the
+    minimum at 16.4, 7.6e-7, which left shuffled radial points at 1.1e-6 in complex64),
+    where the ES kernel at the same width reached 1.1e-3, -, 1.4e-5, 1.4e-6.
     """
-    if upsampling == 2.0 and PSWF_EPS <= eps < TIGHT_EPS:
-        w = int(min(max(math.ceil(-math.log10(eps / 10.0)), _MIN_WIDTH), _MAX_WIDTH))
-        return "pswf", w, PSWF_C_OVER_W * w
+    if upsampling == 2.0 and PSWF_EPS[0] <= eps < PSWF_EPS[1]:
+        w = math.ceil(-math.log10(eps / 10.0))
+        if w in PSWF_C:
+            return "pswf", w, PSWF_C[w]
     w, beta = es_params(eps, upsampling)
     return "es", w, beta
 
 
 def pswf_kernel(z: np.ndarray, width: int, c: float) -> np.ndarray:
-    """PSWF kernel psi_0(c, 2 z / w) / psi_0(c, 0) (peak 1, zero for |z| >= width / 2); z in grid cells."""
+    """PSWF kernel psi_0(c, 2 z / w) / psi_0(c, 0) (peak 1, zero for |z| > width / 2); z in grid cells."""
     z = np.asarray(z, dtype=np.float64)
     x = 2.0 * z / width
-    inside = np.abs(x) < 1.0
+    inside = np.abs(x) <= 1.0
     out = np.zeros_like(x)
-    v0 = scipy.special.pro_ang1(0, 0, c, 0.0)[0]
-    out[inside] = scipy.special.pro_ang1(0, 0, c, x[inside])[0] / v0
+    out[inside] = np.polynomial.chebyshev.chebval(x[inside], _pswf_cheb(float(c)))
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _pswf_cheb(c: float) -> np.ndarray:
+    """Chebyshev series of psi_0(c, x) / psi_0(c, 0) on [-1, 1] (scipy's pro_ang1 costs ~0.1 ms a
+    value; 96 nodes interpolate it to ~1e-15 for c <= 40)."""
+    n = 96
+    xc = np.cos(np.pi * (np.arange(n) + 0.5) / n)
+    v = scipy.special.pro_ang1(0, 0, c, xc)[0] / scipy.special.pro_ang1(0, 0, c, 0.0)[0]
+    coef = np.polynomial.chebyshev.chebfit(xc, v, n - 1)
+    coef.setflags(write=False)
+    return coef
 
 
 def kernel_values(z: np.ndarray, width: int, beta: float, kind: str = "es") -> np.ndarray:
@@ -137,19 +151,20 @@ def fit_horner(width: int, beta: float, tol: float = 1e-9, max_degree: int = 20,
     """
     t_fit = np.cos(np.pi * (np.arange(200) + 0.5) / 200)  # Chebyshev points on (-1, 1)
     t_chk = np.linspace(-1.0, 1.0, 2001)[:-1]
+    taps = np.arange(width)
+    # kernel values at every fit / check point (rows) for every tap (columns), computed once
+    y_fit = kernel_values((t_fit[:, None] + width - 1) / 2.0 - taps, width, beta, kind)
+    y_chk = kernel_values((t_chk[:, None] + width - 1) / 2.0 - taps, width, beta, kind)
     for deg in range(max(3, width), max_degree + 1):
-        coefs = np.empty((deg + 1, width))
-        err = 0.0
+        cheb = np.polynomial.chebyshev.chebfit(t_fit, y_fit, deg)  # (deg + 1, width), all taps at once
+        coefs = np.zeros((deg + 1, width))
         for j in range(width):
-            s = (t_fit + width - 1) / 2.0
-            c = np.polynomial.chebyshev.chebfit(t_fit, kernel_values(s - j, width, beta, kind), deg)
-            poly = np.zeros(deg + 1)
-            low = np.polynomial.chebyshev.cheb2poly(c)
-            poly[: len(low)] = low
-            poly = poly[::-1]  # highest power first
-            coefs[:, j] = poly
-            s_chk = (t_chk + width - 1) / 2.0
-            err = max(err, float(np.max(np.abs(np.polyval(poly, t_chk) - kernel_values(s_chk - j, width, beta, kind)))))
+            low = np.polynomial.chebyshev.cheb2poly(cheb[:, j])
+            coefs[deg + 1 - len(low):, j] = low[::-1]  # highest power first
+        fit = np.zeros_like(y_chk)
+        for p in range(deg + 1):  # Horner on all taps, as the kernels evaluate it
+            fit = fit * t_chk[:, None] + coefs[p]
+        err = float(np.max(np.abs(fit - y_chk)))
         if err < tol:
             break
     return coefs

@@ -126,7 +126,7 @@ class PlanChoice:
 
     def describe(self) -> str:
         prec = "double" if self.work_dtype == np.complex128 else "single"
-        return (f"upsampling {self.upsampling:g}, {self.kernel} kernel width {self.width}, {prec} precision, grid "
+        return (f"upsampling {self.upsampling:g}, width {self.width}, {prec} precision, {self.kernel} kernel, grid "
                 f"{'x'.join(map(str, self.grid_shape))} = {self.grid_bytes / 2**20:.3g} MB, modelled {self.cost_ms:.0f} ms")
 
 
