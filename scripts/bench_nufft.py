@@ -11,6 +11,13 @@ the ratios. sigpy has no tolerance knob: it runs once per size at its defaults (
     python scripts/bench_nufft.py --quick    # 32^3 x 160 k, a few seconds
     python scripts/bench_nufft.py --json     # machine-readable
     python scripts/bench_nufft.py --large    # 224^3 and 256^3, eps 1e-5 / 1e-6, default plan vs FINUFFT
+    python scripts/bench_nufft.py --orders   # radial / TPI / random / shuffled point orders vs FINUFFT
+
+--orders: per case (point order, matrix, eps) in one process: our plan time and forward+adjoint
+time over FINUFFT's (same points, eps and threads; min of --repeat interleaved runs; FINUFFT's
+automatic upsampling), and both libraries' errors against the exact NUDFT (float64; 256 samples,
+32 voxels). Orders: radial (centre-out spokes, as acquired), tpi (na23recon's TPI generator, as
+acquired), random (uniform in the k-space cube), shuffled (the radial samples in random order).
 
 --large: radial points (--large-points, default 2.05 M: 16000 spokes x 128), errors against the
 exact NUDFT in float64 on --subset points (forward) and voxels (adjoint), s for one forward +
@@ -144,6 +151,80 @@ def large(args) -> int:
     return 0
 
 
+ORDER_CASES = ["radial:64:1e-6", "radial:128:1e-6", "tpi:64:1e-3", "tpi:64:1e-6", "random:64:1e-3",
+               "random:64:1e-6", "shuffled:64:1e-3", "shuffled:64:1e-6"]
+
+
+def order_points(kind: str, n: int) -> np.ndarray:
+    """(M, 3) float32 points in cycles/FOV for a point order at matrix n (see --orders)."""
+    rng = np.random.default_rng(1)
+    nspoke, nsamp = SIZES[n]
+    if kind == "radial":
+        return radial(n, nspoke, nsamp).reshape(-1, 3)
+    if kind == "shuffled":
+        k = radial(n, nspoke, nsamp).reshape(-1, 3)
+        return k[rng.permutation(len(k))]
+    if kind == "random":
+        return ((rng.random((nspoke * nsamp, 3)) - 0.5) * n).astype(np.float32)
+    if kind == "tpi":
+        from na23recon.traj.tpi import tpi_3d
+        return tpi_3d(n, 220.0).coord(220.0).reshape(-1, 3).astype(np.float32)
+    raise SystemExit(f"unknown point order {kind!r}")
+
+
+def orders(args) -> int:
+    """The --orders table: ours over FINUFFT per point order, matrix and eps."""
+    import finufft  # noqa: F401  (required here)
+
+    rng = np.random.default_rng(0)
+    print(f"threads={args.threads}, complex64; ms = min of {args.repeat} interleaved runs; ratio = ours / FINUFFT; "
+          "errors vs exact NUDFT (256 samples / 32 voxels)")
+    hdr = (f"{'order':>8} {'size':>5} {'points':>8} {'eps':>6} {'ours plan':>15} {'plan_ms':>8} {'fwd_ms':>8} {'adj_ms':>8} "
+           f"{'fin plan_ms':>11} {'fwd_ms':>8} {'adj_ms':>8} {'fwd+adj':>7} {'plan':>6} {'err ours f/a':>17} {'err fin f/a':>17}")
+    print(hdr)
+    print("-" * len(hdr))
+    for case in args.cases:
+        kind, n, eps = case.split(":")
+        n, eps = int(n), float(eps)
+        kf = order_points(kind, n)
+        m, shape = len(kf), (n, n, n)
+        x = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+        y = (rng.standard_normal(m) + 1j * rng.standard_normal(m)).astype(np.complex64)
+        sub = rng.choice(m, 256, replace=False)
+        vox = rng.integers(0, n, (32, 3))
+        ref_f = exact_forward(x, kf[sub].astype(np.float64))
+        ref_a = exact_adjoint_chunked(y, kf, shape, vox)
+        vi = tuple(vox.T)
+        # warm both libraries (numba cache load, FFTW plans) on a small problem, not timed
+        w = Nufft(kf[:5000] * (16 / n), (16,) * 3, eps=eps, threads=args.threads)
+        w.adjoint(w.forward(np.ones((16,) * 3, np.complex64)))
+        w2, w1 = finufft_plans(kf[:5000] * (16 / n), 16, (16,) * 3, eps, args.threads)
+        w2.execute(np.ones((16,) * 3, np.complex64)), w1.execute(np.ones(5000, np.complex64))
+        t = time.perf_counter()
+        op = Nufft(kf, shape, eps=eps, threads=args.threads)
+        ours_plan = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        p2, p1 = finufft_plans(kf, n, shape, eps, args.threads)
+        fin_plan = (time.perf_counter() - t) * 1e3
+        op.forward(x), op.adjoint(y), p2.execute(x), p1.execute(y)
+        fo, ad, ff, fa = [], [], [], []
+        for _ in range(args.repeat):
+            t_, yo = timeit(lambda: op.forward(x), 1); fo.append(t_)
+            t_, yf = timeit(lambda: p2.execute(x), 1); ff.append(t_)
+            t_, xo = timeit(lambda: op.adjoint(y), 1); ad.append(t_)
+            t_, xf = timeit(lambda: p1.execute(y), 1); fa.append(t_)
+        scale = np.float32(1 / np.sqrt(np.prod(shape)))
+        eo = (rel(yo[sub], ref_f), rel(xo[vi], ref_a))
+        ef = (rel(yf[sub] * scale, ref_f), rel(xf[vi] * scale, ref_a))
+        desc = f"{op.upsampling:g}/{op.kernel}{op.width}/{'f64' if op.work_dtype == np.complex128 else 'f32'}"
+        ratio = (min(fo) + min(ad)) / (min(ff) + min(fa))
+        print(f"{kind:>8} {n:>4}^3 {m:>8} {eps:6.0e} {desc:>15} {ours_plan:8.0f} {min(fo):8.0f} {min(ad):8.0f} "
+              f"{fin_plan:11.0f} {min(ff):8.0f} {min(fa):8.0f} {ratio:6.2f}x {ours_plan / fin_plan:5.2f}x "
+              f"{eo[0]:8.1e} {eo[1]:8.1e} {ef[0]:8.1e} {ef[1]:8.1e}", flush=True)
+        del op, p1, p2
+    return 0
+
+
 def rel(a, b) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
@@ -171,7 +252,11 @@ def main(argv=None) -> int:
     ap.add_argument("--large-points", type=int, default=2_048_000)
     ap.add_argument("--finufft-sizes", type=int, nargs="+", default=[256], help="--large: sizes FINUFFT runs at")
     ap.add_argument("--subset", type=int, default=300, help="--large: points / voxels checked exactly")
+    ap.add_argument("--orders", action="store_true", help="point orders (radial, TPI, random, shuffled) vs FINUFFT")
+    ap.add_argument("--cases", nargs="+", default=ORDER_CASES, help="--orders: order:matrix:eps cases")
     args = ap.parse_args(argv)
+    if args.orders:
+        return orders(args)
     if args.large:
         if args.eps == [1e-3, 1e-6]:
             args.eps = [1e-5, 1e-6]

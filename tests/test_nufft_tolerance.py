@@ -70,7 +70,8 @@ def test_automatic_plan_meets_eps(branch, eps, dtype, monkeypatch):
     op = Nufft(k, SHAPE, eps=eps, dtype=dtype)
     assert op.upsampling == (2.0 if branch == "many-points" else 1.25)
     # double precision exactly where the float32 error model misses eps (3D: 1.25 below ~2e-4)
-    f32_ok = planning.single_precision_error(op.width, op.beta, op.upsampling, 3) <= planning.F32_ERROR_SHARE * eps
+    f32_ok = planning.single_precision_error(op.width, op.beta, op.upsampling, 3, op.kernel) \
+        <= planning.F32_ERROR_SHARE * eps
     assert op.work_dtype == (np.complex64 if f32_ok else np.complex128)
     if op.upsampling == 1.25:
         assert op.work_dtype == (np.complex64 if eps >= 1e-3 else np.complex128)

@@ -191,7 +191,7 @@ def test_run_config_and_manifest_take_a_receive_reference(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     cfg = tmp_path / "run.toml"
     cfg.write_text('[input]\nscan = "scan.dat"\ntraj = "traj.npz"\nreceive_reference = "ref.dat"\n')
-    with pytest.raises(InputError, match="receive_reference need a vials file"):
+    with pytest.raises(InputError, match="receive_reference and the anatomy .* need a vials"):
         load_run_config(cfg)
     cfg.write_text('[input]\nscan = "scan.dat"\ntraj = "traj.npz"\nreceive_reference = "ref.dat"\nvials = "vials.json"\n'
                    '[quant]\nreceive = "reference"\nreceive_smooth_mm = 2.0\n')

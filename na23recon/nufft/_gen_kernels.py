@@ -24,44 +24,49 @@ spread.py (see its module doc), with the width fixed per function. Look-up table
 import numpy as np
 from numba import njit
 
-from .spread import _FASTMATH, _axis_weights_call, _stored_weights
+from .spread import _FASTMATH, _kernel_row, _kernel_row_stored
 '''
 
 
-def _weights(ndim: int, ind: str) -> list[str]:
+def _weights(ndim: int, ind: str, first: str = "k0") -> list[str]:
+    """Per-axis kernel values k{a} (w,) and wrapped first-tap index a{a} of point j."""
+    names = [first] + [f"k{a}" for a in range(1, ndim)]
     out = [f"{ind}if pre:"]
     for a in range(ndim):
-        out.append(f"{ind}    _stored_weights(wst, ist, j, {a}, n{a}, W, w{a}, i{a})")
+        out.append(f"{ind}    a{a} = _kernel_row_stored(wst, ist, j, {a}, W, {names[a]})")
     out.append(f"{ind}else:")
     for a in range(ndim):
-        out.append(f"{ind}    _axis_weights_call(u[j, {a}], n{a}, coef, W, w{a}, i{a})")
+        out.append(f"{ind}    a{a} = _kernel_row(u[j, {a}], n{a}, coef, W, {names[a]})")
     return out
 
 
-def _alloc(ndim: int) -> list[str]:
-    out = []
-    for a in range(ndim):
-        out.append(f"    w{a} = np.empty(W, coef.dtype)")
-        out.append(f"    i{a} = np.empty(W, np.int64)")
-    return out
-
-
-def _outer_taps(L: list[str], ndim: int, ind: str) -> str:
-    """Append the loops over the taps of every axis but the last (weight `wr`, row offset `o`);
-    return the indentation of their body."""
-    L.append(f"{ind}for a in range(W):")
+def _outer_taps(L: list[str], ndim: int, ind: str, first: str = "k0") -> str:
+    """Append the loops over the taps of every axis but the last (weight `wr`, row offset `o`,
+    indices wrapped); return the indentation of their body."""
+    L += [f"{ind}for a in range(W):",
+          f"{ind}    i = a0 + a",
+          f"{ind}    if i >= n0:",
+          f"{ind}        i -= n0"]
     if ndim == 2:
-        L.append(f"{ind}    wr = w0[a]")
-        L.append(f"{ind}    o = i0[a] * n1")
+        L += [f"{ind}    wr = {first}[a]", f"{ind}    o = i * n1"]
         return ind + "    "
-    L.append(f"{ind}    o0 = i0[a] * n1")
-    L.append(f"{ind}    for e in range(W):")
-    L.append(f"{ind}        wr = w0[a] * w1[e]")
-    L.append(f"{ind}        o = (o0 + i1[e]) * n2")
+    L += [f"{ind}    wa = {first}[a]",
+          f"{ind}    oa = i * n1",
+          f"{ind}    for e in range(W):",
+          f"{ind}        ii = a1 + e",
+          f"{ind}        if ii >= n1:",
+          f"{ind}            ii -= n1",
+          f"{ind}        wr = wa * k1[e]",
+          f"{ind}        o = (oa + ii) * n2"]
     return ind + "        "
 
 
 def interp(ndim: int, w: int) -> str:
+    """Interpolation: the w^(ndim-1) grid rows of 2w floats (w complex taps along the last axis)
+    are accumulated, each times its outer-axis weight, into one (2w,) accumulator through a row
+    slice (consecutive loads and a constant trip count, which LLVM vectorises; 1.8x faster than
+    scalar accumulators indexed from the grid at w = 8), then contracted with the last axis'
+    kernel values."""
     last = ndim - 1
     ns = ", ".join(f"n{a}" for a in range(ndim))
     L = ["@njit(cache=True, nogil=True, fastmath=_FASTMATH)",
@@ -69,66 +74,76 @@ def interp(ndim: int, w: int) -> str:
          f"    W = width  # == {w}; kept a runtime value so LLVM does not unroll the row loops",
          "    nb = g.shape[0]",
          "    pre = wst.shape[0] > 0"]
-    L += _alloc(ndim)
+    L += [f"    k{a} = np.empty(W, coef.dtype)" for a in range(ndim)]
+    L.append(f"    acc = np.empty({2 * w}, coef.dtype)")
     L.append("    for j in range(j0, j1):")
     L += _weights(ndim, "        ")
     L.append("        p = perm[j]")
-    L.append(f"        contig = i{last}[0] + {w} <= n{last}")
+    L.append(f"        contig = a{last} + {w} <= n{last}")
     L.append("        for b in range(nb):")
     L.append("            gb = g[b]")
-    L.append("            zr = gb[0] - gb[0]")
-    for d in range(w):
-        L.append(f"            ar{d} = zr")
-        L.append(f"            ai{d} = zr")
+    L.append(f"            for d in range({2 * w}):")
+    L.append("                acc[d] = 0.0")
     ind = _outer_taps(L, ndim, " " * 12)
-    L.append(f"{ind}if contig:")
-    L.append(f"{ind}    base = 2 * (o + i{last}[0])")
-    for d in range(w):
-        L.append(f"{ind}    ar{d} += wr * gb[base + {2 * d}]")
-        L.append(f"{ind}    ai{d} += wr * gb[base + {2 * d + 1}]")
-    L.append(f"{ind}else:")
-    for d in range(w):
-        L.append(f"{ind}    q = 2 * (o + i{last}[{d}])")
-        L.append(f"{ind}    ar{d} += wr * gb[q]")
-        L.append(f"{ind}    ai{d} += wr * gb[q + 1]")
-    L.append("            out[b, 2 * p] = " + " + ".join(f"w{last}[{d}] * ar{d}" for d in range(w)))
-    L.append("            out[b, 2 * p + 1] = " + " + ".join(f"w{last}[{d}] * ai{d}" for d in range(w)))
+    L += [f"{ind}if contig:",
+          f"{ind}    st = 2 * (o + a{last})",
+          f"{ind}    row = gb[st:st + {2 * w}]",
+          f"{ind}    for d in range({2 * w}):",
+          f"{ind}        acc[d] += wr * row[d]",
+          f"{ind}else:",
+          f"{ind}    for d in range({w}):",
+          f"{ind}        q = a{last} + d",
+          f"{ind}        if q >= n{last}:",
+          f"{ind}            q -= n{last}",
+          f"{ind}        acc[2 * d] += wr * gb[2 * (o + q)]",
+          f"{ind}        acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]"]
+    L += ["            sr = acc[0] - acc[0]",
+          "            si = sr",
+          f"            for d in range({w}):",
+          f"                sr += k{last}[d] * acc[2 * d]",
+          f"                si += k{last}[d] * acc[2 * d + 1]",
+          "            out[b, 2 * p] = sr",
+          "            out[b, 2 * p + 1] = si"]
     return "\n".join(L)
 
 
 def spread(ndim: int, w: int) -> str:
+    """Spreading: the point's value times the last axis' kernel (2w scalars) added into each grid
+    row through a row slice (consecutive read-modify-writes), times the outer-axis weight."""
     last = ndim - 1
     ns = ", ".join(f"n{a}" for a in range(ndim))
     L = ["@njit(cache=True, nogil=True, fastmath=_FASTMATH)",
-         f"def spread{ndim}d_w{w}(vals, g, {ns}, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):",
+         f"def spread{ndim}d_w{w}(vals, g, {ns}, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):",
          f"    W = width  # == {w}; kept a runtime value so LLVM does not unroll the row loops",
          "    nb = g.shape[0]",
          "    pre = wst.shape[0] > 0"]
-    L += _alloc(ndim)
-    L.append("    for k in range(k0, k1):")
-    L.append("        s = task_slabs[k]")
+    L += [f"    k{a} = np.empty(W, coef.dtype)" for a in range(ndim)]
+    L.append("    for t in range(t0, t1):")
+    L.append("        s = task_slabs[t]")
     L.append("        for j in range(slab_ptr[s], slab_ptr[s + 1]):")
     L += _weights(ndim, "            ")
     L.append("            p = perm[j]")
-    L.append(f"            contig = i{last}[0] + {w} <= n{last}")
+    L.append(f"            contig = a{last} + {w} <= n{last}")
     L.append("            for b in range(nb):")
     L.append("                gb = g[b]")
     L.append("                vr = vals[b, 2 * p]")
     L.append("                vi = vals[b, 2 * p + 1]")
     for d in range(w):
-        L.append(f"                kr{d} = w{last}[{d}] * vr")
-        L.append(f"                ki{d} = w{last}[{d}] * vi")
+        L.append(f"                c{2 * d} = k{last}[{d}] * vr")
+        L.append(f"                c{2 * d + 1} = k{last}[{d}] * vi")
     ind = _outer_taps(L, ndim, " " * 16)
-    L.append(f"{ind}if contig:")
-    L.append(f"{ind}    base = 2 * (o + i{last}[0])")
-    for d in range(w):
-        L.append(f"{ind}    gb[base + {2 * d}] += wr * kr{d}")
-        L.append(f"{ind}    gb[base + {2 * d + 1}] += wr * ki{d}")
+    L += [f"{ind}if contig:",
+          f"{ind}    st = 2 * (o + a{last})",
+          f"{ind}    row = gb[st:st + {2 * w}]"]
+    for d in range(2 * w):
+        L.append(f"{ind}    row[{d}] += wr * c{d}")
     L.append(f"{ind}else:")
     for d in range(w):
-        L.append(f"{ind}    q = 2 * (o + i{last}[{d}])")
-        L.append(f"{ind}    gb[q] += wr * kr{d}")
-        L.append(f"{ind}    gb[q + 1] += wr * ki{d}")
+        L += [f"{ind}    q = a{last} + {d}",
+              f"{ind}    if q >= n{last}:",
+              f"{ind}        q -= n{last}",
+              f"{ind}    gb[2 * (o + q)] += wr * c{2 * d}",
+              f"{ind}    gb[2 * (o + q) + 1] += wr * c{2 * d + 1}"]
     return "\n".join(L)
 
 

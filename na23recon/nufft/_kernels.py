@@ -6,7 +6,7 @@ spread.py (see its module doc), with the width fixed per function. Look-up table
 import numpy as np
 from numba import njit
 
-from .spread import _FASTMATH, _axis_weights_call, _stored_weights
+from .spread import _FASTMATH, _kernel_row, _kernel_row_stored
 
 
 
@@ -15,90 +15,99 @@ def interp2d_w2(g, n0, n1, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 2; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    acc = np.empty(4, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
         p = perm[j]
-        contig = i1[0] + 2 <= n1
+        contig = a1 + 2 <= n1
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
+            for d in range(4):
+                acc[d] = 0.0
             for a in range(W):
-                wr = w0[a]
-                o = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wr = k0[a]
+                o = i * n1
                 if contig:
-                    base = 2 * (o + i1[0])
-                    ar0 += wr * gb[base + 0]
-                    ai0 += wr * gb[base + 1]
-                    ar1 += wr * gb[base + 2]
-                    ai1 += wr * gb[base + 3]
+                    st = 2 * (o + a1)
+                    row = gb[st:st + 4]
+                    for d in range(4):
+                        acc[d] += wr * row[d]
                 else:
-                    q = 2 * (o + i1[0])
-                    ar0 += wr * gb[q]
-                    ai0 += wr * gb[q + 1]
-                    q = 2 * (o + i1[1])
-                    ar1 += wr * gb[q]
-                    ai1 += wr * gb[q + 1]
-            out[b, 2 * p] = w1[0] * ar0 + w1[1] * ar1
-            out[b, 2 * p + 1] = w1[0] * ai0 + w1[1] * ai1
+                    for d in range(2):
+                        q = a1 + d
+                        if q >= n1:
+                            q -= n1
+                        acc[2 * d] += wr * gb[2 * (o + q)]
+                        acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(2):
+                sr += k1[d] * acc[2 * d]
+                si += k1[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread2d_w2(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread2d_w2(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 2; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
             p = perm[j]
-            contig = i1[0] + 2 <= n1
+            contig = a1 + 2 <= n1
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w1[0] * vr
-                ki0 = w1[0] * vi
-                kr1 = w1[1] * vr
-                ki1 = w1[1] * vi
+                c0 = k1[0] * vr
+                c1 = k1[0] * vi
+                c2 = k1[1] * vr
+                c3 = k1[1] * vi
                 for a in range(W):
-                    wr = w0[a]
-                    o = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wr = k0[a]
+                    o = i * n1
                     if contig:
-                        base = 2 * (o + i1[0])
-                        gb[base + 0] += wr * kr0
-                        gb[base + 1] += wr * ki0
-                        gb[base + 2] += wr * kr1
-                        gb[base + 3] += wr * ki1
+                        st = 2 * (o + a1)
+                        row = gb[st:st + 4]
+                        row[0] += wr * c0
+                        row[1] += wr * c1
+                        row[2] += wr * c2
+                        row[3] += wr * c3
                     else:
-                        q = 2 * (o + i1[0])
-                        gb[q] += wr * kr0
-                        gb[q + 1] += wr * ki0
-                        q = 2 * (o + i1[1])
-                        gb[q] += wr * kr1
-                        gb[q + 1] += wr * ki1
+                        q = a1 + 0
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c0
+                        gb[2 * (o + q) + 1] += wr * c1
+                        q = a1 + 1
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c2
+                        gb[2 * (o + q) + 1] += wr * c3
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -106,104 +115,108 @@ def interp2d_w3(g, n0, n1, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 3; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    acc = np.empty(6, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
         p = perm[j]
-        contig = i1[0] + 3 <= n1
+        contig = a1 + 3 <= n1
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
+            for d in range(6):
+                acc[d] = 0.0
             for a in range(W):
-                wr = w0[a]
-                o = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wr = k0[a]
+                o = i * n1
                 if contig:
-                    base = 2 * (o + i1[0])
-                    ar0 += wr * gb[base + 0]
-                    ai0 += wr * gb[base + 1]
-                    ar1 += wr * gb[base + 2]
-                    ai1 += wr * gb[base + 3]
-                    ar2 += wr * gb[base + 4]
-                    ai2 += wr * gb[base + 5]
+                    st = 2 * (o + a1)
+                    row = gb[st:st + 6]
+                    for d in range(6):
+                        acc[d] += wr * row[d]
                 else:
-                    q = 2 * (o + i1[0])
-                    ar0 += wr * gb[q]
-                    ai0 += wr * gb[q + 1]
-                    q = 2 * (o + i1[1])
-                    ar1 += wr * gb[q]
-                    ai1 += wr * gb[q + 1]
-                    q = 2 * (o + i1[2])
-                    ar2 += wr * gb[q]
-                    ai2 += wr * gb[q + 1]
-            out[b, 2 * p] = w1[0] * ar0 + w1[1] * ar1 + w1[2] * ar2
-            out[b, 2 * p + 1] = w1[0] * ai0 + w1[1] * ai1 + w1[2] * ai2
+                    for d in range(3):
+                        q = a1 + d
+                        if q >= n1:
+                            q -= n1
+                        acc[2 * d] += wr * gb[2 * (o + q)]
+                        acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(3):
+                sr += k1[d] * acc[2 * d]
+                si += k1[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread2d_w3(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread2d_w3(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 3; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
             p = perm[j]
-            contig = i1[0] + 3 <= n1
+            contig = a1 + 3 <= n1
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w1[0] * vr
-                ki0 = w1[0] * vi
-                kr1 = w1[1] * vr
-                ki1 = w1[1] * vi
-                kr2 = w1[2] * vr
-                ki2 = w1[2] * vi
+                c0 = k1[0] * vr
+                c1 = k1[0] * vi
+                c2 = k1[1] * vr
+                c3 = k1[1] * vi
+                c4 = k1[2] * vr
+                c5 = k1[2] * vi
                 for a in range(W):
-                    wr = w0[a]
-                    o = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wr = k0[a]
+                    o = i * n1
                     if contig:
-                        base = 2 * (o + i1[0])
-                        gb[base + 0] += wr * kr0
-                        gb[base + 1] += wr * ki0
-                        gb[base + 2] += wr * kr1
-                        gb[base + 3] += wr * ki1
-                        gb[base + 4] += wr * kr2
-                        gb[base + 5] += wr * ki2
+                        st = 2 * (o + a1)
+                        row = gb[st:st + 6]
+                        row[0] += wr * c0
+                        row[1] += wr * c1
+                        row[2] += wr * c2
+                        row[3] += wr * c3
+                        row[4] += wr * c4
+                        row[5] += wr * c5
                     else:
-                        q = 2 * (o + i1[0])
-                        gb[q] += wr * kr0
-                        gb[q + 1] += wr * ki0
-                        q = 2 * (o + i1[1])
-                        gb[q] += wr * kr1
-                        gb[q + 1] += wr * ki1
-                        q = 2 * (o + i1[2])
-                        gb[q] += wr * kr2
-                        gb[q + 1] += wr * ki2
+                        q = a1 + 0
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c0
+                        gb[2 * (o + q) + 1] += wr * c1
+                        q = a1 + 1
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c2
+                        gb[2 * (o + q) + 1] += wr * c3
+                        q = a1 + 2
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c4
+                        gb[2 * (o + q) + 1] += wr * c5
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -211,118 +224,117 @@ def interp2d_w4(g, n0, n1, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 4; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    acc = np.empty(8, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
         p = perm[j]
-        contig = i1[0] + 4 <= n1
+        contig = a1 + 4 <= n1
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
+            for d in range(8):
+                acc[d] = 0.0
             for a in range(W):
-                wr = w0[a]
-                o = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wr = k0[a]
+                o = i * n1
                 if contig:
-                    base = 2 * (o + i1[0])
-                    ar0 += wr * gb[base + 0]
-                    ai0 += wr * gb[base + 1]
-                    ar1 += wr * gb[base + 2]
-                    ai1 += wr * gb[base + 3]
-                    ar2 += wr * gb[base + 4]
-                    ai2 += wr * gb[base + 5]
-                    ar3 += wr * gb[base + 6]
-                    ai3 += wr * gb[base + 7]
+                    st = 2 * (o + a1)
+                    row = gb[st:st + 8]
+                    for d in range(8):
+                        acc[d] += wr * row[d]
                 else:
-                    q = 2 * (o + i1[0])
-                    ar0 += wr * gb[q]
-                    ai0 += wr * gb[q + 1]
-                    q = 2 * (o + i1[1])
-                    ar1 += wr * gb[q]
-                    ai1 += wr * gb[q + 1]
-                    q = 2 * (o + i1[2])
-                    ar2 += wr * gb[q]
-                    ai2 += wr * gb[q + 1]
-                    q = 2 * (o + i1[3])
-                    ar3 += wr * gb[q]
-                    ai3 += wr * gb[q + 1]
-            out[b, 2 * p] = w1[0] * ar0 + w1[1] * ar1 + w1[2] * ar2 + w1[3] * ar3
-            out[b, 2 * p + 1] = w1[0] * ai0 + w1[1] * ai1 + w1[2] * ai2 + w1[3] * ai3
+                    for d in range(4):
+                        q = a1 + d
+                        if q >= n1:
+                            q -= n1
+                        acc[2 * d] += wr * gb[2 * (o + q)]
+                        acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(4):
+                sr += k1[d] * acc[2 * d]
+                si += k1[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread2d_w4(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread2d_w4(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 4; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
             p = perm[j]
-            contig = i1[0] + 4 <= n1
+            contig = a1 + 4 <= n1
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w1[0] * vr
-                ki0 = w1[0] * vi
-                kr1 = w1[1] * vr
-                ki1 = w1[1] * vi
-                kr2 = w1[2] * vr
-                ki2 = w1[2] * vi
-                kr3 = w1[3] * vr
-                ki3 = w1[3] * vi
+                c0 = k1[0] * vr
+                c1 = k1[0] * vi
+                c2 = k1[1] * vr
+                c3 = k1[1] * vi
+                c4 = k1[2] * vr
+                c5 = k1[2] * vi
+                c6 = k1[3] * vr
+                c7 = k1[3] * vi
                 for a in range(W):
-                    wr = w0[a]
-                    o = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wr = k0[a]
+                    o = i * n1
                     if contig:
-                        base = 2 * (o + i1[0])
-                        gb[base + 0] += wr * kr0
-                        gb[base + 1] += wr * ki0
-                        gb[base + 2] += wr * kr1
-                        gb[base + 3] += wr * ki1
-                        gb[base + 4] += wr * kr2
-                        gb[base + 5] += wr * ki2
-                        gb[base + 6] += wr * kr3
-                        gb[base + 7] += wr * ki3
+                        st = 2 * (o + a1)
+                        row = gb[st:st + 8]
+                        row[0] += wr * c0
+                        row[1] += wr * c1
+                        row[2] += wr * c2
+                        row[3] += wr * c3
+                        row[4] += wr * c4
+                        row[5] += wr * c5
+                        row[6] += wr * c6
+                        row[7] += wr * c7
                     else:
-                        q = 2 * (o + i1[0])
-                        gb[q] += wr * kr0
-                        gb[q + 1] += wr * ki0
-                        q = 2 * (o + i1[1])
-                        gb[q] += wr * kr1
-                        gb[q + 1] += wr * ki1
-                        q = 2 * (o + i1[2])
-                        gb[q] += wr * kr2
-                        gb[q + 1] += wr * ki2
-                        q = 2 * (o + i1[3])
-                        gb[q] += wr * kr3
-                        gb[q + 1] += wr * ki3
+                        q = a1 + 0
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c0
+                        gb[2 * (o + q) + 1] += wr * c1
+                        q = a1 + 1
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c2
+                        gb[2 * (o + q) + 1] += wr * c3
+                        q = a1 + 2
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c4
+                        gb[2 * (o + q) + 1] += wr * c5
+                        q = a1 + 3
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c6
+                        gb[2 * (o + q) + 1] += wr * c7
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -330,132 +342,126 @@ def interp2d_w5(g, n0, n1, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 5; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    acc = np.empty(10, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
         p = perm[j]
-        contig = i1[0] + 5 <= n1
+        contig = a1 + 5 <= n1
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
+            for d in range(10):
+                acc[d] = 0.0
             for a in range(W):
-                wr = w0[a]
-                o = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wr = k0[a]
+                o = i * n1
                 if contig:
-                    base = 2 * (o + i1[0])
-                    ar0 += wr * gb[base + 0]
-                    ai0 += wr * gb[base + 1]
-                    ar1 += wr * gb[base + 2]
-                    ai1 += wr * gb[base + 3]
-                    ar2 += wr * gb[base + 4]
-                    ai2 += wr * gb[base + 5]
-                    ar3 += wr * gb[base + 6]
-                    ai3 += wr * gb[base + 7]
-                    ar4 += wr * gb[base + 8]
-                    ai4 += wr * gb[base + 9]
+                    st = 2 * (o + a1)
+                    row = gb[st:st + 10]
+                    for d in range(10):
+                        acc[d] += wr * row[d]
                 else:
-                    q = 2 * (o + i1[0])
-                    ar0 += wr * gb[q]
-                    ai0 += wr * gb[q + 1]
-                    q = 2 * (o + i1[1])
-                    ar1 += wr * gb[q]
-                    ai1 += wr * gb[q + 1]
-                    q = 2 * (o + i1[2])
-                    ar2 += wr * gb[q]
-                    ai2 += wr * gb[q + 1]
-                    q = 2 * (o + i1[3])
-                    ar3 += wr * gb[q]
-                    ai3 += wr * gb[q + 1]
-                    q = 2 * (o + i1[4])
-                    ar4 += wr * gb[q]
-                    ai4 += wr * gb[q + 1]
-            out[b, 2 * p] = w1[0] * ar0 + w1[1] * ar1 + w1[2] * ar2 + w1[3] * ar3 + w1[4] * ar4
-            out[b, 2 * p + 1] = w1[0] * ai0 + w1[1] * ai1 + w1[2] * ai2 + w1[3] * ai3 + w1[4] * ai4
+                    for d in range(5):
+                        q = a1 + d
+                        if q >= n1:
+                            q -= n1
+                        acc[2 * d] += wr * gb[2 * (o + q)]
+                        acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(5):
+                sr += k1[d] * acc[2 * d]
+                si += k1[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread2d_w5(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread2d_w5(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 5; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
             p = perm[j]
-            contig = i1[0] + 5 <= n1
+            contig = a1 + 5 <= n1
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w1[0] * vr
-                ki0 = w1[0] * vi
-                kr1 = w1[1] * vr
-                ki1 = w1[1] * vi
-                kr2 = w1[2] * vr
-                ki2 = w1[2] * vi
-                kr3 = w1[3] * vr
-                ki3 = w1[3] * vi
-                kr4 = w1[4] * vr
-                ki4 = w1[4] * vi
+                c0 = k1[0] * vr
+                c1 = k1[0] * vi
+                c2 = k1[1] * vr
+                c3 = k1[1] * vi
+                c4 = k1[2] * vr
+                c5 = k1[2] * vi
+                c6 = k1[3] * vr
+                c7 = k1[3] * vi
+                c8 = k1[4] * vr
+                c9 = k1[4] * vi
                 for a in range(W):
-                    wr = w0[a]
-                    o = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wr = k0[a]
+                    o = i * n1
                     if contig:
-                        base = 2 * (o + i1[0])
-                        gb[base + 0] += wr * kr0
-                        gb[base + 1] += wr * ki0
-                        gb[base + 2] += wr * kr1
-                        gb[base + 3] += wr * ki1
-                        gb[base + 4] += wr * kr2
-                        gb[base + 5] += wr * ki2
-                        gb[base + 6] += wr * kr3
-                        gb[base + 7] += wr * ki3
-                        gb[base + 8] += wr * kr4
-                        gb[base + 9] += wr * ki4
+                        st = 2 * (o + a1)
+                        row = gb[st:st + 10]
+                        row[0] += wr * c0
+                        row[1] += wr * c1
+                        row[2] += wr * c2
+                        row[3] += wr * c3
+                        row[4] += wr * c4
+                        row[5] += wr * c5
+                        row[6] += wr * c6
+                        row[7] += wr * c7
+                        row[8] += wr * c8
+                        row[9] += wr * c9
                     else:
-                        q = 2 * (o + i1[0])
-                        gb[q] += wr * kr0
-                        gb[q + 1] += wr * ki0
-                        q = 2 * (o + i1[1])
-                        gb[q] += wr * kr1
-                        gb[q + 1] += wr * ki1
-                        q = 2 * (o + i1[2])
-                        gb[q] += wr * kr2
-                        gb[q + 1] += wr * ki2
-                        q = 2 * (o + i1[3])
-                        gb[q] += wr * kr3
-                        gb[q + 1] += wr * ki3
-                        q = 2 * (o + i1[4])
-                        gb[q] += wr * kr4
-                        gb[q + 1] += wr * ki4
+                        q = a1 + 0
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c0
+                        gb[2 * (o + q) + 1] += wr * c1
+                        q = a1 + 1
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c2
+                        gb[2 * (o + q) + 1] += wr * c3
+                        q = a1 + 2
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c4
+                        gb[2 * (o + q) + 1] += wr * c5
+                        q = a1 + 3
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c6
+                        gb[2 * (o + q) + 1] += wr * c7
+                        q = a1 + 4
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c8
+                        gb[2 * (o + q) + 1] += wr * c9
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -463,146 +469,135 @@ def interp2d_w6(g, n0, n1, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 6; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    acc = np.empty(12, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
         p = perm[j]
-        contig = i1[0] + 6 <= n1
+        contig = a1 + 6 <= n1
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
+            for d in range(12):
+                acc[d] = 0.0
             for a in range(W):
-                wr = w0[a]
-                o = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wr = k0[a]
+                o = i * n1
                 if contig:
-                    base = 2 * (o + i1[0])
-                    ar0 += wr * gb[base + 0]
-                    ai0 += wr * gb[base + 1]
-                    ar1 += wr * gb[base + 2]
-                    ai1 += wr * gb[base + 3]
-                    ar2 += wr * gb[base + 4]
-                    ai2 += wr * gb[base + 5]
-                    ar3 += wr * gb[base + 6]
-                    ai3 += wr * gb[base + 7]
-                    ar4 += wr * gb[base + 8]
-                    ai4 += wr * gb[base + 9]
-                    ar5 += wr * gb[base + 10]
-                    ai5 += wr * gb[base + 11]
+                    st = 2 * (o + a1)
+                    row = gb[st:st + 12]
+                    for d in range(12):
+                        acc[d] += wr * row[d]
                 else:
-                    q = 2 * (o + i1[0])
-                    ar0 += wr * gb[q]
-                    ai0 += wr * gb[q + 1]
-                    q = 2 * (o + i1[1])
-                    ar1 += wr * gb[q]
-                    ai1 += wr * gb[q + 1]
-                    q = 2 * (o + i1[2])
-                    ar2 += wr * gb[q]
-                    ai2 += wr * gb[q + 1]
-                    q = 2 * (o + i1[3])
-                    ar3 += wr * gb[q]
-                    ai3 += wr * gb[q + 1]
-                    q = 2 * (o + i1[4])
-                    ar4 += wr * gb[q]
-                    ai4 += wr * gb[q + 1]
-                    q = 2 * (o + i1[5])
-                    ar5 += wr * gb[q]
-                    ai5 += wr * gb[q + 1]
-            out[b, 2 * p] = w1[0] * ar0 + w1[1] * ar1 + w1[2] * ar2 + w1[3] * ar3 + w1[4] * ar4 + w1[5] * ar5
-            out[b, 2 * p + 1] = w1[0] * ai0 + w1[1] * ai1 + w1[2] * ai2 + w1[3] * ai3 + w1[4] * ai4 + w1[5] * ai5
+                    for d in range(6):
+                        q = a1 + d
+                        if q >= n1:
+                            q -= n1
+                        acc[2 * d] += wr * gb[2 * (o + q)]
+                        acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(6):
+                sr += k1[d] * acc[2 * d]
+                si += k1[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread2d_w6(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread2d_w6(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 6; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
             p = perm[j]
-            contig = i1[0] + 6 <= n1
+            contig = a1 + 6 <= n1
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w1[0] * vr
-                ki0 = w1[0] * vi
-                kr1 = w1[1] * vr
-                ki1 = w1[1] * vi
-                kr2 = w1[2] * vr
-                ki2 = w1[2] * vi
-                kr3 = w1[3] * vr
-                ki3 = w1[3] * vi
-                kr4 = w1[4] * vr
-                ki4 = w1[4] * vi
-                kr5 = w1[5] * vr
-                ki5 = w1[5] * vi
+                c0 = k1[0] * vr
+                c1 = k1[0] * vi
+                c2 = k1[1] * vr
+                c3 = k1[1] * vi
+                c4 = k1[2] * vr
+                c5 = k1[2] * vi
+                c6 = k1[3] * vr
+                c7 = k1[3] * vi
+                c8 = k1[4] * vr
+                c9 = k1[4] * vi
+                c10 = k1[5] * vr
+                c11 = k1[5] * vi
                 for a in range(W):
-                    wr = w0[a]
-                    o = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wr = k0[a]
+                    o = i * n1
                     if contig:
-                        base = 2 * (o + i1[0])
-                        gb[base + 0] += wr * kr0
-                        gb[base + 1] += wr * ki0
-                        gb[base + 2] += wr * kr1
-                        gb[base + 3] += wr * ki1
-                        gb[base + 4] += wr * kr2
-                        gb[base + 5] += wr * ki2
-                        gb[base + 6] += wr * kr3
-                        gb[base + 7] += wr * ki3
-                        gb[base + 8] += wr * kr4
-                        gb[base + 9] += wr * ki4
-                        gb[base + 10] += wr * kr5
-                        gb[base + 11] += wr * ki5
+                        st = 2 * (o + a1)
+                        row = gb[st:st + 12]
+                        row[0] += wr * c0
+                        row[1] += wr * c1
+                        row[2] += wr * c2
+                        row[3] += wr * c3
+                        row[4] += wr * c4
+                        row[5] += wr * c5
+                        row[6] += wr * c6
+                        row[7] += wr * c7
+                        row[8] += wr * c8
+                        row[9] += wr * c9
+                        row[10] += wr * c10
+                        row[11] += wr * c11
                     else:
-                        q = 2 * (o + i1[0])
-                        gb[q] += wr * kr0
-                        gb[q + 1] += wr * ki0
-                        q = 2 * (o + i1[1])
-                        gb[q] += wr * kr1
-                        gb[q + 1] += wr * ki1
-                        q = 2 * (o + i1[2])
-                        gb[q] += wr * kr2
-                        gb[q + 1] += wr * ki2
-                        q = 2 * (o + i1[3])
-                        gb[q] += wr * kr3
-                        gb[q + 1] += wr * ki3
-                        q = 2 * (o + i1[4])
-                        gb[q] += wr * kr4
-                        gb[q + 1] += wr * ki4
-                        q = 2 * (o + i1[5])
-                        gb[q] += wr * kr5
-                        gb[q + 1] += wr * ki5
+                        q = a1 + 0
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c0
+                        gb[2 * (o + q) + 1] += wr * c1
+                        q = a1 + 1
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c2
+                        gb[2 * (o + q) + 1] += wr * c3
+                        q = a1 + 2
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c4
+                        gb[2 * (o + q) + 1] += wr * c5
+                        q = a1 + 3
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c6
+                        gb[2 * (o + q) + 1] += wr * c7
+                        q = a1 + 4
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c8
+                        gb[2 * (o + q) + 1] += wr * c9
+                        q = a1 + 5
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c10
+                        gb[2 * (o + q) + 1] += wr * c11
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -610,160 +605,144 @@ def interp2d_w7(g, n0, n1, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 7; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    acc = np.empty(14, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
         p = perm[j]
-        contig = i1[0] + 7 <= n1
+        contig = a1 + 7 <= n1
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
+            for d in range(14):
+                acc[d] = 0.0
             for a in range(W):
-                wr = w0[a]
-                o = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wr = k0[a]
+                o = i * n1
                 if contig:
-                    base = 2 * (o + i1[0])
-                    ar0 += wr * gb[base + 0]
-                    ai0 += wr * gb[base + 1]
-                    ar1 += wr * gb[base + 2]
-                    ai1 += wr * gb[base + 3]
-                    ar2 += wr * gb[base + 4]
-                    ai2 += wr * gb[base + 5]
-                    ar3 += wr * gb[base + 6]
-                    ai3 += wr * gb[base + 7]
-                    ar4 += wr * gb[base + 8]
-                    ai4 += wr * gb[base + 9]
-                    ar5 += wr * gb[base + 10]
-                    ai5 += wr * gb[base + 11]
-                    ar6 += wr * gb[base + 12]
-                    ai6 += wr * gb[base + 13]
+                    st = 2 * (o + a1)
+                    row = gb[st:st + 14]
+                    for d in range(14):
+                        acc[d] += wr * row[d]
                 else:
-                    q = 2 * (o + i1[0])
-                    ar0 += wr * gb[q]
-                    ai0 += wr * gb[q + 1]
-                    q = 2 * (o + i1[1])
-                    ar1 += wr * gb[q]
-                    ai1 += wr * gb[q + 1]
-                    q = 2 * (o + i1[2])
-                    ar2 += wr * gb[q]
-                    ai2 += wr * gb[q + 1]
-                    q = 2 * (o + i1[3])
-                    ar3 += wr * gb[q]
-                    ai3 += wr * gb[q + 1]
-                    q = 2 * (o + i1[4])
-                    ar4 += wr * gb[q]
-                    ai4 += wr * gb[q + 1]
-                    q = 2 * (o + i1[5])
-                    ar5 += wr * gb[q]
-                    ai5 += wr * gb[q + 1]
-                    q = 2 * (o + i1[6])
-                    ar6 += wr * gb[q]
-                    ai6 += wr * gb[q + 1]
-            out[b, 2 * p] = w1[0] * ar0 + w1[1] * ar1 + w1[2] * ar2 + w1[3] * ar3 + w1[4] * ar4 + w1[5] * ar5 + w1[6] * ar6
-            out[b, 2 * p + 1] = w1[0] * ai0 + w1[1] * ai1 + w1[2] * ai2 + w1[3] * ai3 + w1[4] * ai4 + w1[5] * ai5 + w1[6] * ai6
+                    for d in range(7):
+                        q = a1 + d
+                        if q >= n1:
+                            q -= n1
+                        acc[2 * d] += wr * gb[2 * (o + q)]
+                        acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(7):
+                sr += k1[d] * acc[2 * d]
+                si += k1[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread2d_w7(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread2d_w7(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 7; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
             p = perm[j]
-            contig = i1[0] + 7 <= n1
+            contig = a1 + 7 <= n1
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w1[0] * vr
-                ki0 = w1[0] * vi
-                kr1 = w1[1] * vr
-                ki1 = w1[1] * vi
-                kr2 = w1[2] * vr
-                ki2 = w1[2] * vi
-                kr3 = w1[3] * vr
-                ki3 = w1[3] * vi
-                kr4 = w1[4] * vr
-                ki4 = w1[4] * vi
-                kr5 = w1[5] * vr
-                ki5 = w1[5] * vi
-                kr6 = w1[6] * vr
-                ki6 = w1[6] * vi
+                c0 = k1[0] * vr
+                c1 = k1[0] * vi
+                c2 = k1[1] * vr
+                c3 = k1[1] * vi
+                c4 = k1[2] * vr
+                c5 = k1[2] * vi
+                c6 = k1[3] * vr
+                c7 = k1[3] * vi
+                c8 = k1[4] * vr
+                c9 = k1[4] * vi
+                c10 = k1[5] * vr
+                c11 = k1[5] * vi
+                c12 = k1[6] * vr
+                c13 = k1[6] * vi
                 for a in range(W):
-                    wr = w0[a]
-                    o = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wr = k0[a]
+                    o = i * n1
                     if contig:
-                        base = 2 * (o + i1[0])
-                        gb[base + 0] += wr * kr0
-                        gb[base + 1] += wr * ki0
-                        gb[base + 2] += wr * kr1
-                        gb[base + 3] += wr * ki1
-                        gb[base + 4] += wr * kr2
-                        gb[base + 5] += wr * ki2
-                        gb[base + 6] += wr * kr3
-                        gb[base + 7] += wr * ki3
-                        gb[base + 8] += wr * kr4
-                        gb[base + 9] += wr * ki4
-                        gb[base + 10] += wr * kr5
-                        gb[base + 11] += wr * ki5
-                        gb[base + 12] += wr * kr6
-                        gb[base + 13] += wr * ki6
+                        st = 2 * (o + a1)
+                        row = gb[st:st + 14]
+                        row[0] += wr * c0
+                        row[1] += wr * c1
+                        row[2] += wr * c2
+                        row[3] += wr * c3
+                        row[4] += wr * c4
+                        row[5] += wr * c5
+                        row[6] += wr * c6
+                        row[7] += wr * c7
+                        row[8] += wr * c8
+                        row[9] += wr * c9
+                        row[10] += wr * c10
+                        row[11] += wr * c11
+                        row[12] += wr * c12
+                        row[13] += wr * c13
                     else:
-                        q = 2 * (o + i1[0])
-                        gb[q] += wr * kr0
-                        gb[q + 1] += wr * ki0
-                        q = 2 * (o + i1[1])
-                        gb[q] += wr * kr1
-                        gb[q + 1] += wr * ki1
-                        q = 2 * (o + i1[2])
-                        gb[q] += wr * kr2
-                        gb[q + 1] += wr * ki2
-                        q = 2 * (o + i1[3])
-                        gb[q] += wr * kr3
-                        gb[q + 1] += wr * ki3
-                        q = 2 * (o + i1[4])
-                        gb[q] += wr * kr4
-                        gb[q + 1] += wr * ki4
-                        q = 2 * (o + i1[5])
-                        gb[q] += wr * kr5
-                        gb[q + 1] += wr * ki5
-                        q = 2 * (o + i1[6])
-                        gb[q] += wr * kr6
-                        gb[q + 1] += wr * ki6
+                        q = a1 + 0
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c0
+                        gb[2 * (o + q) + 1] += wr * c1
+                        q = a1 + 1
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c2
+                        gb[2 * (o + q) + 1] += wr * c3
+                        q = a1 + 2
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c4
+                        gb[2 * (o + q) + 1] += wr * c5
+                        q = a1 + 3
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c6
+                        gb[2 * (o + q) + 1] += wr * c7
+                        q = a1 + 4
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c8
+                        gb[2 * (o + q) + 1] += wr * c9
+                        q = a1 + 5
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c10
+                        gb[2 * (o + q) + 1] += wr * c11
+                        q = a1 + 6
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c12
+                        gb[2 * (o + q) + 1] += wr * c13
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -771,174 +750,153 @@ def interp2d_w8(g, n0, n1, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 8; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    acc = np.empty(16, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
         p = perm[j]
-        contig = i1[0] + 8 <= n1
+        contig = a1 + 8 <= n1
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
+            for d in range(16):
+                acc[d] = 0.0
             for a in range(W):
-                wr = w0[a]
-                o = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wr = k0[a]
+                o = i * n1
                 if contig:
-                    base = 2 * (o + i1[0])
-                    ar0 += wr * gb[base + 0]
-                    ai0 += wr * gb[base + 1]
-                    ar1 += wr * gb[base + 2]
-                    ai1 += wr * gb[base + 3]
-                    ar2 += wr * gb[base + 4]
-                    ai2 += wr * gb[base + 5]
-                    ar3 += wr * gb[base + 6]
-                    ai3 += wr * gb[base + 7]
-                    ar4 += wr * gb[base + 8]
-                    ai4 += wr * gb[base + 9]
-                    ar5 += wr * gb[base + 10]
-                    ai5 += wr * gb[base + 11]
-                    ar6 += wr * gb[base + 12]
-                    ai6 += wr * gb[base + 13]
-                    ar7 += wr * gb[base + 14]
-                    ai7 += wr * gb[base + 15]
+                    st = 2 * (o + a1)
+                    row = gb[st:st + 16]
+                    for d in range(16):
+                        acc[d] += wr * row[d]
                 else:
-                    q = 2 * (o + i1[0])
-                    ar0 += wr * gb[q]
-                    ai0 += wr * gb[q + 1]
-                    q = 2 * (o + i1[1])
-                    ar1 += wr * gb[q]
-                    ai1 += wr * gb[q + 1]
-                    q = 2 * (o + i1[2])
-                    ar2 += wr * gb[q]
-                    ai2 += wr * gb[q + 1]
-                    q = 2 * (o + i1[3])
-                    ar3 += wr * gb[q]
-                    ai3 += wr * gb[q + 1]
-                    q = 2 * (o + i1[4])
-                    ar4 += wr * gb[q]
-                    ai4 += wr * gb[q + 1]
-                    q = 2 * (o + i1[5])
-                    ar5 += wr * gb[q]
-                    ai5 += wr * gb[q + 1]
-                    q = 2 * (o + i1[6])
-                    ar6 += wr * gb[q]
-                    ai6 += wr * gb[q + 1]
-                    q = 2 * (o + i1[7])
-                    ar7 += wr * gb[q]
-                    ai7 += wr * gb[q + 1]
-            out[b, 2 * p] = w1[0] * ar0 + w1[1] * ar1 + w1[2] * ar2 + w1[3] * ar3 + w1[4] * ar4 + w1[5] * ar5 + w1[6] * ar6 + w1[7] * ar7
-            out[b, 2 * p + 1] = w1[0] * ai0 + w1[1] * ai1 + w1[2] * ai2 + w1[3] * ai3 + w1[4] * ai4 + w1[5] * ai5 + w1[6] * ai6 + w1[7] * ai7
+                    for d in range(8):
+                        q = a1 + d
+                        if q >= n1:
+                            q -= n1
+                        acc[2 * d] += wr * gb[2 * (o + q)]
+                        acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(8):
+                sr += k1[d] * acc[2 * d]
+                si += k1[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread2d_w8(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread2d_w8(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 8; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
             p = perm[j]
-            contig = i1[0] + 8 <= n1
+            contig = a1 + 8 <= n1
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w1[0] * vr
-                ki0 = w1[0] * vi
-                kr1 = w1[1] * vr
-                ki1 = w1[1] * vi
-                kr2 = w1[2] * vr
-                ki2 = w1[2] * vi
-                kr3 = w1[3] * vr
-                ki3 = w1[3] * vi
-                kr4 = w1[4] * vr
-                ki4 = w1[4] * vi
-                kr5 = w1[5] * vr
-                ki5 = w1[5] * vi
-                kr6 = w1[6] * vr
-                ki6 = w1[6] * vi
-                kr7 = w1[7] * vr
-                ki7 = w1[7] * vi
+                c0 = k1[0] * vr
+                c1 = k1[0] * vi
+                c2 = k1[1] * vr
+                c3 = k1[1] * vi
+                c4 = k1[2] * vr
+                c5 = k1[2] * vi
+                c6 = k1[3] * vr
+                c7 = k1[3] * vi
+                c8 = k1[4] * vr
+                c9 = k1[4] * vi
+                c10 = k1[5] * vr
+                c11 = k1[5] * vi
+                c12 = k1[6] * vr
+                c13 = k1[6] * vi
+                c14 = k1[7] * vr
+                c15 = k1[7] * vi
                 for a in range(W):
-                    wr = w0[a]
-                    o = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wr = k0[a]
+                    o = i * n1
                     if contig:
-                        base = 2 * (o + i1[0])
-                        gb[base + 0] += wr * kr0
-                        gb[base + 1] += wr * ki0
-                        gb[base + 2] += wr * kr1
-                        gb[base + 3] += wr * ki1
-                        gb[base + 4] += wr * kr2
-                        gb[base + 5] += wr * ki2
-                        gb[base + 6] += wr * kr3
-                        gb[base + 7] += wr * ki3
-                        gb[base + 8] += wr * kr4
-                        gb[base + 9] += wr * ki4
-                        gb[base + 10] += wr * kr5
-                        gb[base + 11] += wr * ki5
-                        gb[base + 12] += wr * kr6
-                        gb[base + 13] += wr * ki6
-                        gb[base + 14] += wr * kr7
-                        gb[base + 15] += wr * ki7
+                        st = 2 * (o + a1)
+                        row = gb[st:st + 16]
+                        row[0] += wr * c0
+                        row[1] += wr * c1
+                        row[2] += wr * c2
+                        row[3] += wr * c3
+                        row[4] += wr * c4
+                        row[5] += wr * c5
+                        row[6] += wr * c6
+                        row[7] += wr * c7
+                        row[8] += wr * c8
+                        row[9] += wr * c9
+                        row[10] += wr * c10
+                        row[11] += wr * c11
+                        row[12] += wr * c12
+                        row[13] += wr * c13
+                        row[14] += wr * c14
+                        row[15] += wr * c15
                     else:
-                        q = 2 * (o + i1[0])
-                        gb[q] += wr * kr0
-                        gb[q + 1] += wr * ki0
-                        q = 2 * (o + i1[1])
-                        gb[q] += wr * kr1
-                        gb[q + 1] += wr * ki1
-                        q = 2 * (o + i1[2])
-                        gb[q] += wr * kr2
-                        gb[q + 1] += wr * ki2
-                        q = 2 * (o + i1[3])
-                        gb[q] += wr * kr3
-                        gb[q + 1] += wr * ki3
-                        q = 2 * (o + i1[4])
-                        gb[q] += wr * kr4
-                        gb[q + 1] += wr * ki4
-                        q = 2 * (o + i1[5])
-                        gb[q] += wr * kr5
-                        gb[q + 1] += wr * ki5
-                        q = 2 * (o + i1[6])
-                        gb[q] += wr * kr6
-                        gb[q + 1] += wr * ki6
-                        q = 2 * (o + i1[7])
-                        gb[q] += wr * kr7
-                        gb[q + 1] += wr * ki7
+                        q = a1 + 0
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c0
+                        gb[2 * (o + q) + 1] += wr * c1
+                        q = a1 + 1
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c2
+                        gb[2 * (o + q) + 1] += wr * c3
+                        q = a1 + 2
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c4
+                        gb[2 * (o + q) + 1] += wr * c5
+                        q = a1 + 3
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c6
+                        gb[2 * (o + q) + 1] += wr * c7
+                        q = a1 + 4
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c8
+                        gb[2 * (o + q) + 1] += wr * c9
+                        q = a1 + 5
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c10
+                        gb[2 * (o + q) + 1] += wr * c11
+                        q = a1 + 6
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c12
+                        gb[2 * (o + q) + 1] += wr * c13
+                        q = a1 + 7
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c14
+                        gb[2 * (o + q) + 1] += wr * c15
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -946,188 +904,162 @@ def interp2d_w9(g, n0, n1, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 9; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    acc = np.empty(18, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
         p = perm[j]
-        contig = i1[0] + 9 <= n1
+        contig = a1 + 9 <= n1
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
-            ar8 = zr
-            ai8 = zr
+            for d in range(18):
+                acc[d] = 0.0
             for a in range(W):
-                wr = w0[a]
-                o = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wr = k0[a]
+                o = i * n1
                 if contig:
-                    base = 2 * (o + i1[0])
-                    ar0 += wr * gb[base + 0]
-                    ai0 += wr * gb[base + 1]
-                    ar1 += wr * gb[base + 2]
-                    ai1 += wr * gb[base + 3]
-                    ar2 += wr * gb[base + 4]
-                    ai2 += wr * gb[base + 5]
-                    ar3 += wr * gb[base + 6]
-                    ai3 += wr * gb[base + 7]
-                    ar4 += wr * gb[base + 8]
-                    ai4 += wr * gb[base + 9]
-                    ar5 += wr * gb[base + 10]
-                    ai5 += wr * gb[base + 11]
-                    ar6 += wr * gb[base + 12]
-                    ai6 += wr * gb[base + 13]
-                    ar7 += wr * gb[base + 14]
-                    ai7 += wr * gb[base + 15]
-                    ar8 += wr * gb[base + 16]
-                    ai8 += wr * gb[base + 17]
+                    st = 2 * (o + a1)
+                    row = gb[st:st + 18]
+                    for d in range(18):
+                        acc[d] += wr * row[d]
                 else:
-                    q = 2 * (o + i1[0])
-                    ar0 += wr * gb[q]
-                    ai0 += wr * gb[q + 1]
-                    q = 2 * (o + i1[1])
-                    ar1 += wr * gb[q]
-                    ai1 += wr * gb[q + 1]
-                    q = 2 * (o + i1[2])
-                    ar2 += wr * gb[q]
-                    ai2 += wr * gb[q + 1]
-                    q = 2 * (o + i1[3])
-                    ar3 += wr * gb[q]
-                    ai3 += wr * gb[q + 1]
-                    q = 2 * (o + i1[4])
-                    ar4 += wr * gb[q]
-                    ai4 += wr * gb[q + 1]
-                    q = 2 * (o + i1[5])
-                    ar5 += wr * gb[q]
-                    ai5 += wr * gb[q + 1]
-                    q = 2 * (o + i1[6])
-                    ar6 += wr * gb[q]
-                    ai6 += wr * gb[q + 1]
-                    q = 2 * (o + i1[7])
-                    ar7 += wr * gb[q]
-                    ai7 += wr * gb[q + 1]
-                    q = 2 * (o + i1[8])
-                    ar8 += wr * gb[q]
-                    ai8 += wr * gb[q + 1]
-            out[b, 2 * p] = w1[0] * ar0 + w1[1] * ar1 + w1[2] * ar2 + w1[3] * ar3 + w1[4] * ar4 + w1[5] * ar5 + w1[6] * ar6 + w1[7] * ar7 + w1[8] * ar8
-            out[b, 2 * p + 1] = w1[0] * ai0 + w1[1] * ai1 + w1[2] * ai2 + w1[3] * ai3 + w1[4] * ai4 + w1[5] * ai5 + w1[6] * ai6 + w1[7] * ai7 + w1[8] * ai8
+                    for d in range(9):
+                        q = a1 + d
+                        if q >= n1:
+                            q -= n1
+                        acc[2 * d] += wr * gb[2 * (o + q)]
+                        acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(9):
+                sr += k1[d] * acc[2 * d]
+                si += k1[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread2d_w9(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread2d_w9(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 9; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
             p = perm[j]
-            contig = i1[0] + 9 <= n1
+            contig = a1 + 9 <= n1
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w1[0] * vr
-                ki0 = w1[0] * vi
-                kr1 = w1[1] * vr
-                ki1 = w1[1] * vi
-                kr2 = w1[2] * vr
-                ki2 = w1[2] * vi
-                kr3 = w1[3] * vr
-                ki3 = w1[3] * vi
-                kr4 = w1[4] * vr
-                ki4 = w1[4] * vi
-                kr5 = w1[5] * vr
-                ki5 = w1[5] * vi
-                kr6 = w1[6] * vr
-                ki6 = w1[6] * vi
-                kr7 = w1[7] * vr
-                ki7 = w1[7] * vi
-                kr8 = w1[8] * vr
-                ki8 = w1[8] * vi
+                c0 = k1[0] * vr
+                c1 = k1[0] * vi
+                c2 = k1[1] * vr
+                c3 = k1[1] * vi
+                c4 = k1[2] * vr
+                c5 = k1[2] * vi
+                c6 = k1[3] * vr
+                c7 = k1[3] * vi
+                c8 = k1[4] * vr
+                c9 = k1[4] * vi
+                c10 = k1[5] * vr
+                c11 = k1[5] * vi
+                c12 = k1[6] * vr
+                c13 = k1[6] * vi
+                c14 = k1[7] * vr
+                c15 = k1[7] * vi
+                c16 = k1[8] * vr
+                c17 = k1[8] * vi
                 for a in range(W):
-                    wr = w0[a]
-                    o = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wr = k0[a]
+                    o = i * n1
                     if contig:
-                        base = 2 * (o + i1[0])
-                        gb[base + 0] += wr * kr0
-                        gb[base + 1] += wr * ki0
-                        gb[base + 2] += wr * kr1
-                        gb[base + 3] += wr * ki1
-                        gb[base + 4] += wr * kr2
-                        gb[base + 5] += wr * ki2
-                        gb[base + 6] += wr * kr3
-                        gb[base + 7] += wr * ki3
-                        gb[base + 8] += wr * kr4
-                        gb[base + 9] += wr * ki4
-                        gb[base + 10] += wr * kr5
-                        gb[base + 11] += wr * ki5
-                        gb[base + 12] += wr * kr6
-                        gb[base + 13] += wr * ki6
-                        gb[base + 14] += wr * kr7
-                        gb[base + 15] += wr * ki7
-                        gb[base + 16] += wr * kr8
-                        gb[base + 17] += wr * ki8
+                        st = 2 * (o + a1)
+                        row = gb[st:st + 18]
+                        row[0] += wr * c0
+                        row[1] += wr * c1
+                        row[2] += wr * c2
+                        row[3] += wr * c3
+                        row[4] += wr * c4
+                        row[5] += wr * c5
+                        row[6] += wr * c6
+                        row[7] += wr * c7
+                        row[8] += wr * c8
+                        row[9] += wr * c9
+                        row[10] += wr * c10
+                        row[11] += wr * c11
+                        row[12] += wr * c12
+                        row[13] += wr * c13
+                        row[14] += wr * c14
+                        row[15] += wr * c15
+                        row[16] += wr * c16
+                        row[17] += wr * c17
                     else:
-                        q = 2 * (o + i1[0])
-                        gb[q] += wr * kr0
-                        gb[q + 1] += wr * ki0
-                        q = 2 * (o + i1[1])
-                        gb[q] += wr * kr1
-                        gb[q + 1] += wr * ki1
-                        q = 2 * (o + i1[2])
-                        gb[q] += wr * kr2
-                        gb[q + 1] += wr * ki2
-                        q = 2 * (o + i1[3])
-                        gb[q] += wr * kr3
-                        gb[q + 1] += wr * ki3
-                        q = 2 * (o + i1[4])
-                        gb[q] += wr * kr4
-                        gb[q + 1] += wr * ki4
-                        q = 2 * (o + i1[5])
-                        gb[q] += wr * kr5
-                        gb[q + 1] += wr * ki5
-                        q = 2 * (o + i1[6])
-                        gb[q] += wr * kr6
-                        gb[q + 1] += wr * ki6
-                        q = 2 * (o + i1[7])
-                        gb[q] += wr * kr7
-                        gb[q + 1] += wr * ki7
-                        q = 2 * (o + i1[8])
-                        gb[q] += wr * kr8
-                        gb[q + 1] += wr * ki8
+                        q = a1 + 0
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c0
+                        gb[2 * (o + q) + 1] += wr * c1
+                        q = a1 + 1
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c2
+                        gb[2 * (o + q) + 1] += wr * c3
+                        q = a1 + 2
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c4
+                        gb[2 * (o + q) + 1] += wr * c5
+                        q = a1 + 3
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c6
+                        gb[2 * (o + q) + 1] += wr * c7
+                        q = a1 + 4
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c8
+                        gb[2 * (o + q) + 1] += wr * c9
+                        q = a1 + 5
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c10
+                        gb[2 * (o + q) + 1] += wr * c11
+                        q = a1 + 6
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c12
+                        gb[2 * (o + q) + 1] += wr * c13
+                        q = a1 + 7
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c14
+                        gb[2 * (o + q) + 1] += wr * c15
+                        q = a1 + 8
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c16
+                        gb[2 * (o + q) + 1] += wr * c17
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -1135,202 +1067,171 @@ def interp2d_w10(g, n0, n1, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 10; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    acc = np.empty(20, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
         p = perm[j]
-        contig = i1[0] + 10 <= n1
+        contig = a1 + 10 <= n1
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
-            ar8 = zr
-            ai8 = zr
-            ar9 = zr
-            ai9 = zr
+            for d in range(20):
+                acc[d] = 0.0
             for a in range(W):
-                wr = w0[a]
-                o = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wr = k0[a]
+                o = i * n1
                 if contig:
-                    base = 2 * (o + i1[0])
-                    ar0 += wr * gb[base + 0]
-                    ai0 += wr * gb[base + 1]
-                    ar1 += wr * gb[base + 2]
-                    ai1 += wr * gb[base + 3]
-                    ar2 += wr * gb[base + 4]
-                    ai2 += wr * gb[base + 5]
-                    ar3 += wr * gb[base + 6]
-                    ai3 += wr * gb[base + 7]
-                    ar4 += wr * gb[base + 8]
-                    ai4 += wr * gb[base + 9]
-                    ar5 += wr * gb[base + 10]
-                    ai5 += wr * gb[base + 11]
-                    ar6 += wr * gb[base + 12]
-                    ai6 += wr * gb[base + 13]
-                    ar7 += wr * gb[base + 14]
-                    ai7 += wr * gb[base + 15]
-                    ar8 += wr * gb[base + 16]
-                    ai8 += wr * gb[base + 17]
-                    ar9 += wr * gb[base + 18]
-                    ai9 += wr * gb[base + 19]
+                    st = 2 * (o + a1)
+                    row = gb[st:st + 20]
+                    for d in range(20):
+                        acc[d] += wr * row[d]
                 else:
-                    q = 2 * (o + i1[0])
-                    ar0 += wr * gb[q]
-                    ai0 += wr * gb[q + 1]
-                    q = 2 * (o + i1[1])
-                    ar1 += wr * gb[q]
-                    ai1 += wr * gb[q + 1]
-                    q = 2 * (o + i1[2])
-                    ar2 += wr * gb[q]
-                    ai2 += wr * gb[q + 1]
-                    q = 2 * (o + i1[3])
-                    ar3 += wr * gb[q]
-                    ai3 += wr * gb[q + 1]
-                    q = 2 * (o + i1[4])
-                    ar4 += wr * gb[q]
-                    ai4 += wr * gb[q + 1]
-                    q = 2 * (o + i1[5])
-                    ar5 += wr * gb[q]
-                    ai5 += wr * gb[q + 1]
-                    q = 2 * (o + i1[6])
-                    ar6 += wr * gb[q]
-                    ai6 += wr * gb[q + 1]
-                    q = 2 * (o + i1[7])
-                    ar7 += wr * gb[q]
-                    ai7 += wr * gb[q + 1]
-                    q = 2 * (o + i1[8])
-                    ar8 += wr * gb[q]
-                    ai8 += wr * gb[q + 1]
-                    q = 2 * (o + i1[9])
-                    ar9 += wr * gb[q]
-                    ai9 += wr * gb[q + 1]
-            out[b, 2 * p] = w1[0] * ar0 + w1[1] * ar1 + w1[2] * ar2 + w1[3] * ar3 + w1[4] * ar4 + w1[5] * ar5 + w1[6] * ar6 + w1[7] * ar7 + w1[8] * ar8 + w1[9] * ar9
-            out[b, 2 * p + 1] = w1[0] * ai0 + w1[1] * ai1 + w1[2] * ai2 + w1[3] * ai3 + w1[4] * ai4 + w1[5] * ai5 + w1[6] * ai6 + w1[7] * ai7 + w1[8] * ai8 + w1[9] * ai9
+                    for d in range(10):
+                        q = a1 + d
+                        if q >= n1:
+                            q -= n1
+                        acc[2 * d] += wr * gb[2 * (o + q)]
+                        acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(10):
+                sr += k1[d] * acc[2 * d]
+                si += k1[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread2d_w10(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread2d_w10(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 10; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
             p = perm[j]
-            contig = i1[0] + 10 <= n1
+            contig = a1 + 10 <= n1
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w1[0] * vr
-                ki0 = w1[0] * vi
-                kr1 = w1[1] * vr
-                ki1 = w1[1] * vi
-                kr2 = w1[2] * vr
-                ki2 = w1[2] * vi
-                kr3 = w1[3] * vr
-                ki3 = w1[3] * vi
-                kr4 = w1[4] * vr
-                ki4 = w1[4] * vi
-                kr5 = w1[5] * vr
-                ki5 = w1[5] * vi
-                kr6 = w1[6] * vr
-                ki6 = w1[6] * vi
-                kr7 = w1[7] * vr
-                ki7 = w1[7] * vi
-                kr8 = w1[8] * vr
-                ki8 = w1[8] * vi
-                kr9 = w1[9] * vr
-                ki9 = w1[9] * vi
+                c0 = k1[0] * vr
+                c1 = k1[0] * vi
+                c2 = k1[1] * vr
+                c3 = k1[1] * vi
+                c4 = k1[2] * vr
+                c5 = k1[2] * vi
+                c6 = k1[3] * vr
+                c7 = k1[3] * vi
+                c8 = k1[4] * vr
+                c9 = k1[4] * vi
+                c10 = k1[5] * vr
+                c11 = k1[5] * vi
+                c12 = k1[6] * vr
+                c13 = k1[6] * vi
+                c14 = k1[7] * vr
+                c15 = k1[7] * vi
+                c16 = k1[8] * vr
+                c17 = k1[8] * vi
+                c18 = k1[9] * vr
+                c19 = k1[9] * vi
                 for a in range(W):
-                    wr = w0[a]
-                    o = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wr = k0[a]
+                    o = i * n1
                     if contig:
-                        base = 2 * (o + i1[0])
-                        gb[base + 0] += wr * kr0
-                        gb[base + 1] += wr * ki0
-                        gb[base + 2] += wr * kr1
-                        gb[base + 3] += wr * ki1
-                        gb[base + 4] += wr * kr2
-                        gb[base + 5] += wr * ki2
-                        gb[base + 6] += wr * kr3
-                        gb[base + 7] += wr * ki3
-                        gb[base + 8] += wr * kr4
-                        gb[base + 9] += wr * ki4
-                        gb[base + 10] += wr * kr5
-                        gb[base + 11] += wr * ki5
-                        gb[base + 12] += wr * kr6
-                        gb[base + 13] += wr * ki6
-                        gb[base + 14] += wr * kr7
-                        gb[base + 15] += wr * ki7
-                        gb[base + 16] += wr * kr8
-                        gb[base + 17] += wr * ki8
-                        gb[base + 18] += wr * kr9
-                        gb[base + 19] += wr * ki9
+                        st = 2 * (o + a1)
+                        row = gb[st:st + 20]
+                        row[0] += wr * c0
+                        row[1] += wr * c1
+                        row[2] += wr * c2
+                        row[3] += wr * c3
+                        row[4] += wr * c4
+                        row[5] += wr * c5
+                        row[6] += wr * c6
+                        row[7] += wr * c7
+                        row[8] += wr * c8
+                        row[9] += wr * c9
+                        row[10] += wr * c10
+                        row[11] += wr * c11
+                        row[12] += wr * c12
+                        row[13] += wr * c13
+                        row[14] += wr * c14
+                        row[15] += wr * c15
+                        row[16] += wr * c16
+                        row[17] += wr * c17
+                        row[18] += wr * c18
+                        row[19] += wr * c19
                     else:
-                        q = 2 * (o + i1[0])
-                        gb[q] += wr * kr0
-                        gb[q + 1] += wr * ki0
-                        q = 2 * (o + i1[1])
-                        gb[q] += wr * kr1
-                        gb[q + 1] += wr * ki1
-                        q = 2 * (o + i1[2])
-                        gb[q] += wr * kr2
-                        gb[q + 1] += wr * ki2
-                        q = 2 * (o + i1[3])
-                        gb[q] += wr * kr3
-                        gb[q + 1] += wr * ki3
-                        q = 2 * (o + i1[4])
-                        gb[q] += wr * kr4
-                        gb[q + 1] += wr * ki4
-                        q = 2 * (o + i1[5])
-                        gb[q] += wr * kr5
-                        gb[q + 1] += wr * ki5
-                        q = 2 * (o + i1[6])
-                        gb[q] += wr * kr6
-                        gb[q + 1] += wr * ki6
-                        q = 2 * (o + i1[7])
-                        gb[q] += wr * kr7
-                        gb[q + 1] += wr * ki7
-                        q = 2 * (o + i1[8])
-                        gb[q] += wr * kr8
-                        gb[q + 1] += wr * ki8
-                        q = 2 * (o + i1[9])
-                        gb[q] += wr * kr9
-                        gb[q + 1] += wr * ki9
+                        q = a1 + 0
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c0
+                        gb[2 * (o + q) + 1] += wr * c1
+                        q = a1 + 1
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c2
+                        gb[2 * (o + q) + 1] += wr * c3
+                        q = a1 + 2
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c4
+                        gb[2 * (o + q) + 1] += wr * c5
+                        q = a1 + 3
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c6
+                        gb[2 * (o + q) + 1] += wr * c7
+                        q = a1 + 4
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c8
+                        gb[2 * (o + q) + 1] += wr * c9
+                        q = a1 + 5
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c10
+                        gb[2 * (o + q) + 1] += wr * c11
+                        q = a1 + 6
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c12
+                        gb[2 * (o + q) + 1] += wr * c13
+                        q = a1 + 7
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c14
+                        gb[2 * (o + q) + 1] += wr * c15
+                        q = a1 + 8
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c16
+                        gb[2 * (o + q) + 1] += wr * c17
+                        q = a1 + 9
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c18
+                        gb[2 * (o + q) + 1] += wr * c19
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -1338,216 +1239,180 @@ def interp2d_w11(g, n0, n1, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 11; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    acc = np.empty(22, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
         p = perm[j]
-        contig = i1[0] + 11 <= n1
+        contig = a1 + 11 <= n1
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
-            ar8 = zr
-            ai8 = zr
-            ar9 = zr
-            ai9 = zr
-            ar10 = zr
-            ai10 = zr
+            for d in range(22):
+                acc[d] = 0.0
             for a in range(W):
-                wr = w0[a]
-                o = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wr = k0[a]
+                o = i * n1
                 if contig:
-                    base = 2 * (o + i1[0])
-                    ar0 += wr * gb[base + 0]
-                    ai0 += wr * gb[base + 1]
-                    ar1 += wr * gb[base + 2]
-                    ai1 += wr * gb[base + 3]
-                    ar2 += wr * gb[base + 4]
-                    ai2 += wr * gb[base + 5]
-                    ar3 += wr * gb[base + 6]
-                    ai3 += wr * gb[base + 7]
-                    ar4 += wr * gb[base + 8]
-                    ai4 += wr * gb[base + 9]
-                    ar5 += wr * gb[base + 10]
-                    ai5 += wr * gb[base + 11]
-                    ar6 += wr * gb[base + 12]
-                    ai6 += wr * gb[base + 13]
-                    ar7 += wr * gb[base + 14]
-                    ai7 += wr * gb[base + 15]
-                    ar8 += wr * gb[base + 16]
-                    ai8 += wr * gb[base + 17]
-                    ar9 += wr * gb[base + 18]
-                    ai9 += wr * gb[base + 19]
-                    ar10 += wr * gb[base + 20]
-                    ai10 += wr * gb[base + 21]
+                    st = 2 * (o + a1)
+                    row = gb[st:st + 22]
+                    for d in range(22):
+                        acc[d] += wr * row[d]
                 else:
-                    q = 2 * (o + i1[0])
-                    ar0 += wr * gb[q]
-                    ai0 += wr * gb[q + 1]
-                    q = 2 * (o + i1[1])
-                    ar1 += wr * gb[q]
-                    ai1 += wr * gb[q + 1]
-                    q = 2 * (o + i1[2])
-                    ar2 += wr * gb[q]
-                    ai2 += wr * gb[q + 1]
-                    q = 2 * (o + i1[3])
-                    ar3 += wr * gb[q]
-                    ai3 += wr * gb[q + 1]
-                    q = 2 * (o + i1[4])
-                    ar4 += wr * gb[q]
-                    ai4 += wr * gb[q + 1]
-                    q = 2 * (o + i1[5])
-                    ar5 += wr * gb[q]
-                    ai5 += wr * gb[q + 1]
-                    q = 2 * (o + i1[6])
-                    ar6 += wr * gb[q]
-                    ai6 += wr * gb[q + 1]
-                    q = 2 * (o + i1[7])
-                    ar7 += wr * gb[q]
-                    ai7 += wr * gb[q + 1]
-                    q = 2 * (o + i1[8])
-                    ar8 += wr * gb[q]
-                    ai8 += wr * gb[q + 1]
-                    q = 2 * (o + i1[9])
-                    ar9 += wr * gb[q]
-                    ai9 += wr * gb[q + 1]
-                    q = 2 * (o + i1[10])
-                    ar10 += wr * gb[q]
-                    ai10 += wr * gb[q + 1]
-            out[b, 2 * p] = w1[0] * ar0 + w1[1] * ar1 + w1[2] * ar2 + w1[3] * ar3 + w1[4] * ar4 + w1[5] * ar5 + w1[6] * ar6 + w1[7] * ar7 + w1[8] * ar8 + w1[9] * ar9 + w1[10] * ar10
-            out[b, 2 * p + 1] = w1[0] * ai0 + w1[1] * ai1 + w1[2] * ai2 + w1[3] * ai3 + w1[4] * ai4 + w1[5] * ai5 + w1[6] * ai6 + w1[7] * ai7 + w1[8] * ai8 + w1[9] * ai9 + w1[10] * ai10
+                    for d in range(11):
+                        q = a1 + d
+                        if q >= n1:
+                            q -= n1
+                        acc[2 * d] += wr * gb[2 * (o + q)]
+                        acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(11):
+                sr += k1[d] * acc[2 * d]
+                si += k1[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread2d_w11(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread2d_w11(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 11; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
             p = perm[j]
-            contig = i1[0] + 11 <= n1
+            contig = a1 + 11 <= n1
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w1[0] * vr
-                ki0 = w1[0] * vi
-                kr1 = w1[1] * vr
-                ki1 = w1[1] * vi
-                kr2 = w1[2] * vr
-                ki2 = w1[2] * vi
-                kr3 = w1[3] * vr
-                ki3 = w1[3] * vi
-                kr4 = w1[4] * vr
-                ki4 = w1[4] * vi
-                kr5 = w1[5] * vr
-                ki5 = w1[5] * vi
-                kr6 = w1[6] * vr
-                ki6 = w1[6] * vi
-                kr7 = w1[7] * vr
-                ki7 = w1[7] * vi
-                kr8 = w1[8] * vr
-                ki8 = w1[8] * vi
-                kr9 = w1[9] * vr
-                ki9 = w1[9] * vi
-                kr10 = w1[10] * vr
-                ki10 = w1[10] * vi
+                c0 = k1[0] * vr
+                c1 = k1[0] * vi
+                c2 = k1[1] * vr
+                c3 = k1[1] * vi
+                c4 = k1[2] * vr
+                c5 = k1[2] * vi
+                c6 = k1[3] * vr
+                c7 = k1[3] * vi
+                c8 = k1[4] * vr
+                c9 = k1[4] * vi
+                c10 = k1[5] * vr
+                c11 = k1[5] * vi
+                c12 = k1[6] * vr
+                c13 = k1[6] * vi
+                c14 = k1[7] * vr
+                c15 = k1[7] * vi
+                c16 = k1[8] * vr
+                c17 = k1[8] * vi
+                c18 = k1[9] * vr
+                c19 = k1[9] * vi
+                c20 = k1[10] * vr
+                c21 = k1[10] * vi
                 for a in range(W):
-                    wr = w0[a]
-                    o = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wr = k0[a]
+                    o = i * n1
                     if contig:
-                        base = 2 * (o + i1[0])
-                        gb[base + 0] += wr * kr0
-                        gb[base + 1] += wr * ki0
-                        gb[base + 2] += wr * kr1
-                        gb[base + 3] += wr * ki1
-                        gb[base + 4] += wr * kr2
-                        gb[base + 5] += wr * ki2
-                        gb[base + 6] += wr * kr3
-                        gb[base + 7] += wr * ki3
-                        gb[base + 8] += wr * kr4
-                        gb[base + 9] += wr * ki4
-                        gb[base + 10] += wr * kr5
-                        gb[base + 11] += wr * ki5
-                        gb[base + 12] += wr * kr6
-                        gb[base + 13] += wr * ki6
-                        gb[base + 14] += wr * kr7
-                        gb[base + 15] += wr * ki7
-                        gb[base + 16] += wr * kr8
-                        gb[base + 17] += wr * ki8
-                        gb[base + 18] += wr * kr9
-                        gb[base + 19] += wr * ki9
-                        gb[base + 20] += wr * kr10
-                        gb[base + 21] += wr * ki10
+                        st = 2 * (o + a1)
+                        row = gb[st:st + 22]
+                        row[0] += wr * c0
+                        row[1] += wr * c1
+                        row[2] += wr * c2
+                        row[3] += wr * c3
+                        row[4] += wr * c4
+                        row[5] += wr * c5
+                        row[6] += wr * c6
+                        row[7] += wr * c7
+                        row[8] += wr * c8
+                        row[9] += wr * c9
+                        row[10] += wr * c10
+                        row[11] += wr * c11
+                        row[12] += wr * c12
+                        row[13] += wr * c13
+                        row[14] += wr * c14
+                        row[15] += wr * c15
+                        row[16] += wr * c16
+                        row[17] += wr * c17
+                        row[18] += wr * c18
+                        row[19] += wr * c19
+                        row[20] += wr * c20
+                        row[21] += wr * c21
                     else:
-                        q = 2 * (o + i1[0])
-                        gb[q] += wr * kr0
-                        gb[q + 1] += wr * ki0
-                        q = 2 * (o + i1[1])
-                        gb[q] += wr * kr1
-                        gb[q + 1] += wr * ki1
-                        q = 2 * (o + i1[2])
-                        gb[q] += wr * kr2
-                        gb[q + 1] += wr * ki2
-                        q = 2 * (o + i1[3])
-                        gb[q] += wr * kr3
-                        gb[q + 1] += wr * ki3
-                        q = 2 * (o + i1[4])
-                        gb[q] += wr * kr4
-                        gb[q + 1] += wr * ki4
-                        q = 2 * (o + i1[5])
-                        gb[q] += wr * kr5
-                        gb[q + 1] += wr * ki5
-                        q = 2 * (o + i1[6])
-                        gb[q] += wr * kr6
-                        gb[q + 1] += wr * ki6
-                        q = 2 * (o + i1[7])
-                        gb[q] += wr * kr7
-                        gb[q + 1] += wr * ki7
-                        q = 2 * (o + i1[8])
-                        gb[q] += wr * kr8
-                        gb[q + 1] += wr * ki8
-                        q = 2 * (o + i1[9])
-                        gb[q] += wr * kr9
-                        gb[q + 1] += wr * ki9
-                        q = 2 * (o + i1[10])
-                        gb[q] += wr * kr10
-                        gb[q + 1] += wr * ki10
+                        q = a1 + 0
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c0
+                        gb[2 * (o + q) + 1] += wr * c1
+                        q = a1 + 1
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c2
+                        gb[2 * (o + q) + 1] += wr * c3
+                        q = a1 + 2
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c4
+                        gb[2 * (o + q) + 1] += wr * c5
+                        q = a1 + 3
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c6
+                        gb[2 * (o + q) + 1] += wr * c7
+                        q = a1 + 4
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c8
+                        gb[2 * (o + q) + 1] += wr * c9
+                        q = a1 + 5
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c10
+                        gb[2 * (o + q) + 1] += wr * c11
+                        q = a1 + 6
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c12
+                        gb[2 * (o + q) + 1] += wr * c13
+                        q = a1 + 7
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c14
+                        gb[2 * (o + q) + 1] += wr * c15
+                        q = a1 + 8
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c16
+                        gb[2 * (o + q) + 1] += wr * c17
+                        q = a1 + 9
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c18
+                        gb[2 * (o + q) + 1] += wr * c19
+                        q = a1 + 10
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c20
+                        gb[2 * (o + q) + 1] += wr * c21
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -1555,230 +1420,189 @@ def interp2d_w12(g, n0, n1, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 12; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    acc = np.empty(24, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
         p = perm[j]
-        contig = i1[0] + 12 <= n1
+        contig = a1 + 12 <= n1
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
-            ar8 = zr
-            ai8 = zr
-            ar9 = zr
-            ai9 = zr
-            ar10 = zr
-            ai10 = zr
-            ar11 = zr
-            ai11 = zr
+            for d in range(24):
+                acc[d] = 0.0
             for a in range(W):
-                wr = w0[a]
-                o = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wr = k0[a]
+                o = i * n1
                 if contig:
-                    base = 2 * (o + i1[0])
-                    ar0 += wr * gb[base + 0]
-                    ai0 += wr * gb[base + 1]
-                    ar1 += wr * gb[base + 2]
-                    ai1 += wr * gb[base + 3]
-                    ar2 += wr * gb[base + 4]
-                    ai2 += wr * gb[base + 5]
-                    ar3 += wr * gb[base + 6]
-                    ai3 += wr * gb[base + 7]
-                    ar4 += wr * gb[base + 8]
-                    ai4 += wr * gb[base + 9]
-                    ar5 += wr * gb[base + 10]
-                    ai5 += wr * gb[base + 11]
-                    ar6 += wr * gb[base + 12]
-                    ai6 += wr * gb[base + 13]
-                    ar7 += wr * gb[base + 14]
-                    ai7 += wr * gb[base + 15]
-                    ar8 += wr * gb[base + 16]
-                    ai8 += wr * gb[base + 17]
-                    ar9 += wr * gb[base + 18]
-                    ai9 += wr * gb[base + 19]
-                    ar10 += wr * gb[base + 20]
-                    ai10 += wr * gb[base + 21]
-                    ar11 += wr * gb[base + 22]
-                    ai11 += wr * gb[base + 23]
+                    st = 2 * (o + a1)
+                    row = gb[st:st + 24]
+                    for d in range(24):
+                        acc[d] += wr * row[d]
                 else:
-                    q = 2 * (o + i1[0])
-                    ar0 += wr * gb[q]
-                    ai0 += wr * gb[q + 1]
-                    q = 2 * (o + i1[1])
-                    ar1 += wr * gb[q]
-                    ai1 += wr * gb[q + 1]
-                    q = 2 * (o + i1[2])
-                    ar2 += wr * gb[q]
-                    ai2 += wr * gb[q + 1]
-                    q = 2 * (o + i1[3])
-                    ar3 += wr * gb[q]
-                    ai3 += wr * gb[q + 1]
-                    q = 2 * (o + i1[4])
-                    ar4 += wr * gb[q]
-                    ai4 += wr * gb[q + 1]
-                    q = 2 * (o + i1[5])
-                    ar5 += wr * gb[q]
-                    ai5 += wr * gb[q + 1]
-                    q = 2 * (o + i1[6])
-                    ar6 += wr * gb[q]
-                    ai6 += wr * gb[q + 1]
-                    q = 2 * (o + i1[7])
-                    ar7 += wr * gb[q]
-                    ai7 += wr * gb[q + 1]
-                    q = 2 * (o + i1[8])
-                    ar8 += wr * gb[q]
-                    ai8 += wr * gb[q + 1]
-                    q = 2 * (o + i1[9])
-                    ar9 += wr * gb[q]
-                    ai9 += wr * gb[q + 1]
-                    q = 2 * (o + i1[10])
-                    ar10 += wr * gb[q]
-                    ai10 += wr * gb[q + 1]
-                    q = 2 * (o + i1[11])
-                    ar11 += wr * gb[q]
-                    ai11 += wr * gb[q + 1]
-            out[b, 2 * p] = w1[0] * ar0 + w1[1] * ar1 + w1[2] * ar2 + w1[3] * ar3 + w1[4] * ar4 + w1[5] * ar5 + w1[6] * ar6 + w1[7] * ar7 + w1[8] * ar8 + w1[9] * ar9 + w1[10] * ar10 + w1[11] * ar11
-            out[b, 2 * p + 1] = w1[0] * ai0 + w1[1] * ai1 + w1[2] * ai2 + w1[3] * ai3 + w1[4] * ai4 + w1[5] * ai5 + w1[6] * ai6 + w1[7] * ai7 + w1[8] * ai8 + w1[9] * ai9 + w1[10] * ai10 + w1[11] * ai11
+                    for d in range(12):
+                        q = a1 + d
+                        if q >= n1:
+                            q -= n1
+                        acc[2 * d] += wr * gb[2 * (o + q)]
+                        acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(12):
+                sr += k1[d] * acc[2 * d]
+                si += k1[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread2d_w12(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread2d_w12(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 12; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
             p = perm[j]
-            contig = i1[0] + 12 <= n1
+            contig = a1 + 12 <= n1
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w1[0] * vr
-                ki0 = w1[0] * vi
-                kr1 = w1[1] * vr
-                ki1 = w1[1] * vi
-                kr2 = w1[2] * vr
-                ki2 = w1[2] * vi
-                kr3 = w1[3] * vr
-                ki3 = w1[3] * vi
-                kr4 = w1[4] * vr
-                ki4 = w1[4] * vi
-                kr5 = w1[5] * vr
-                ki5 = w1[5] * vi
-                kr6 = w1[6] * vr
-                ki6 = w1[6] * vi
-                kr7 = w1[7] * vr
-                ki7 = w1[7] * vi
-                kr8 = w1[8] * vr
-                ki8 = w1[8] * vi
-                kr9 = w1[9] * vr
-                ki9 = w1[9] * vi
-                kr10 = w1[10] * vr
-                ki10 = w1[10] * vi
-                kr11 = w1[11] * vr
-                ki11 = w1[11] * vi
+                c0 = k1[0] * vr
+                c1 = k1[0] * vi
+                c2 = k1[1] * vr
+                c3 = k1[1] * vi
+                c4 = k1[2] * vr
+                c5 = k1[2] * vi
+                c6 = k1[3] * vr
+                c7 = k1[3] * vi
+                c8 = k1[4] * vr
+                c9 = k1[4] * vi
+                c10 = k1[5] * vr
+                c11 = k1[5] * vi
+                c12 = k1[6] * vr
+                c13 = k1[6] * vi
+                c14 = k1[7] * vr
+                c15 = k1[7] * vi
+                c16 = k1[8] * vr
+                c17 = k1[8] * vi
+                c18 = k1[9] * vr
+                c19 = k1[9] * vi
+                c20 = k1[10] * vr
+                c21 = k1[10] * vi
+                c22 = k1[11] * vr
+                c23 = k1[11] * vi
                 for a in range(W):
-                    wr = w0[a]
-                    o = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wr = k0[a]
+                    o = i * n1
                     if contig:
-                        base = 2 * (o + i1[0])
-                        gb[base + 0] += wr * kr0
-                        gb[base + 1] += wr * ki0
-                        gb[base + 2] += wr * kr1
-                        gb[base + 3] += wr * ki1
-                        gb[base + 4] += wr * kr2
-                        gb[base + 5] += wr * ki2
-                        gb[base + 6] += wr * kr3
-                        gb[base + 7] += wr * ki3
-                        gb[base + 8] += wr * kr4
-                        gb[base + 9] += wr * ki4
-                        gb[base + 10] += wr * kr5
-                        gb[base + 11] += wr * ki5
-                        gb[base + 12] += wr * kr6
-                        gb[base + 13] += wr * ki6
-                        gb[base + 14] += wr * kr7
-                        gb[base + 15] += wr * ki7
-                        gb[base + 16] += wr * kr8
-                        gb[base + 17] += wr * ki8
-                        gb[base + 18] += wr * kr9
-                        gb[base + 19] += wr * ki9
-                        gb[base + 20] += wr * kr10
-                        gb[base + 21] += wr * ki10
-                        gb[base + 22] += wr * kr11
-                        gb[base + 23] += wr * ki11
+                        st = 2 * (o + a1)
+                        row = gb[st:st + 24]
+                        row[0] += wr * c0
+                        row[1] += wr * c1
+                        row[2] += wr * c2
+                        row[3] += wr * c3
+                        row[4] += wr * c4
+                        row[5] += wr * c5
+                        row[6] += wr * c6
+                        row[7] += wr * c7
+                        row[8] += wr * c8
+                        row[9] += wr * c9
+                        row[10] += wr * c10
+                        row[11] += wr * c11
+                        row[12] += wr * c12
+                        row[13] += wr * c13
+                        row[14] += wr * c14
+                        row[15] += wr * c15
+                        row[16] += wr * c16
+                        row[17] += wr * c17
+                        row[18] += wr * c18
+                        row[19] += wr * c19
+                        row[20] += wr * c20
+                        row[21] += wr * c21
+                        row[22] += wr * c22
+                        row[23] += wr * c23
                     else:
-                        q = 2 * (o + i1[0])
-                        gb[q] += wr * kr0
-                        gb[q + 1] += wr * ki0
-                        q = 2 * (o + i1[1])
-                        gb[q] += wr * kr1
-                        gb[q + 1] += wr * ki1
-                        q = 2 * (o + i1[2])
-                        gb[q] += wr * kr2
-                        gb[q + 1] += wr * ki2
-                        q = 2 * (o + i1[3])
-                        gb[q] += wr * kr3
-                        gb[q + 1] += wr * ki3
-                        q = 2 * (o + i1[4])
-                        gb[q] += wr * kr4
-                        gb[q + 1] += wr * ki4
-                        q = 2 * (o + i1[5])
-                        gb[q] += wr * kr5
-                        gb[q + 1] += wr * ki5
-                        q = 2 * (o + i1[6])
-                        gb[q] += wr * kr6
-                        gb[q + 1] += wr * ki6
-                        q = 2 * (o + i1[7])
-                        gb[q] += wr * kr7
-                        gb[q + 1] += wr * ki7
-                        q = 2 * (o + i1[8])
-                        gb[q] += wr * kr8
-                        gb[q + 1] += wr * ki8
-                        q = 2 * (o + i1[9])
-                        gb[q] += wr * kr9
-                        gb[q + 1] += wr * ki9
-                        q = 2 * (o + i1[10])
-                        gb[q] += wr * kr10
-                        gb[q + 1] += wr * ki10
-                        q = 2 * (o + i1[11])
-                        gb[q] += wr * kr11
-                        gb[q + 1] += wr * ki11
+                        q = a1 + 0
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c0
+                        gb[2 * (o + q) + 1] += wr * c1
+                        q = a1 + 1
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c2
+                        gb[2 * (o + q) + 1] += wr * c3
+                        q = a1 + 2
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c4
+                        gb[2 * (o + q) + 1] += wr * c5
+                        q = a1 + 3
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c6
+                        gb[2 * (o + q) + 1] += wr * c7
+                        q = a1 + 4
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c8
+                        gb[2 * (o + q) + 1] += wr * c9
+                        q = a1 + 5
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c10
+                        gb[2 * (o + q) + 1] += wr * c11
+                        q = a1 + 6
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c12
+                        gb[2 * (o + q) + 1] += wr * c13
+                        q = a1 + 7
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c14
+                        gb[2 * (o + q) + 1] += wr * c15
+                        q = a1 + 8
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c16
+                        gb[2 * (o + q) + 1] += wr * c17
+                        q = a1 + 9
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c18
+                        gb[2 * (o + q) + 1] += wr * c19
+                        q = a1 + 10
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c20
+                        gb[2 * (o + q) + 1] += wr * c21
+                        q = a1 + 11
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c22
+                        gb[2 * (o + q) + 1] += wr * c23
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -1786,244 +1610,198 @@ def interp2d_w13(g, n0, n1, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 13; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    acc = np.empty(26, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
         p = perm[j]
-        contig = i1[0] + 13 <= n1
+        contig = a1 + 13 <= n1
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
-            ar8 = zr
-            ai8 = zr
-            ar9 = zr
-            ai9 = zr
-            ar10 = zr
-            ai10 = zr
-            ar11 = zr
-            ai11 = zr
-            ar12 = zr
-            ai12 = zr
+            for d in range(26):
+                acc[d] = 0.0
             for a in range(W):
-                wr = w0[a]
-                o = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wr = k0[a]
+                o = i * n1
                 if contig:
-                    base = 2 * (o + i1[0])
-                    ar0 += wr * gb[base + 0]
-                    ai0 += wr * gb[base + 1]
-                    ar1 += wr * gb[base + 2]
-                    ai1 += wr * gb[base + 3]
-                    ar2 += wr * gb[base + 4]
-                    ai2 += wr * gb[base + 5]
-                    ar3 += wr * gb[base + 6]
-                    ai3 += wr * gb[base + 7]
-                    ar4 += wr * gb[base + 8]
-                    ai4 += wr * gb[base + 9]
-                    ar5 += wr * gb[base + 10]
-                    ai5 += wr * gb[base + 11]
-                    ar6 += wr * gb[base + 12]
-                    ai6 += wr * gb[base + 13]
-                    ar7 += wr * gb[base + 14]
-                    ai7 += wr * gb[base + 15]
-                    ar8 += wr * gb[base + 16]
-                    ai8 += wr * gb[base + 17]
-                    ar9 += wr * gb[base + 18]
-                    ai9 += wr * gb[base + 19]
-                    ar10 += wr * gb[base + 20]
-                    ai10 += wr * gb[base + 21]
-                    ar11 += wr * gb[base + 22]
-                    ai11 += wr * gb[base + 23]
-                    ar12 += wr * gb[base + 24]
-                    ai12 += wr * gb[base + 25]
+                    st = 2 * (o + a1)
+                    row = gb[st:st + 26]
+                    for d in range(26):
+                        acc[d] += wr * row[d]
                 else:
-                    q = 2 * (o + i1[0])
-                    ar0 += wr * gb[q]
-                    ai0 += wr * gb[q + 1]
-                    q = 2 * (o + i1[1])
-                    ar1 += wr * gb[q]
-                    ai1 += wr * gb[q + 1]
-                    q = 2 * (o + i1[2])
-                    ar2 += wr * gb[q]
-                    ai2 += wr * gb[q + 1]
-                    q = 2 * (o + i1[3])
-                    ar3 += wr * gb[q]
-                    ai3 += wr * gb[q + 1]
-                    q = 2 * (o + i1[4])
-                    ar4 += wr * gb[q]
-                    ai4 += wr * gb[q + 1]
-                    q = 2 * (o + i1[5])
-                    ar5 += wr * gb[q]
-                    ai5 += wr * gb[q + 1]
-                    q = 2 * (o + i1[6])
-                    ar6 += wr * gb[q]
-                    ai6 += wr * gb[q + 1]
-                    q = 2 * (o + i1[7])
-                    ar7 += wr * gb[q]
-                    ai7 += wr * gb[q + 1]
-                    q = 2 * (o + i1[8])
-                    ar8 += wr * gb[q]
-                    ai8 += wr * gb[q + 1]
-                    q = 2 * (o + i1[9])
-                    ar9 += wr * gb[q]
-                    ai9 += wr * gb[q + 1]
-                    q = 2 * (o + i1[10])
-                    ar10 += wr * gb[q]
-                    ai10 += wr * gb[q + 1]
-                    q = 2 * (o + i1[11])
-                    ar11 += wr * gb[q]
-                    ai11 += wr * gb[q + 1]
-                    q = 2 * (o + i1[12])
-                    ar12 += wr * gb[q]
-                    ai12 += wr * gb[q + 1]
-            out[b, 2 * p] = w1[0] * ar0 + w1[1] * ar1 + w1[2] * ar2 + w1[3] * ar3 + w1[4] * ar4 + w1[5] * ar5 + w1[6] * ar6 + w1[7] * ar7 + w1[8] * ar8 + w1[9] * ar9 + w1[10] * ar10 + w1[11] * ar11 + w1[12] * ar12
-            out[b, 2 * p + 1] = w1[0] * ai0 + w1[1] * ai1 + w1[2] * ai2 + w1[3] * ai3 + w1[4] * ai4 + w1[5] * ai5 + w1[6] * ai6 + w1[7] * ai7 + w1[8] * ai8 + w1[9] * ai9 + w1[10] * ai10 + w1[11] * ai11 + w1[12] * ai12
+                    for d in range(13):
+                        q = a1 + d
+                        if q >= n1:
+                            q -= n1
+                        acc[2 * d] += wr * gb[2 * (o + q)]
+                        acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(13):
+                sr += k1[d] * acc[2 * d]
+                si += k1[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread2d_w13(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread2d_w13(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 13; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
             p = perm[j]
-            contig = i1[0] + 13 <= n1
+            contig = a1 + 13 <= n1
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w1[0] * vr
-                ki0 = w1[0] * vi
-                kr1 = w1[1] * vr
-                ki1 = w1[1] * vi
-                kr2 = w1[2] * vr
-                ki2 = w1[2] * vi
-                kr3 = w1[3] * vr
-                ki3 = w1[3] * vi
-                kr4 = w1[4] * vr
-                ki4 = w1[4] * vi
-                kr5 = w1[5] * vr
-                ki5 = w1[5] * vi
-                kr6 = w1[6] * vr
-                ki6 = w1[6] * vi
-                kr7 = w1[7] * vr
-                ki7 = w1[7] * vi
-                kr8 = w1[8] * vr
-                ki8 = w1[8] * vi
-                kr9 = w1[9] * vr
-                ki9 = w1[9] * vi
-                kr10 = w1[10] * vr
-                ki10 = w1[10] * vi
-                kr11 = w1[11] * vr
-                ki11 = w1[11] * vi
-                kr12 = w1[12] * vr
-                ki12 = w1[12] * vi
+                c0 = k1[0] * vr
+                c1 = k1[0] * vi
+                c2 = k1[1] * vr
+                c3 = k1[1] * vi
+                c4 = k1[2] * vr
+                c5 = k1[2] * vi
+                c6 = k1[3] * vr
+                c7 = k1[3] * vi
+                c8 = k1[4] * vr
+                c9 = k1[4] * vi
+                c10 = k1[5] * vr
+                c11 = k1[5] * vi
+                c12 = k1[6] * vr
+                c13 = k1[6] * vi
+                c14 = k1[7] * vr
+                c15 = k1[7] * vi
+                c16 = k1[8] * vr
+                c17 = k1[8] * vi
+                c18 = k1[9] * vr
+                c19 = k1[9] * vi
+                c20 = k1[10] * vr
+                c21 = k1[10] * vi
+                c22 = k1[11] * vr
+                c23 = k1[11] * vi
+                c24 = k1[12] * vr
+                c25 = k1[12] * vi
                 for a in range(W):
-                    wr = w0[a]
-                    o = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wr = k0[a]
+                    o = i * n1
                     if contig:
-                        base = 2 * (o + i1[0])
-                        gb[base + 0] += wr * kr0
-                        gb[base + 1] += wr * ki0
-                        gb[base + 2] += wr * kr1
-                        gb[base + 3] += wr * ki1
-                        gb[base + 4] += wr * kr2
-                        gb[base + 5] += wr * ki2
-                        gb[base + 6] += wr * kr3
-                        gb[base + 7] += wr * ki3
-                        gb[base + 8] += wr * kr4
-                        gb[base + 9] += wr * ki4
-                        gb[base + 10] += wr * kr5
-                        gb[base + 11] += wr * ki5
-                        gb[base + 12] += wr * kr6
-                        gb[base + 13] += wr * ki6
-                        gb[base + 14] += wr * kr7
-                        gb[base + 15] += wr * ki7
-                        gb[base + 16] += wr * kr8
-                        gb[base + 17] += wr * ki8
-                        gb[base + 18] += wr * kr9
-                        gb[base + 19] += wr * ki9
-                        gb[base + 20] += wr * kr10
-                        gb[base + 21] += wr * ki10
-                        gb[base + 22] += wr * kr11
-                        gb[base + 23] += wr * ki11
-                        gb[base + 24] += wr * kr12
-                        gb[base + 25] += wr * ki12
+                        st = 2 * (o + a1)
+                        row = gb[st:st + 26]
+                        row[0] += wr * c0
+                        row[1] += wr * c1
+                        row[2] += wr * c2
+                        row[3] += wr * c3
+                        row[4] += wr * c4
+                        row[5] += wr * c5
+                        row[6] += wr * c6
+                        row[7] += wr * c7
+                        row[8] += wr * c8
+                        row[9] += wr * c9
+                        row[10] += wr * c10
+                        row[11] += wr * c11
+                        row[12] += wr * c12
+                        row[13] += wr * c13
+                        row[14] += wr * c14
+                        row[15] += wr * c15
+                        row[16] += wr * c16
+                        row[17] += wr * c17
+                        row[18] += wr * c18
+                        row[19] += wr * c19
+                        row[20] += wr * c20
+                        row[21] += wr * c21
+                        row[22] += wr * c22
+                        row[23] += wr * c23
+                        row[24] += wr * c24
+                        row[25] += wr * c25
                     else:
-                        q = 2 * (o + i1[0])
-                        gb[q] += wr * kr0
-                        gb[q + 1] += wr * ki0
-                        q = 2 * (o + i1[1])
-                        gb[q] += wr * kr1
-                        gb[q + 1] += wr * ki1
-                        q = 2 * (o + i1[2])
-                        gb[q] += wr * kr2
-                        gb[q + 1] += wr * ki2
-                        q = 2 * (o + i1[3])
-                        gb[q] += wr * kr3
-                        gb[q + 1] += wr * ki3
-                        q = 2 * (o + i1[4])
-                        gb[q] += wr * kr4
-                        gb[q + 1] += wr * ki4
-                        q = 2 * (o + i1[5])
-                        gb[q] += wr * kr5
-                        gb[q + 1] += wr * ki5
-                        q = 2 * (o + i1[6])
-                        gb[q] += wr * kr6
-                        gb[q + 1] += wr * ki6
-                        q = 2 * (o + i1[7])
-                        gb[q] += wr * kr7
-                        gb[q + 1] += wr * ki7
-                        q = 2 * (o + i1[8])
-                        gb[q] += wr * kr8
-                        gb[q + 1] += wr * ki8
-                        q = 2 * (o + i1[9])
-                        gb[q] += wr * kr9
-                        gb[q + 1] += wr * ki9
-                        q = 2 * (o + i1[10])
-                        gb[q] += wr * kr10
-                        gb[q + 1] += wr * ki10
-                        q = 2 * (o + i1[11])
-                        gb[q] += wr * kr11
-                        gb[q + 1] += wr * ki11
-                        q = 2 * (o + i1[12])
-                        gb[q] += wr * kr12
-                        gb[q + 1] += wr * ki12
+                        q = a1 + 0
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c0
+                        gb[2 * (o + q) + 1] += wr * c1
+                        q = a1 + 1
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c2
+                        gb[2 * (o + q) + 1] += wr * c3
+                        q = a1 + 2
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c4
+                        gb[2 * (o + q) + 1] += wr * c5
+                        q = a1 + 3
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c6
+                        gb[2 * (o + q) + 1] += wr * c7
+                        q = a1 + 4
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c8
+                        gb[2 * (o + q) + 1] += wr * c9
+                        q = a1 + 5
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c10
+                        gb[2 * (o + q) + 1] += wr * c11
+                        q = a1 + 6
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c12
+                        gb[2 * (o + q) + 1] += wr * c13
+                        q = a1 + 7
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c14
+                        gb[2 * (o + q) + 1] += wr * c15
+                        q = a1 + 8
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c16
+                        gb[2 * (o + q) + 1] += wr * c17
+                        q = a1 + 9
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c18
+                        gb[2 * (o + q) + 1] += wr * c19
+                        q = a1 + 10
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c20
+                        gb[2 * (o + q) + 1] += wr * c21
+                        q = a1 + 11
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c22
+                        gb[2 * (o + q) + 1] += wr * c23
+                        q = a1 + 12
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c24
+                        gb[2 * (o + q) + 1] += wr * c25
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -2031,258 +1809,207 @@ def interp2d_w14(g, n0, n1, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 14; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    acc = np.empty(28, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
         p = perm[j]
-        contig = i1[0] + 14 <= n1
+        contig = a1 + 14 <= n1
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
-            ar8 = zr
-            ai8 = zr
-            ar9 = zr
-            ai9 = zr
-            ar10 = zr
-            ai10 = zr
-            ar11 = zr
-            ai11 = zr
-            ar12 = zr
-            ai12 = zr
-            ar13 = zr
-            ai13 = zr
+            for d in range(28):
+                acc[d] = 0.0
             for a in range(W):
-                wr = w0[a]
-                o = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wr = k0[a]
+                o = i * n1
                 if contig:
-                    base = 2 * (o + i1[0])
-                    ar0 += wr * gb[base + 0]
-                    ai0 += wr * gb[base + 1]
-                    ar1 += wr * gb[base + 2]
-                    ai1 += wr * gb[base + 3]
-                    ar2 += wr * gb[base + 4]
-                    ai2 += wr * gb[base + 5]
-                    ar3 += wr * gb[base + 6]
-                    ai3 += wr * gb[base + 7]
-                    ar4 += wr * gb[base + 8]
-                    ai4 += wr * gb[base + 9]
-                    ar5 += wr * gb[base + 10]
-                    ai5 += wr * gb[base + 11]
-                    ar6 += wr * gb[base + 12]
-                    ai6 += wr * gb[base + 13]
-                    ar7 += wr * gb[base + 14]
-                    ai7 += wr * gb[base + 15]
-                    ar8 += wr * gb[base + 16]
-                    ai8 += wr * gb[base + 17]
-                    ar9 += wr * gb[base + 18]
-                    ai9 += wr * gb[base + 19]
-                    ar10 += wr * gb[base + 20]
-                    ai10 += wr * gb[base + 21]
-                    ar11 += wr * gb[base + 22]
-                    ai11 += wr * gb[base + 23]
-                    ar12 += wr * gb[base + 24]
-                    ai12 += wr * gb[base + 25]
-                    ar13 += wr * gb[base + 26]
-                    ai13 += wr * gb[base + 27]
+                    st = 2 * (o + a1)
+                    row = gb[st:st + 28]
+                    for d in range(28):
+                        acc[d] += wr * row[d]
                 else:
-                    q = 2 * (o + i1[0])
-                    ar0 += wr * gb[q]
-                    ai0 += wr * gb[q + 1]
-                    q = 2 * (o + i1[1])
-                    ar1 += wr * gb[q]
-                    ai1 += wr * gb[q + 1]
-                    q = 2 * (o + i1[2])
-                    ar2 += wr * gb[q]
-                    ai2 += wr * gb[q + 1]
-                    q = 2 * (o + i1[3])
-                    ar3 += wr * gb[q]
-                    ai3 += wr * gb[q + 1]
-                    q = 2 * (o + i1[4])
-                    ar4 += wr * gb[q]
-                    ai4 += wr * gb[q + 1]
-                    q = 2 * (o + i1[5])
-                    ar5 += wr * gb[q]
-                    ai5 += wr * gb[q + 1]
-                    q = 2 * (o + i1[6])
-                    ar6 += wr * gb[q]
-                    ai6 += wr * gb[q + 1]
-                    q = 2 * (o + i1[7])
-                    ar7 += wr * gb[q]
-                    ai7 += wr * gb[q + 1]
-                    q = 2 * (o + i1[8])
-                    ar8 += wr * gb[q]
-                    ai8 += wr * gb[q + 1]
-                    q = 2 * (o + i1[9])
-                    ar9 += wr * gb[q]
-                    ai9 += wr * gb[q + 1]
-                    q = 2 * (o + i1[10])
-                    ar10 += wr * gb[q]
-                    ai10 += wr * gb[q + 1]
-                    q = 2 * (o + i1[11])
-                    ar11 += wr * gb[q]
-                    ai11 += wr * gb[q + 1]
-                    q = 2 * (o + i1[12])
-                    ar12 += wr * gb[q]
-                    ai12 += wr * gb[q + 1]
-                    q = 2 * (o + i1[13])
-                    ar13 += wr * gb[q]
-                    ai13 += wr * gb[q + 1]
-            out[b, 2 * p] = w1[0] * ar0 + w1[1] * ar1 + w1[2] * ar2 + w1[3] * ar3 + w1[4] * ar4 + w1[5] * ar5 + w1[6] * ar6 + w1[7] * ar7 + w1[8] * ar8 + w1[9] * ar9 + w1[10] * ar10 + w1[11] * ar11 + w1[12] * ar12 + w1[13] * ar13
-            out[b, 2 * p + 1] = w1[0] * ai0 + w1[1] * ai1 + w1[2] * ai2 + w1[3] * ai3 + w1[4] * ai4 + w1[5] * ai5 + w1[6] * ai6 + w1[7] * ai7 + w1[8] * ai8 + w1[9] * ai9 + w1[10] * ai10 + w1[11] * ai11 + w1[12] * ai12 + w1[13] * ai13
+                    for d in range(14):
+                        q = a1 + d
+                        if q >= n1:
+                            q -= n1
+                        acc[2 * d] += wr * gb[2 * (o + q)]
+                        acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(14):
+                sr += k1[d] * acc[2 * d]
+                si += k1[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread2d_w14(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread2d_w14(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 14; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
             p = perm[j]
-            contig = i1[0] + 14 <= n1
+            contig = a1 + 14 <= n1
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w1[0] * vr
-                ki0 = w1[0] * vi
-                kr1 = w1[1] * vr
-                ki1 = w1[1] * vi
-                kr2 = w1[2] * vr
-                ki2 = w1[2] * vi
-                kr3 = w1[3] * vr
-                ki3 = w1[3] * vi
-                kr4 = w1[4] * vr
-                ki4 = w1[4] * vi
-                kr5 = w1[5] * vr
-                ki5 = w1[5] * vi
-                kr6 = w1[6] * vr
-                ki6 = w1[6] * vi
-                kr7 = w1[7] * vr
-                ki7 = w1[7] * vi
-                kr8 = w1[8] * vr
-                ki8 = w1[8] * vi
-                kr9 = w1[9] * vr
-                ki9 = w1[9] * vi
-                kr10 = w1[10] * vr
-                ki10 = w1[10] * vi
-                kr11 = w1[11] * vr
-                ki11 = w1[11] * vi
-                kr12 = w1[12] * vr
-                ki12 = w1[12] * vi
-                kr13 = w1[13] * vr
-                ki13 = w1[13] * vi
+                c0 = k1[0] * vr
+                c1 = k1[0] * vi
+                c2 = k1[1] * vr
+                c3 = k1[1] * vi
+                c4 = k1[2] * vr
+                c5 = k1[2] * vi
+                c6 = k1[3] * vr
+                c7 = k1[3] * vi
+                c8 = k1[4] * vr
+                c9 = k1[4] * vi
+                c10 = k1[5] * vr
+                c11 = k1[5] * vi
+                c12 = k1[6] * vr
+                c13 = k1[6] * vi
+                c14 = k1[7] * vr
+                c15 = k1[7] * vi
+                c16 = k1[8] * vr
+                c17 = k1[8] * vi
+                c18 = k1[9] * vr
+                c19 = k1[9] * vi
+                c20 = k1[10] * vr
+                c21 = k1[10] * vi
+                c22 = k1[11] * vr
+                c23 = k1[11] * vi
+                c24 = k1[12] * vr
+                c25 = k1[12] * vi
+                c26 = k1[13] * vr
+                c27 = k1[13] * vi
                 for a in range(W):
-                    wr = w0[a]
-                    o = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wr = k0[a]
+                    o = i * n1
                     if contig:
-                        base = 2 * (o + i1[0])
-                        gb[base + 0] += wr * kr0
-                        gb[base + 1] += wr * ki0
-                        gb[base + 2] += wr * kr1
-                        gb[base + 3] += wr * ki1
-                        gb[base + 4] += wr * kr2
-                        gb[base + 5] += wr * ki2
-                        gb[base + 6] += wr * kr3
-                        gb[base + 7] += wr * ki3
-                        gb[base + 8] += wr * kr4
-                        gb[base + 9] += wr * ki4
-                        gb[base + 10] += wr * kr5
-                        gb[base + 11] += wr * ki5
-                        gb[base + 12] += wr * kr6
-                        gb[base + 13] += wr * ki6
-                        gb[base + 14] += wr * kr7
-                        gb[base + 15] += wr * ki7
-                        gb[base + 16] += wr * kr8
-                        gb[base + 17] += wr * ki8
-                        gb[base + 18] += wr * kr9
-                        gb[base + 19] += wr * ki9
-                        gb[base + 20] += wr * kr10
-                        gb[base + 21] += wr * ki10
-                        gb[base + 22] += wr * kr11
-                        gb[base + 23] += wr * ki11
-                        gb[base + 24] += wr * kr12
-                        gb[base + 25] += wr * ki12
-                        gb[base + 26] += wr * kr13
-                        gb[base + 27] += wr * ki13
+                        st = 2 * (o + a1)
+                        row = gb[st:st + 28]
+                        row[0] += wr * c0
+                        row[1] += wr * c1
+                        row[2] += wr * c2
+                        row[3] += wr * c3
+                        row[4] += wr * c4
+                        row[5] += wr * c5
+                        row[6] += wr * c6
+                        row[7] += wr * c7
+                        row[8] += wr * c8
+                        row[9] += wr * c9
+                        row[10] += wr * c10
+                        row[11] += wr * c11
+                        row[12] += wr * c12
+                        row[13] += wr * c13
+                        row[14] += wr * c14
+                        row[15] += wr * c15
+                        row[16] += wr * c16
+                        row[17] += wr * c17
+                        row[18] += wr * c18
+                        row[19] += wr * c19
+                        row[20] += wr * c20
+                        row[21] += wr * c21
+                        row[22] += wr * c22
+                        row[23] += wr * c23
+                        row[24] += wr * c24
+                        row[25] += wr * c25
+                        row[26] += wr * c26
+                        row[27] += wr * c27
                     else:
-                        q = 2 * (o + i1[0])
-                        gb[q] += wr * kr0
-                        gb[q + 1] += wr * ki0
-                        q = 2 * (o + i1[1])
-                        gb[q] += wr * kr1
-                        gb[q + 1] += wr * ki1
-                        q = 2 * (o + i1[2])
-                        gb[q] += wr * kr2
-                        gb[q + 1] += wr * ki2
-                        q = 2 * (o + i1[3])
-                        gb[q] += wr * kr3
-                        gb[q + 1] += wr * ki3
-                        q = 2 * (o + i1[4])
-                        gb[q] += wr * kr4
-                        gb[q + 1] += wr * ki4
-                        q = 2 * (o + i1[5])
-                        gb[q] += wr * kr5
-                        gb[q + 1] += wr * ki5
-                        q = 2 * (o + i1[6])
-                        gb[q] += wr * kr6
-                        gb[q + 1] += wr * ki6
-                        q = 2 * (o + i1[7])
-                        gb[q] += wr * kr7
-                        gb[q + 1] += wr * ki7
-                        q = 2 * (o + i1[8])
-                        gb[q] += wr * kr8
-                        gb[q + 1] += wr * ki8
-                        q = 2 * (o + i1[9])
-                        gb[q] += wr * kr9
-                        gb[q + 1] += wr * ki9
-                        q = 2 * (o + i1[10])
-                        gb[q] += wr * kr10
-                        gb[q + 1] += wr * ki10
-                        q = 2 * (o + i1[11])
-                        gb[q] += wr * kr11
-                        gb[q + 1] += wr * ki11
-                        q = 2 * (o + i1[12])
-                        gb[q] += wr * kr12
-                        gb[q + 1] += wr * ki12
-                        q = 2 * (o + i1[13])
-                        gb[q] += wr * kr13
-                        gb[q + 1] += wr * ki13
+                        q = a1 + 0
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c0
+                        gb[2 * (o + q) + 1] += wr * c1
+                        q = a1 + 1
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c2
+                        gb[2 * (o + q) + 1] += wr * c3
+                        q = a1 + 2
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c4
+                        gb[2 * (o + q) + 1] += wr * c5
+                        q = a1 + 3
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c6
+                        gb[2 * (o + q) + 1] += wr * c7
+                        q = a1 + 4
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c8
+                        gb[2 * (o + q) + 1] += wr * c9
+                        q = a1 + 5
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c10
+                        gb[2 * (o + q) + 1] += wr * c11
+                        q = a1 + 6
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c12
+                        gb[2 * (o + q) + 1] += wr * c13
+                        q = a1 + 7
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c14
+                        gb[2 * (o + q) + 1] += wr * c15
+                        q = a1 + 8
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c16
+                        gb[2 * (o + q) + 1] += wr * c17
+                        q = a1 + 9
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c18
+                        gb[2 * (o + q) + 1] += wr * c19
+                        q = a1 + 10
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c20
+                        gb[2 * (o + q) + 1] += wr * c21
+                        q = a1 + 11
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c22
+                        gb[2 * (o + q) + 1] += wr * c23
+                        q = a1 + 12
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c24
+                        gb[2 * (o + q) + 1] += wr * c25
+                        q = a1 + 13
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c26
+                        gb[2 * (o + q) + 1] += wr * c27
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -2290,272 +2017,216 @@ def interp2d_w15(g, n0, n1, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 15; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    acc = np.empty(30, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
         p = perm[j]
-        contig = i1[0] + 15 <= n1
+        contig = a1 + 15 <= n1
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
-            ar8 = zr
-            ai8 = zr
-            ar9 = zr
-            ai9 = zr
-            ar10 = zr
-            ai10 = zr
-            ar11 = zr
-            ai11 = zr
-            ar12 = zr
-            ai12 = zr
-            ar13 = zr
-            ai13 = zr
-            ar14 = zr
-            ai14 = zr
+            for d in range(30):
+                acc[d] = 0.0
             for a in range(W):
-                wr = w0[a]
-                o = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wr = k0[a]
+                o = i * n1
                 if contig:
-                    base = 2 * (o + i1[0])
-                    ar0 += wr * gb[base + 0]
-                    ai0 += wr * gb[base + 1]
-                    ar1 += wr * gb[base + 2]
-                    ai1 += wr * gb[base + 3]
-                    ar2 += wr * gb[base + 4]
-                    ai2 += wr * gb[base + 5]
-                    ar3 += wr * gb[base + 6]
-                    ai3 += wr * gb[base + 7]
-                    ar4 += wr * gb[base + 8]
-                    ai4 += wr * gb[base + 9]
-                    ar5 += wr * gb[base + 10]
-                    ai5 += wr * gb[base + 11]
-                    ar6 += wr * gb[base + 12]
-                    ai6 += wr * gb[base + 13]
-                    ar7 += wr * gb[base + 14]
-                    ai7 += wr * gb[base + 15]
-                    ar8 += wr * gb[base + 16]
-                    ai8 += wr * gb[base + 17]
-                    ar9 += wr * gb[base + 18]
-                    ai9 += wr * gb[base + 19]
-                    ar10 += wr * gb[base + 20]
-                    ai10 += wr * gb[base + 21]
-                    ar11 += wr * gb[base + 22]
-                    ai11 += wr * gb[base + 23]
-                    ar12 += wr * gb[base + 24]
-                    ai12 += wr * gb[base + 25]
-                    ar13 += wr * gb[base + 26]
-                    ai13 += wr * gb[base + 27]
-                    ar14 += wr * gb[base + 28]
-                    ai14 += wr * gb[base + 29]
+                    st = 2 * (o + a1)
+                    row = gb[st:st + 30]
+                    for d in range(30):
+                        acc[d] += wr * row[d]
                 else:
-                    q = 2 * (o + i1[0])
-                    ar0 += wr * gb[q]
-                    ai0 += wr * gb[q + 1]
-                    q = 2 * (o + i1[1])
-                    ar1 += wr * gb[q]
-                    ai1 += wr * gb[q + 1]
-                    q = 2 * (o + i1[2])
-                    ar2 += wr * gb[q]
-                    ai2 += wr * gb[q + 1]
-                    q = 2 * (o + i1[3])
-                    ar3 += wr * gb[q]
-                    ai3 += wr * gb[q + 1]
-                    q = 2 * (o + i1[4])
-                    ar4 += wr * gb[q]
-                    ai4 += wr * gb[q + 1]
-                    q = 2 * (o + i1[5])
-                    ar5 += wr * gb[q]
-                    ai5 += wr * gb[q + 1]
-                    q = 2 * (o + i1[6])
-                    ar6 += wr * gb[q]
-                    ai6 += wr * gb[q + 1]
-                    q = 2 * (o + i1[7])
-                    ar7 += wr * gb[q]
-                    ai7 += wr * gb[q + 1]
-                    q = 2 * (o + i1[8])
-                    ar8 += wr * gb[q]
-                    ai8 += wr * gb[q + 1]
-                    q = 2 * (o + i1[9])
-                    ar9 += wr * gb[q]
-                    ai9 += wr * gb[q + 1]
-                    q = 2 * (o + i1[10])
-                    ar10 += wr * gb[q]
-                    ai10 += wr * gb[q + 1]
-                    q = 2 * (o + i1[11])
-                    ar11 += wr * gb[q]
-                    ai11 += wr * gb[q + 1]
-                    q = 2 * (o + i1[12])
-                    ar12 += wr * gb[q]
-                    ai12 += wr * gb[q + 1]
-                    q = 2 * (o + i1[13])
-                    ar13 += wr * gb[q]
-                    ai13 += wr * gb[q + 1]
-                    q = 2 * (o + i1[14])
-                    ar14 += wr * gb[q]
-                    ai14 += wr * gb[q + 1]
-            out[b, 2 * p] = w1[0] * ar0 + w1[1] * ar1 + w1[2] * ar2 + w1[3] * ar3 + w1[4] * ar4 + w1[5] * ar5 + w1[6] * ar6 + w1[7] * ar7 + w1[8] * ar8 + w1[9] * ar9 + w1[10] * ar10 + w1[11] * ar11 + w1[12] * ar12 + w1[13] * ar13 + w1[14] * ar14
-            out[b, 2 * p + 1] = w1[0] * ai0 + w1[1] * ai1 + w1[2] * ai2 + w1[3] * ai3 + w1[4] * ai4 + w1[5] * ai5 + w1[6] * ai6 + w1[7] * ai7 + w1[8] * ai8 + w1[9] * ai9 + w1[10] * ai10 + w1[11] * ai11 + w1[12] * ai12 + w1[13] * ai13 + w1[14] * ai14
+                    for d in range(15):
+                        q = a1 + d
+                        if q >= n1:
+                            q -= n1
+                        acc[2 * d] += wr * gb[2 * (o + q)]
+                        acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(15):
+                sr += k1[d] * acc[2 * d]
+                si += k1[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread2d_w15(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread2d_w15(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 15; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
             p = perm[j]
-            contig = i1[0] + 15 <= n1
+            contig = a1 + 15 <= n1
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w1[0] * vr
-                ki0 = w1[0] * vi
-                kr1 = w1[1] * vr
-                ki1 = w1[1] * vi
-                kr2 = w1[2] * vr
-                ki2 = w1[2] * vi
-                kr3 = w1[3] * vr
-                ki3 = w1[3] * vi
-                kr4 = w1[4] * vr
-                ki4 = w1[4] * vi
-                kr5 = w1[5] * vr
-                ki5 = w1[5] * vi
-                kr6 = w1[6] * vr
-                ki6 = w1[6] * vi
-                kr7 = w1[7] * vr
-                ki7 = w1[7] * vi
-                kr8 = w1[8] * vr
-                ki8 = w1[8] * vi
-                kr9 = w1[9] * vr
-                ki9 = w1[9] * vi
-                kr10 = w1[10] * vr
-                ki10 = w1[10] * vi
-                kr11 = w1[11] * vr
-                ki11 = w1[11] * vi
-                kr12 = w1[12] * vr
-                ki12 = w1[12] * vi
-                kr13 = w1[13] * vr
-                ki13 = w1[13] * vi
-                kr14 = w1[14] * vr
-                ki14 = w1[14] * vi
+                c0 = k1[0] * vr
+                c1 = k1[0] * vi
+                c2 = k1[1] * vr
+                c3 = k1[1] * vi
+                c4 = k1[2] * vr
+                c5 = k1[2] * vi
+                c6 = k1[3] * vr
+                c7 = k1[3] * vi
+                c8 = k1[4] * vr
+                c9 = k1[4] * vi
+                c10 = k1[5] * vr
+                c11 = k1[5] * vi
+                c12 = k1[6] * vr
+                c13 = k1[6] * vi
+                c14 = k1[7] * vr
+                c15 = k1[7] * vi
+                c16 = k1[8] * vr
+                c17 = k1[8] * vi
+                c18 = k1[9] * vr
+                c19 = k1[9] * vi
+                c20 = k1[10] * vr
+                c21 = k1[10] * vi
+                c22 = k1[11] * vr
+                c23 = k1[11] * vi
+                c24 = k1[12] * vr
+                c25 = k1[12] * vi
+                c26 = k1[13] * vr
+                c27 = k1[13] * vi
+                c28 = k1[14] * vr
+                c29 = k1[14] * vi
                 for a in range(W):
-                    wr = w0[a]
-                    o = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wr = k0[a]
+                    o = i * n1
                     if contig:
-                        base = 2 * (o + i1[0])
-                        gb[base + 0] += wr * kr0
-                        gb[base + 1] += wr * ki0
-                        gb[base + 2] += wr * kr1
-                        gb[base + 3] += wr * ki1
-                        gb[base + 4] += wr * kr2
-                        gb[base + 5] += wr * ki2
-                        gb[base + 6] += wr * kr3
-                        gb[base + 7] += wr * ki3
-                        gb[base + 8] += wr * kr4
-                        gb[base + 9] += wr * ki4
-                        gb[base + 10] += wr * kr5
-                        gb[base + 11] += wr * ki5
-                        gb[base + 12] += wr * kr6
-                        gb[base + 13] += wr * ki6
-                        gb[base + 14] += wr * kr7
-                        gb[base + 15] += wr * ki7
-                        gb[base + 16] += wr * kr8
-                        gb[base + 17] += wr * ki8
-                        gb[base + 18] += wr * kr9
-                        gb[base + 19] += wr * ki9
-                        gb[base + 20] += wr * kr10
-                        gb[base + 21] += wr * ki10
-                        gb[base + 22] += wr * kr11
-                        gb[base + 23] += wr * ki11
-                        gb[base + 24] += wr * kr12
-                        gb[base + 25] += wr * ki12
-                        gb[base + 26] += wr * kr13
-                        gb[base + 27] += wr * ki13
-                        gb[base + 28] += wr * kr14
-                        gb[base + 29] += wr * ki14
+                        st = 2 * (o + a1)
+                        row = gb[st:st + 30]
+                        row[0] += wr * c0
+                        row[1] += wr * c1
+                        row[2] += wr * c2
+                        row[3] += wr * c3
+                        row[4] += wr * c4
+                        row[5] += wr * c5
+                        row[6] += wr * c6
+                        row[7] += wr * c7
+                        row[8] += wr * c8
+                        row[9] += wr * c9
+                        row[10] += wr * c10
+                        row[11] += wr * c11
+                        row[12] += wr * c12
+                        row[13] += wr * c13
+                        row[14] += wr * c14
+                        row[15] += wr * c15
+                        row[16] += wr * c16
+                        row[17] += wr * c17
+                        row[18] += wr * c18
+                        row[19] += wr * c19
+                        row[20] += wr * c20
+                        row[21] += wr * c21
+                        row[22] += wr * c22
+                        row[23] += wr * c23
+                        row[24] += wr * c24
+                        row[25] += wr * c25
+                        row[26] += wr * c26
+                        row[27] += wr * c27
+                        row[28] += wr * c28
+                        row[29] += wr * c29
                     else:
-                        q = 2 * (o + i1[0])
-                        gb[q] += wr * kr0
-                        gb[q + 1] += wr * ki0
-                        q = 2 * (o + i1[1])
-                        gb[q] += wr * kr1
-                        gb[q + 1] += wr * ki1
-                        q = 2 * (o + i1[2])
-                        gb[q] += wr * kr2
-                        gb[q + 1] += wr * ki2
-                        q = 2 * (o + i1[3])
-                        gb[q] += wr * kr3
-                        gb[q + 1] += wr * ki3
-                        q = 2 * (o + i1[4])
-                        gb[q] += wr * kr4
-                        gb[q + 1] += wr * ki4
-                        q = 2 * (o + i1[5])
-                        gb[q] += wr * kr5
-                        gb[q + 1] += wr * ki5
-                        q = 2 * (o + i1[6])
-                        gb[q] += wr * kr6
-                        gb[q + 1] += wr * ki6
-                        q = 2 * (o + i1[7])
-                        gb[q] += wr * kr7
-                        gb[q + 1] += wr * ki7
-                        q = 2 * (o + i1[8])
-                        gb[q] += wr * kr8
-                        gb[q + 1] += wr * ki8
-                        q = 2 * (o + i1[9])
-                        gb[q] += wr * kr9
-                        gb[q + 1] += wr * ki9
-                        q = 2 * (o + i1[10])
-                        gb[q] += wr * kr10
-                        gb[q + 1] += wr * ki10
-                        q = 2 * (o + i1[11])
-                        gb[q] += wr * kr11
-                        gb[q + 1] += wr * ki11
-                        q = 2 * (o + i1[12])
-                        gb[q] += wr * kr12
-                        gb[q + 1] += wr * ki12
-                        q = 2 * (o + i1[13])
-                        gb[q] += wr * kr13
-                        gb[q + 1] += wr * ki13
-                        q = 2 * (o + i1[14])
-                        gb[q] += wr * kr14
-                        gb[q + 1] += wr * ki14
+                        q = a1 + 0
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c0
+                        gb[2 * (o + q) + 1] += wr * c1
+                        q = a1 + 1
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c2
+                        gb[2 * (o + q) + 1] += wr * c3
+                        q = a1 + 2
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c4
+                        gb[2 * (o + q) + 1] += wr * c5
+                        q = a1 + 3
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c6
+                        gb[2 * (o + q) + 1] += wr * c7
+                        q = a1 + 4
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c8
+                        gb[2 * (o + q) + 1] += wr * c9
+                        q = a1 + 5
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c10
+                        gb[2 * (o + q) + 1] += wr * c11
+                        q = a1 + 6
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c12
+                        gb[2 * (o + q) + 1] += wr * c13
+                        q = a1 + 7
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c14
+                        gb[2 * (o + q) + 1] += wr * c15
+                        q = a1 + 8
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c16
+                        gb[2 * (o + q) + 1] += wr * c17
+                        q = a1 + 9
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c18
+                        gb[2 * (o + q) + 1] += wr * c19
+                        q = a1 + 10
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c20
+                        gb[2 * (o + q) + 1] += wr * c21
+                        q = a1 + 11
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c22
+                        gb[2 * (o + q) + 1] += wr * c23
+                        q = a1 + 12
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c24
+                        gb[2 * (o + q) + 1] += wr * c25
+                        q = a1 + 13
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c26
+                        gb[2 * (o + q) + 1] += wr * c27
+                        q = a1 + 14
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c28
+                        gb[2 * (o + q) + 1] += wr * c29
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -2563,286 +2234,225 @@ def interp2d_w16(g, n0, n1, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 16; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    acc = np.empty(32, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
         p = perm[j]
-        contig = i1[0] + 16 <= n1
+        contig = a1 + 16 <= n1
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
-            ar8 = zr
-            ai8 = zr
-            ar9 = zr
-            ai9 = zr
-            ar10 = zr
-            ai10 = zr
-            ar11 = zr
-            ai11 = zr
-            ar12 = zr
-            ai12 = zr
-            ar13 = zr
-            ai13 = zr
-            ar14 = zr
-            ai14 = zr
-            ar15 = zr
-            ai15 = zr
+            for d in range(32):
+                acc[d] = 0.0
             for a in range(W):
-                wr = w0[a]
-                o = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wr = k0[a]
+                o = i * n1
                 if contig:
-                    base = 2 * (o + i1[0])
-                    ar0 += wr * gb[base + 0]
-                    ai0 += wr * gb[base + 1]
-                    ar1 += wr * gb[base + 2]
-                    ai1 += wr * gb[base + 3]
-                    ar2 += wr * gb[base + 4]
-                    ai2 += wr * gb[base + 5]
-                    ar3 += wr * gb[base + 6]
-                    ai3 += wr * gb[base + 7]
-                    ar4 += wr * gb[base + 8]
-                    ai4 += wr * gb[base + 9]
-                    ar5 += wr * gb[base + 10]
-                    ai5 += wr * gb[base + 11]
-                    ar6 += wr * gb[base + 12]
-                    ai6 += wr * gb[base + 13]
-                    ar7 += wr * gb[base + 14]
-                    ai7 += wr * gb[base + 15]
-                    ar8 += wr * gb[base + 16]
-                    ai8 += wr * gb[base + 17]
-                    ar9 += wr * gb[base + 18]
-                    ai9 += wr * gb[base + 19]
-                    ar10 += wr * gb[base + 20]
-                    ai10 += wr * gb[base + 21]
-                    ar11 += wr * gb[base + 22]
-                    ai11 += wr * gb[base + 23]
-                    ar12 += wr * gb[base + 24]
-                    ai12 += wr * gb[base + 25]
-                    ar13 += wr * gb[base + 26]
-                    ai13 += wr * gb[base + 27]
-                    ar14 += wr * gb[base + 28]
-                    ai14 += wr * gb[base + 29]
-                    ar15 += wr * gb[base + 30]
-                    ai15 += wr * gb[base + 31]
+                    st = 2 * (o + a1)
+                    row = gb[st:st + 32]
+                    for d in range(32):
+                        acc[d] += wr * row[d]
                 else:
-                    q = 2 * (o + i1[0])
-                    ar0 += wr * gb[q]
-                    ai0 += wr * gb[q + 1]
-                    q = 2 * (o + i1[1])
-                    ar1 += wr * gb[q]
-                    ai1 += wr * gb[q + 1]
-                    q = 2 * (o + i1[2])
-                    ar2 += wr * gb[q]
-                    ai2 += wr * gb[q + 1]
-                    q = 2 * (o + i1[3])
-                    ar3 += wr * gb[q]
-                    ai3 += wr * gb[q + 1]
-                    q = 2 * (o + i1[4])
-                    ar4 += wr * gb[q]
-                    ai4 += wr * gb[q + 1]
-                    q = 2 * (o + i1[5])
-                    ar5 += wr * gb[q]
-                    ai5 += wr * gb[q + 1]
-                    q = 2 * (o + i1[6])
-                    ar6 += wr * gb[q]
-                    ai6 += wr * gb[q + 1]
-                    q = 2 * (o + i1[7])
-                    ar7 += wr * gb[q]
-                    ai7 += wr * gb[q + 1]
-                    q = 2 * (o + i1[8])
-                    ar8 += wr * gb[q]
-                    ai8 += wr * gb[q + 1]
-                    q = 2 * (o + i1[9])
-                    ar9 += wr * gb[q]
-                    ai9 += wr * gb[q + 1]
-                    q = 2 * (o + i1[10])
-                    ar10 += wr * gb[q]
-                    ai10 += wr * gb[q + 1]
-                    q = 2 * (o + i1[11])
-                    ar11 += wr * gb[q]
-                    ai11 += wr * gb[q + 1]
-                    q = 2 * (o + i1[12])
-                    ar12 += wr * gb[q]
-                    ai12 += wr * gb[q + 1]
-                    q = 2 * (o + i1[13])
-                    ar13 += wr * gb[q]
-                    ai13 += wr * gb[q + 1]
-                    q = 2 * (o + i1[14])
-                    ar14 += wr * gb[q]
-                    ai14 += wr * gb[q + 1]
-                    q = 2 * (o + i1[15])
-                    ar15 += wr * gb[q]
-                    ai15 += wr * gb[q + 1]
-            out[b, 2 * p] = w1[0] * ar0 + w1[1] * ar1 + w1[2] * ar2 + w1[3] * ar3 + w1[4] * ar4 + w1[5] * ar5 + w1[6] * ar6 + w1[7] * ar7 + w1[8] * ar8 + w1[9] * ar9 + w1[10] * ar10 + w1[11] * ar11 + w1[12] * ar12 + w1[13] * ar13 + w1[14] * ar14 + w1[15] * ar15
-            out[b, 2 * p + 1] = w1[0] * ai0 + w1[1] * ai1 + w1[2] * ai2 + w1[3] * ai3 + w1[4] * ai4 + w1[5] * ai5 + w1[6] * ai6 + w1[7] * ai7 + w1[8] * ai8 + w1[9] * ai9 + w1[10] * ai10 + w1[11] * ai11 + w1[12] * ai12 + w1[13] * ai13 + w1[14] * ai14 + w1[15] * ai15
+                    for d in range(16):
+                        q = a1 + d
+                        if q >= n1:
+                            q -= n1
+                        acc[2 * d] += wr * gb[2 * (o + q)]
+                        acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(16):
+                sr += k1[d] * acc[2 * d]
+                si += k1[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread2d_w16(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread2d_w16(vals, g, n0, n1, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 16; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
             p = perm[j]
-            contig = i1[0] + 16 <= n1
+            contig = a1 + 16 <= n1
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w1[0] * vr
-                ki0 = w1[0] * vi
-                kr1 = w1[1] * vr
-                ki1 = w1[1] * vi
-                kr2 = w1[2] * vr
-                ki2 = w1[2] * vi
-                kr3 = w1[3] * vr
-                ki3 = w1[3] * vi
-                kr4 = w1[4] * vr
-                ki4 = w1[4] * vi
-                kr5 = w1[5] * vr
-                ki5 = w1[5] * vi
-                kr6 = w1[6] * vr
-                ki6 = w1[6] * vi
-                kr7 = w1[7] * vr
-                ki7 = w1[7] * vi
-                kr8 = w1[8] * vr
-                ki8 = w1[8] * vi
-                kr9 = w1[9] * vr
-                ki9 = w1[9] * vi
-                kr10 = w1[10] * vr
-                ki10 = w1[10] * vi
-                kr11 = w1[11] * vr
-                ki11 = w1[11] * vi
-                kr12 = w1[12] * vr
-                ki12 = w1[12] * vi
-                kr13 = w1[13] * vr
-                ki13 = w1[13] * vi
-                kr14 = w1[14] * vr
-                ki14 = w1[14] * vi
-                kr15 = w1[15] * vr
-                ki15 = w1[15] * vi
+                c0 = k1[0] * vr
+                c1 = k1[0] * vi
+                c2 = k1[1] * vr
+                c3 = k1[1] * vi
+                c4 = k1[2] * vr
+                c5 = k1[2] * vi
+                c6 = k1[3] * vr
+                c7 = k1[3] * vi
+                c8 = k1[4] * vr
+                c9 = k1[4] * vi
+                c10 = k1[5] * vr
+                c11 = k1[5] * vi
+                c12 = k1[6] * vr
+                c13 = k1[6] * vi
+                c14 = k1[7] * vr
+                c15 = k1[7] * vi
+                c16 = k1[8] * vr
+                c17 = k1[8] * vi
+                c18 = k1[9] * vr
+                c19 = k1[9] * vi
+                c20 = k1[10] * vr
+                c21 = k1[10] * vi
+                c22 = k1[11] * vr
+                c23 = k1[11] * vi
+                c24 = k1[12] * vr
+                c25 = k1[12] * vi
+                c26 = k1[13] * vr
+                c27 = k1[13] * vi
+                c28 = k1[14] * vr
+                c29 = k1[14] * vi
+                c30 = k1[15] * vr
+                c31 = k1[15] * vi
                 for a in range(W):
-                    wr = w0[a]
-                    o = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wr = k0[a]
+                    o = i * n1
                     if contig:
-                        base = 2 * (o + i1[0])
-                        gb[base + 0] += wr * kr0
-                        gb[base + 1] += wr * ki0
-                        gb[base + 2] += wr * kr1
-                        gb[base + 3] += wr * ki1
-                        gb[base + 4] += wr * kr2
-                        gb[base + 5] += wr * ki2
-                        gb[base + 6] += wr * kr3
-                        gb[base + 7] += wr * ki3
-                        gb[base + 8] += wr * kr4
-                        gb[base + 9] += wr * ki4
-                        gb[base + 10] += wr * kr5
-                        gb[base + 11] += wr * ki5
-                        gb[base + 12] += wr * kr6
-                        gb[base + 13] += wr * ki6
-                        gb[base + 14] += wr * kr7
-                        gb[base + 15] += wr * ki7
-                        gb[base + 16] += wr * kr8
-                        gb[base + 17] += wr * ki8
-                        gb[base + 18] += wr * kr9
-                        gb[base + 19] += wr * ki9
-                        gb[base + 20] += wr * kr10
-                        gb[base + 21] += wr * ki10
-                        gb[base + 22] += wr * kr11
-                        gb[base + 23] += wr * ki11
-                        gb[base + 24] += wr * kr12
-                        gb[base + 25] += wr * ki12
-                        gb[base + 26] += wr * kr13
-                        gb[base + 27] += wr * ki13
-                        gb[base + 28] += wr * kr14
-                        gb[base + 29] += wr * ki14
-                        gb[base + 30] += wr * kr15
-                        gb[base + 31] += wr * ki15
+                        st = 2 * (o + a1)
+                        row = gb[st:st + 32]
+                        row[0] += wr * c0
+                        row[1] += wr * c1
+                        row[2] += wr * c2
+                        row[3] += wr * c3
+                        row[4] += wr * c4
+                        row[5] += wr * c5
+                        row[6] += wr * c6
+                        row[7] += wr * c7
+                        row[8] += wr * c8
+                        row[9] += wr * c9
+                        row[10] += wr * c10
+                        row[11] += wr * c11
+                        row[12] += wr * c12
+                        row[13] += wr * c13
+                        row[14] += wr * c14
+                        row[15] += wr * c15
+                        row[16] += wr * c16
+                        row[17] += wr * c17
+                        row[18] += wr * c18
+                        row[19] += wr * c19
+                        row[20] += wr * c20
+                        row[21] += wr * c21
+                        row[22] += wr * c22
+                        row[23] += wr * c23
+                        row[24] += wr * c24
+                        row[25] += wr * c25
+                        row[26] += wr * c26
+                        row[27] += wr * c27
+                        row[28] += wr * c28
+                        row[29] += wr * c29
+                        row[30] += wr * c30
+                        row[31] += wr * c31
                     else:
-                        q = 2 * (o + i1[0])
-                        gb[q] += wr * kr0
-                        gb[q + 1] += wr * ki0
-                        q = 2 * (o + i1[1])
-                        gb[q] += wr * kr1
-                        gb[q + 1] += wr * ki1
-                        q = 2 * (o + i1[2])
-                        gb[q] += wr * kr2
-                        gb[q + 1] += wr * ki2
-                        q = 2 * (o + i1[3])
-                        gb[q] += wr * kr3
-                        gb[q + 1] += wr * ki3
-                        q = 2 * (o + i1[4])
-                        gb[q] += wr * kr4
-                        gb[q + 1] += wr * ki4
-                        q = 2 * (o + i1[5])
-                        gb[q] += wr * kr5
-                        gb[q + 1] += wr * ki5
-                        q = 2 * (o + i1[6])
-                        gb[q] += wr * kr6
-                        gb[q + 1] += wr * ki6
-                        q = 2 * (o + i1[7])
-                        gb[q] += wr * kr7
-                        gb[q + 1] += wr * ki7
-                        q = 2 * (o + i1[8])
-                        gb[q] += wr * kr8
-                        gb[q + 1] += wr * ki8
-                        q = 2 * (o + i1[9])
-                        gb[q] += wr * kr9
-                        gb[q + 1] += wr * ki9
-                        q = 2 * (o + i1[10])
-                        gb[q] += wr * kr10
-                        gb[q + 1] += wr * ki10
-                        q = 2 * (o + i1[11])
-                        gb[q] += wr * kr11
-                        gb[q + 1] += wr * ki11
-                        q = 2 * (o + i1[12])
-                        gb[q] += wr * kr12
-                        gb[q + 1] += wr * ki12
-                        q = 2 * (o + i1[13])
-                        gb[q] += wr * kr13
-                        gb[q + 1] += wr * ki13
-                        q = 2 * (o + i1[14])
-                        gb[q] += wr * kr14
-                        gb[q + 1] += wr * ki14
-                        q = 2 * (o + i1[15])
-                        gb[q] += wr * kr15
-                        gb[q + 1] += wr * ki15
+                        q = a1 + 0
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c0
+                        gb[2 * (o + q) + 1] += wr * c1
+                        q = a1 + 1
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c2
+                        gb[2 * (o + q) + 1] += wr * c3
+                        q = a1 + 2
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c4
+                        gb[2 * (o + q) + 1] += wr * c5
+                        q = a1 + 3
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c6
+                        gb[2 * (o + q) + 1] += wr * c7
+                        q = a1 + 4
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c8
+                        gb[2 * (o + q) + 1] += wr * c9
+                        q = a1 + 5
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c10
+                        gb[2 * (o + q) + 1] += wr * c11
+                        q = a1 + 6
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c12
+                        gb[2 * (o + q) + 1] += wr * c13
+                        q = a1 + 7
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c14
+                        gb[2 * (o + q) + 1] += wr * c15
+                        q = a1 + 8
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c16
+                        gb[2 * (o + q) + 1] += wr * c17
+                        q = a1 + 9
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c18
+                        gb[2 * (o + q) + 1] += wr * c19
+                        q = a1 + 10
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c20
+                        gb[2 * (o + q) + 1] += wr * c21
+                        q = a1 + 11
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c22
+                        gb[2 * (o + q) + 1] += wr * c23
+                        q = a1 + 12
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c24
+                        gb[2 * (o + q) + 1] += wr * c25
+                        q = a1 + 13
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c26
+                        gb[2 * (o + q) + 1] += wr * c27
+                        q = a1 + 14
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c28
+                        gb[2 * (o + q) + 1] += wr * c29
+                        q = a1 + 15
+                        if q >= n1:
+                            q -= n1
+                        gb[2 * (o + q)] += wr * c30
+                        gb[2 * (o + q) + 1] += wr * c31
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -2850,102 +2460,117 @@ def interp3d_w2(g, n0, n1, n2, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 2; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    acc = np.empty(4, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-            _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+            a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-            _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+            a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
         p = perm[j]
-        contig = i2[0] + 2 <= n2
+        contig = a2 + 2 <= n2
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
+            for d in range(4):
+                acc[d] = 0.0
             for a in range(W):
-                o0 = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wa = k0[a]
+                oa = i * n1
                 for e in range(W):
-                    wr = w0[a] * w1[e]
-                    o = (o0 + i1[e]) * n2
+                    ii = a1 + e
+                    if ii >= n1:
+                        ii -= n1
+                    wr = wa * k1[e]
+                    o = (oa + ii) * n2
                     if contig:
-                        base = 2 * (o + i2[0])
-                        ar0 += wr * gb[base + 0]
-                        ai0 += wr * gb[base + 1]
-                        ar1 += wr * gb[base + 2]
-                        ai1 += wr * gb[base + 3]
+                        st = 2 * (o + a2)
+                        row = gb[st:st + 4]
+                        for d in range(4):
+                            acc[d] += wr * row[d]
                     else:
-                        q = 2 * (o + i2[0])
-                        ar0 += wr * gb[q]
-                        ai0 += wr * gb[q + 1]
-                        q = 2 * (o + i2[1])
-                        ar1 += wr * gb[q]
-                        ai1 += wr * gb[q + 1]
-            out[b, 2 * p] = w2[0] * ar0 + w2[1] * ar1
-            out[b, 2 * p + 1] = w2[0] * ai0 + w2[1] * ai1
+                        for d in range(2):
+                            q = a2 + d
+                            if q >= n2:
+                                q -= n2
+                            acc[2 * d] += wr * gb[2 * (o + q)]
+                            acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(2):
+                sr += k2[d] * acc[2 * d]
+                si += k2[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread3d_w2(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread3d_w2(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 2; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-                _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+                a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-                _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+                a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
             p = perm[j]
-            contig = i2[0] + 2 <= n2
+            contig = a2 + 2 <= n2
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w2[0] * vr
-                ki0 = w2[0] * vi
-                kr1 = w2[1] * vr
-                ki1 = w2[1] * vi
+                c0 = k2[0] * vr
+                c1 = k2[0] * vi
+                c2 = k2[1] * vr
+                c3 = k2[1] * vi
                 for a in range(W):
-                    o0 = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wa = k0[a]
+                    oa = i * n1
                     for e in range(W):
-                        wr = w0[a] * w1[e]
-                        o = (o0 + i1[e]) * n2
+                        ii = a1 + e
+                        if ii >= n1:
+                            ii -= n1
+                        wr = wa * k1[e]
+                        o = (oa + ii) * n2
                         if contig:
-                            base = 2 * (o + i2[0])
-                            gb[base + 0] += wr * kr0
-                            gb[base + 1] += wr * ki0
-                            gb[base + 2] += wr * kr1
-                            gb[base + 3] += wr * ki1
+                            st = 2 * (o + a2)
+                            row = gb[st:st + 4]
+                            row[0] += wr * c0
+                            row[1] += wr * c1
+                            row[2] += wr * c2
+                            row[3] += wr * c3
                         else:
-                            q = 2 * (o + i2[0])
-                            gb[q] += wr * kr0
-                            gb[q + 1] += wr * ki0
-                            q = 2 * (o + i2[1])
-                            gb[q] += wr * kr1
-                            gb[q + 1] += wr * ki1
+                            q = a2 + 0
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c0
+                            gb[2 * (o + q) + 1] += wr * c1
+                            q = a2 + 1
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c2
+                            gb[2 * (o + q) + 1] += wr * c3
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -2953,116 +2578,126 @@ def interp3d_w3(g, n0, n1, n2, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 3; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    acc = np.empty(6, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-            _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+            a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-            _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+            a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
         p = perm[j]
-        contig = i2[0] + 3 <= n2
+        contig = a2 + 3 <= n2
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
+            for d in range(6):
+                acc[d] = 0.0
             for a in range(W):
-                o0 = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wa = k0[a]
+                oa = i * n1
                 for e in range(W):
-                    wr = w0[a] * w1[e]
-                    o = (o0 + i1[e]) * n2
+                    ii = a1 + e
+                    if ii >= n1:
+                        ii -= n1
+                    wr = wa * k1[e]
+                    o = (oa + ii) * n2
                     if contig:
-                        base = 2 * (o + i2[0])
-                        ar0 += wr * gb[base + 0]
-                        ai0 += wr * gb[base + 1]
-                        ar1 += wr * gb[base + 2]
-                        ai1 += wr * gb[base + 3]
-                        ar2 += wr * gb[base + 4]
-                        ai2 += wr * gb[base + 5]
+                        st = 2 * (o + a2)
+                        row = gb[st:st + 6]
+                        for d in range(6):
+                            acc[d] += wr * row[d]
                     else:
-                        q = 2 * (o + i2[0])
-                        ar0 += wr * gb[q]
-                        ai0 += wr * gb[q + 1]
-                        q = 2 * (o + i2[1])
-                        ar1 += wr * gb[q]
-                        ai1 += wr * gb[q + 1]
-                        q = 2 * (o + i2[2])
-                        ar2 += wr * gb[q]
-                        ai2 += wr * gb[q + 1]
-            out[b, 2 * p] = w2[0] * ar0 + w2[1] * ar1 + w2[2] * ar2
-            out[b, 2 * p + 1] = w2[0] * ai0 + w2[1] * ai1 + w2[2] * ai2
+                        for d in range(3):
+                            q = a2 + d
+                            if q >= n2:
+                                q -= n2
+                            acc[2 * d] += wr * gb[2 * (o + q)]
+                            acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(3):
+                sr += k2[d] * acc[2 * d]
+                si += k2[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread3d_w3(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread3d_w3(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 3; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-                _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+                a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-                _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+                a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
             p = perm[j]
-            contig = i2[0] + 3 <= n2
+            contig = a2 + 3 <= n2
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w2[0] * vr
-                ki0 = w2[0] * vi
-                kr1 = w2[1] * vr
-                ki1 = w2[1] * vi
-                kr2 = w2[2] * vr
-                ki2 = w2[2] * vi
+                c0 = k2[0] * vr
+                c1 = k2[0] * vi
+                c2 = k2[1] * vr
+                c3 = k2[1] * vi
+                c4 = k2[2] * vr
+                c5 = k2[2] * vi
                 for a in range(W):
-                    o0 = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wa = k0[a]
+                    oa = i * n1
                     for e in range(W):
-                        wr = w0[a] * w1[e]
-                        o = (o0 + i1[e]) * n2
+                        ii = a1 + e
+                        if ii >= n1:
+                            ii -= n1
+                        wr = wa * k1[e]
+                        o = (oa + ii) * n2
                         if contig:
-                            base = 2 * (o + i2[0])
-                            gb[base + 0] += wr * kr0
-                            gb[base + 1] += wr * ki0
-                            gb[base + 2] += wr * kr1
-                            gb[base + 3] += wr * ki1
-                            gb[base + 4] += wr * kr2
-                            gb[base + 5] += wr * ki2
+                            st = 2 * (o + a2)
+                            row = gb[st:st + 6]
+                            row[0] += wr * c0
+                            row[1] += wr * c1
+                            row[2] += wr * c2
+                            row[3] += wr * c3
+                            row[4] += wr * c4
+                            row[5] += wr * c5
                         else:
-                            q = 2 * (o + i2[0])
-                            gb[q] += wr * kr0
-                            gb[q + 1] += wr * ki0
-                            q = 2 * (o + i2[1])
-                            gb[q] += wr * kr1
-                            gb[q + 1] += wr * ki1
-                            q = 2 * (o + i2[2])
-                            gb[q] += wr * kr2
-                            gb[q + 1] += wr * ki2
+                            q = a2 + 0
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c0
+                            gb[2 * (o + q) + 1] += wr * c1
+                            q = a2 + 1
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c2
+                            gb[2 * (o + q) + 1] += wr * c3
+                            q = a2 + 2
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c4
+                            gb[2 * (o + q) + 1] += wr * c5
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -3070,130 +2705,135 @@ def interp3d_w4(g, n0, n1, n2, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 4; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    acc = np.empty(8, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-            _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+            a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-            _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+            a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
         p = perm[j]
-        contig = i2[0] + 4 <= n2
+        contig = a2 + 4 <= n2
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
+            for d in range(8):
+                acc[d] = 0.0
             for a in range(W):
-                o0 = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wa = k0[a]
+                oa = i * n1
                 for e in range(W):
-                    wr = w0[a] * w1[e]
-                    o = (o0 + i1[e]) * n2
+                    ii = a1 + e
+                    if ii >= n1:
+                        ii -= n1
+                    wr = wa * k1[e]
+                    o = (oa + ii) * n2
                     if contig:
-                        base = 2 * (o + i2[0])
-                        ar0 += wr * gb[base + 0]
-                        ai0 += wr * gb[base + 1]
-                        ar1 += wr * gb[base + 2]
-                        ai1 += wr * gb[base + 3]
-                        ar2 += wr * gb[base + 4]
-                        ai2 += wr * gb[base + 5]
-                        ar3 += wr * gb[base + 6]
-                        ai3 += wr * gb[base + 7]
+                        st = 2 * (o + a2)
+                        row = gb[st:st + 8]
+                        for d in range(8):
+                            acc[d] += wr * row[d]
                     else:
-                        q = 2 * (o + i2[0])
-                        ar0 += wr * gb[q]
-                        ai0 += wr * gb[q + 1]
-                        q = 2 * (o + i2[1])
-                        ar1 += wr * gb[q]
-                        ai1 += wr * gb[q + 1]
-                        q = 2 * (o + i2[2])
-                        ar2 += wr * gb[q]
-                        ai2 += wr * gb[q + 1]
-                        q = 2 * (o + i2[3])
-                        ar3 += wr * gb[q]
-                        ai3 += wr * gb[q + 1]
-            out[b, 2 * p] = w2[0] * ar0 + w2[1] * ar1 + w2[2] * ar2 + w2[3] * ar3
-            out[b, 2 * p + 1] = w2[0] * ai0 + w2[1] * ai1 + w2[2] * ai2 + w2[3] * ai3
+                        for d in range(4):
+                            q = a2 + d
+                            if q >= n2:
+                                q -= n2
+                            acc[2 * d] += wr * gb[2 * (o + q)]
+                            acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(4):
+                sr += k2[d] * acc[2 * d]
+                si += k2[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread3d_w4(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread3d_w4(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 4; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-                _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+                a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-                _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+                a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
             p = perm[j]
-            contig = i2[0] + 4 <= n2
+            contig = a2 + 4 <= n2
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w2[0] * vr
-                ki0 = w2[0] * vi
-                kr1 = w2[1] * vr
-                ki1 = w2[1] * vi
-                kr2 = w2[2] * vr
-                ki2 = w2[2] * vi
-                kr3 = w2[3] * vr
-                ki3 = w2[3] * vi
+                c0 = k2[0] * vr
+                c1 = k2[0] * vi
+                c2 = k2[1] * vr
+                c3 = k2[1] * vi
+                c4 = k2[2] * vr
+                c5 = k2[2] * vi
+                c6 = k2[3] * vr
+                c7 = k2[3] * vi
                 for a in range(W):
-                    o0 = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wa = k0[a]
+                    oa = i * n1
                     for e in range(W):
-                        wr = w0[a] * w1[e]
-                        o = (o0 + i1[e]) * n2
+                        ii = a1 + e
+                        if ii >= n1:
+                            ii -= n1
+                        wr = wa * k1[e]
+                        o = (oa + ii) * n2
                         if contig:
-                            base = 2 * (o + i2[0])
-                            gb[base + 0] += wr * kr0
-                            gb[base + 1] += wr * ki0
-                            gb[base + 2] += wr * kr1
-                            gb[base + 3] += wr * ki1
-                            gb[base + 4] += wr * kr2
-                            gb[base + 5] += wr * ki2
-                            gb[base + 6] += wr * kr3
-                            gb[base + 7] += wr * ki3
+                            st = 2 * (o + a2)
+                            row = gb[st:st + 8]
+                            row[0] += wr * c0
+                            row[1] += wr * c1
+                            row[2] += wr * c2
+                            row[3] += wr * c3
+                            row[4] += wr * c4
+                            row[5] += wr * c5
+                            row[6] += wr * c6
+                            row[7] += wr * c7
                         else:
-                            q = 2 * (o + i2[0])
-                            gb[q] += wr * kr0
-                            gb[q + 1] += wr * ki0
-                            q = 2 * (o + i2[1])
-                            gb[q] += wr * kr1
-                            gb[q + 1] += wr * ki1
-                            q = 2 * (o + i2[2])
-                            gb[q] += wr * kr2
-                            gb[q + 1] += wr * ki2
-                            q = 2 * (o + i2[3])
-                            gb[q] += wr * kr3
-                            gb[q + 1] += wr * ki3
+                            q = a2 + 0
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c0
+                            gb[2 * (o + q) + 1] += wr * c1
+                            q = a2 + 1
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c2
+                            gb[2 * (o + q) + 1] += wr * c3
+                            q = a2 + 2
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c4
+                            gb[2 * (o + q) + 1] += wr * c5
+                            q = a2 + 3
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c6
+                            gb[2 * (o + q) + 1] += wr * c7
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -3201,144 +2841,144 @@ def interp3d_w5(g, n0, n1, n2, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 5; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    acc = np.empty(10, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-            _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+            a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-            _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+            a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
         p = perm[j]
-        contig = i2[0] + 5 <= n2
+        contig = a2 + 5 <= n2
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
+            for d in range(10):
+                acc[d] = 0.0
             for a in range(W):
-                o0 = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wa = k0[a]
+                oa = i * n1
                 for e in range(W):
-                    wr = w0[a] * w1[e]
-                    o = (o0 + i1[e]) * n2
+                    ii = a1 + e
+                    if ii >= n1:
+                        ii -= n1
+                    wr = wa * k1[e]
+                    o = (oa + ii) * n2
                     if contig:
-                        base = 2 * (o + i2[0])
-                        ar0 += wr * gb[base + 0]
-                        ai0 += wr * gb[base + 1]
-                        ar1 += wr * gb[base + 2]
-                        ai1 += wr * gb[base + 3]
-                        ar2 += wr * gb[base + 4]
-                        ai2 += wr * gb[base + 5]
-                        ar3 += wr * gb[base + 6]
-                        ai3 += wr * gb[base + 7]
-                        ar4 += wr * gb[base + 8]
-                        ai4 += wr * gb[base + 9]
+                        st = 2 * (o + a2)
+                        row = gb[st:st + 10]
+                        for d in range(10):
+                            acc[d] += wr * row[d]
                     else:
-                        q = 2 * (o + i2[0])
-                        ar0 += wr * gb[q]
-                        ai0 += wr * gb[q + 1]
-                        q = 2 * (o + i2[1])
-                        ar1 += wr * gb[q]
-                        ai1 += wr * gb[q + 1]
-                        q = 2 * (o + i2[2])
-                        ar2 += wr * gb[q]
-                        ai2 += wr * gb[q + 1]
-                        q = 2 * (o + i2[3])
-                        ar3 += wr * gb[q]
-                        ai3 += wr * gb[q + 1]
-                        q = 2 * (o + i2[4])
-                        ar4 += wr * gb[q]
-                        ai4 += wr * gb[q + 1]
-            out[b, 2 * p] = w2[0] * ar0 + w2[1] * ar1 + w2[2] * ar2 + w2[3] * ar3 + w2[4] * ar4
-            out[b, 2 * p + 1] = w2[0] * ai0 + w2[1] * ai1 + w2[2] * ai2 + w2[3] * ai3 + w2[4] * ai4
+                        for d in range(5):
+                            q = a2 + d
+                            if q >= n2:
+                                q -= n2
+                            acc[2 * d] += wr * gb[2 * (o + q)]
+                            acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(5):
+                sr += k2[d] * acc[2 * d]
+                si += k2[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread3d_w5(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread3d_w5(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 5; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-                _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+                a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-                _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+                a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
             p = perm[j]
-            contig = i2[0] + 5 <= n2
+            contig = a2 + 5 <= n2
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w2[0] * vr
-                ki0 = w2[0] * vi
-                kr1 = w2[1] * vr
-                ki1 = w2[1] * vi
-                kr2 = w2[2] * vr
-                ki2 = w2[2] * vi
-                kr3 = w2[3] * vr
-                ki3 = w2[3] * vi
-                kr4 = w2[4] * vr
-                ki4 = w2[4] * vi
+                c0 = k2[0] * vr
+                c1 = k2[0] * vi
+                c2 = k2[1] * vr
+                c3 = k2[1] * vi
+                c4 = k2[2] * vr
+                c5 = k2[2] * vi
+                c6 = k2[3] * vr
+                c7 = k2[3] * vi
+                c8 = k2[4] * vr
+                c9 = k2[4] * vi
                 for a in range(W):
-                    o0 = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wa = k0[a]
+                    oa = i * n1
                     for e in range(W):
-                        wr = w0[a] * w1[e]
-                        o = (o0 + i1[e]) * n2
+                        ii = a1 + e
+                        if ii >= n1:
+                            ii -= n1
+                        wr = wa * k1[e]
+                        o = (oa + ii) * n2
                         if contig:
-                            base = 2 * (o + i2[0])
-                            gb[base + 0] += wr * kr0
-                            gb[base + 1] += wr * ki0
-                            gb[base + 2] += wr * kr1
-                            gb[base + 3] += wr * ki1
-                            gb[base + 4] += wr * kr2
-                            gb[base + 5] += wr * ki2
-                            gb[base + 6] += wr * kr3
-                            gb[base + 7] += wr * ki3
-                            gb[base + 8] += wr * kr4
-                            gb[base + 9] += wr * ki4
+                            st = 2 * (o + a2)
+                            row = gb[st:st + 10]
+                            row[0] += wr * c0
+                            row[1] += wr * c1
+                            row[2] += wr * c2
+                            row[3] += wr * c3
+                            row[4] += wr * c4
+                            row[5] += wr * c5
+                            row[6] += wr * c6
+                            row[7] += wr * c7
+                            row[8] += wr * c8
+                            row[9] += wr * c9
                         else:
-                            q = 2 * (o + i2[0])
-                            gb[q] += wr * kr0
-                            gb[q + 1] += wr * ki0
-                            q = 2 * (o + i2[1])
-                            gb[q] += wr * kr1
-                            gb[q + 1] += wr * ki1
-                            q = 2 * (o + i2[2])
-                            gb[q] += wr * kr2
-                            gb[q + 1] += wr * ki2
-                            q = 2 * (o + i2[3])
-                            gb[q] += wr * kr3
-                            gb[q + 1] += wr * ki3
-                            q = 2 * (o + i2[4])
-                            gb[q] += wr * kr4
-                            gb[q + 1] += wr * ki4
+                            q = a2 + 0
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c0
+                            gb[2 * (o + q) + 1] += wr * c1
+                            q = a2 + 1
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c2
+                            gb[2 * (o + q) + 1] += wr * c3
+                            q = a2 + 2
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c4
+                            gb[2 * (o + q) + 1] += wr * c5
+                            q = a2 + 3
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c6
+                            gb[2 * (o + q) + 1] += wr * c7
+                            q = a2 + 4
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c8
+                            gb[2 * (o + q) + 1] += wr * c9
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -3346,158 +2986,153 @@ def interp3d_w6(g, n0, n1, n2, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 6; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    acc = np.empty(12, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-            _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+            a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-            _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+            a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
         p = perm[j]
-        contig = i2[0] + 6 <= n2
+        contig = a2 + 6 <= n2
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
+            for d in range(12):
+                acc[d] = 0.0
             for a in range(W):
-                o0 = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wa = k0[a]
+                oa = i * n1
                 for e in range(W):
-                    wr = w0[a] * w1[e]
-                    o = (o0 + i1[e]) * n2
+                    ii = a1 + e
+                    if ii >= n1:
+                        ii -= n1
+                    wr = wa * k1[e]
+                    o = (oa + ii) * n2
                     if contig:
-                        base = 2 * (o + i2[0])
-                        ar0 += wr * gb[base + 0]
-                        ai0 += wr * gb[base + 1]
-                        ar1 += wr * gb[base + 2]
-                        ai1 += wr * gb[base + 3]
-                        ar2 += wr * gb[base + 4]
-                        ai2 += wr * gb[base + 5]
-                        ar3 += wr * gb[base + 6]
-                        ai3 += wr * gb[base + 7]
-                        ar4 += wr * gb[base + 8]
-                        ai4 += wr * gb[base + 9]
-                        ar5 += wr * gb[base + 10]
-                        ai5 += wr * gb[base + 11]
+                        st = 2 * (o + a2)
+                        row = gb[st:st + 12]
+                        for d in range(12):
+                            acc[d] += wr * row[d]
                     else:
-                        q = 2 * (o + i2[0])
-                        ar0 += wr * gb[q]
-                        ai0 += wr * gb[q + 1]
-                        q = 2 * (o + i2[1])
-                        ar1 += wr * gb[q]
-                        ai1 += wr * gb[q + 1]
-                        q = 2 * (o + i2[2])
-                        ar2 += wr * gb[q]
-                        ai2 += wr * gb[q + 1]
-                        q = 2 * (o + i2[3])
-                        ar3 += wr * gb[q]
-                        ai3 += wr * gb[q + 1]
-                        q = 2 * (o + i2[4])
-                        ar4 += wr * gb[q]
-                        ai4 += wr * gb[q + 1]
-                        q = 2 * (o + i2[5])
-                        ar5 += wr * gb[q]
-                        ai5 += wr * gb[q + 1]
-            out[b, 2 * p] = w2[0] * ar0 + w2[1] * ar1 + w2[2] * ar2 + w2[3] * ar3 + w2[4] * ar4 + w2[5] * ar5
-            out[b, 2 * p + 1] = w2[0] * ai0 + w2[1] * ai1 + w2[2] * ai2 + w2[3] * ai3 + w2[4] * ai4 + w2[5] * ai5
+                        for d in range(6):
+                            q = a2 + d
+                            if q >= n2:
+                                q -= n2
+                            acc[2 * d] += wr * gb[2 * (o + q)]
+                            acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(6):
+                sr += k2[d] * acc[2 * d]
+                si += k2[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread3d_w6(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread3d_w6(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 6; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-                _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+                a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-                _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+                a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
             p = perm[j]
-            contig = i2[0] + 6 <= n2
+            contig = a2 + 6 <= n2
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w2[0] * vr
-                ki0 = w2[0] * vi
-                kr1 = w2[1] * vr
-                ki1 = w2[1] * vi
-                kr2 = w2[2] * vr
-                ki2 = w2[2] * vi
-                kr3 = w2[3] * vr
-                ki3 = w2[3] * vi
-                kr4 = w2[4] * vr
-                ki4 = w2[4] * vi
-                kr5 = w2[5] * vr
-                ki5 = w2[5] * vi
+                c0 = k2[0] * vr
+                c1 = k2[0] * vi
+                c2 = k2[1] * vr
+                c3 = k2[1] * vi
+                c4 = k2[2] * vr
+                c5 = k2[2] * vi
+                c6 = k2[3] * vr
+                c7 = k2[3] * vi
+                c8 = k2[4] * vr
+                c9 = k2[4] * vi
+                c10 = k2[5] * vr
+                c11 = k2[5] * vi
                 for a in range(W):
-                    o0 = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wa = k0[a]
+                    oa = i * n1
                     for e in range(W):
-                        wr = w0[a] * w1[e]
-                        o = (o0 + i1[e]) * n2
+                        ii = a1 + e
+                        if ii >= n1:
+                            ii -= n1
+                        wr = wa * k1[e]
+                        o = (oa + ii) * n2
                         if contig:
-                            base = 2 * (o + i2[0])
-                            gb[base + 0] += wr * kr0
-                            gb[base + 1] += wr * ki0
-                            gb[base + 2] += wr * kr1
-                            gb[base + 3] += wr * ki1
-                            gb[base + 4] += wr * kr2
-                            gb[base + 5] += wr * ki2
-                            gb[base + 6] += wr * kr3
-                            gb[base + 7] += wr * ki3
-                            gb[base + 8] += wr * kr4
-                            gb[base + 9] += wr * ki4
-                            gb[base + 10] += wr * kr5
-                            gb[base + 11] += wr * ki5
+                            st = 2 * (o + a2)
+                            row = gb[st:st + 12]
+                            row[0] += wr * c0
+                            row[1] += wr * c1
+                            row[2] += wr * c2
+                            row[3] += wr * c3
+                            row[4] += wr * c4
+                            row[5] += wr * c5
+                            row[6] += wr * c6
+                            row[7] += wr * c7
+                            row[8] += wr * c8
+                            row[9] += wr * c9
+                            row[10] += wr * c10
+                            row[11] += wr * c11
                         else:
-                            q = 2 * (o + i2[0])
-                            gb[q] += wr * kr0
-                            gb[q + 1] += wr * ki0
-                            q = 2 * (o + i2[1])
-                            gb[q] += wr * kr1
-                            gb[q + 1] += wr * ki1
-                            q = 2 * (o + i2[2])
-                            gb[q] += wr * kr2
-                            gb[q + 1] += wr * ki2
-                            q = 2 * (o + i2[3])
-                            gb[q] += wr * kr3
-                            gb[q + 1] += wr * ki3
-                            q = 2 * (o + i2[4])
-                            gb[q] += wr * kr4
-                            gb[q + 1] += wr * ki4
-                            q = 2 * (o + i2[5])
-                            gb[q] += wr * kr5
-                            gb[q + 1] += wr * ki5
+                            q = a2 + 0
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c0
+                            gb[2 * (o + q) + 1] += wr * c1
+                            q = a2 + 1
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c2
+                            gb[2 * (o + q) + 1] += wr * c3
+                            q = a2 + 2
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c4
+                            gb[2 * (o + q) + 1] += wr * c5
+                            q = a2 + 3
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c6
+                            gb[2 * (o + q) + 1] += wr * c7
+                            q = a2 + 4
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c8
+                            gb[2 * (o + q) + 1] += wr * c9
+                            q = a2 + 5
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c10
+                            gb[2 * (o + q) + 1] += wr * c11
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -3505,172 +3140,162 @@ def interp3d_w7(g, n0, n1, n2, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 7; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    acc = np.empty(14, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-            _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+            a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-            _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+            a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
         p = perm[j]
-        contig = i2[0] + 7 <= n2
+        contig = a2 + 7 <= n2
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
+            for d in range(14):
+                acc[d] = 0.0
             for a in range(W):
-                o0 = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wa = k0[a]
+                oa = i * n1
                 for e in range(W):
-                    wr = w0[a] * w1[e]
-                    o = (o0 + i1[e]) * n2
+                    ii = a1 + e
+                    if ii >= n1:
+                        ii -= n1
+                    wr = wa * k1[e]
+                    o = (oa + ii) * n2
                     if contig:
-                        base = 2 * (o + i2[0])
-                        ar0 += wr * gb[base + 0]
-                        ai0 += wr * gb[base + 1]
-                        ar1 += wr * gb[base + 2]
-                        ai1 += wr * gb[base + 3]
-                        ar2 += wr * gb[base + 4]
-                        ai2 += wr * gb[base + 5]
-                        ar3 += wr * gb[base + 6]
-                        ai3 += wr * gb[base + 7]
-                        ar4 += wr * gb[base + 8]
-                        ai4 += wr * gb[base + 9]
-                        ar5 += wr * gb[base + 10]
-                        ai5 += wr * gb[base + 11]
-                        ar6 += wr * gb[base + 12]
-                        ai6 += wr * gb[base + 13]
+                        st = 2 * (o + a2)
+                        row = gb[st:st + 14]
+                        for d in range(14):
+                            acc[d] += wr * row[d]
                     else:
-                        q = 2 * (o + i2[0])
-                        ar0 += wr * gb[q]
-                        ai0 += wr * gb[q + 1]
-                        q = 2 * (o + i2[1])
-                        ar1 += wr * gb[q]
-                        ai1 += wr * gb[q + 1]
-                        q = 2 * (o + i2[2])
-                        ar2 += wr * gb[q]
-                        ai2 += wr * gb[q + 1]
-                        q = 2 * (o + i2[3])
-                        ar3 += wr * gb[q]
-                        ai3 += wr * gb[q + 1]
-                        q = 2 * (o + i2[4])
-                        ar4 += wr * gb[q]
-                        ai4 += wr * gb[q + 1]
-                        q = 2 * (o + i2[5])
-                        ar5 += wr * gb[q]
-                        ai5 += wr * gb[q + 1]
-                        q = 2 * (o + i2[6])
-                        ar6 += wr * gb[q]
-                        ai6 += wr * gb[q + 1]
-            out[b, 2 * p] = w2[0] * ar0 + w2[1] * ar1 + w2[2] * ar2 + w2[3] * ar3 + w2[4] * ar4 + w2[5] * ar5 + w2[6] * ar6
-            out[b, 2 * p + 1] = w2[0] * ai0 + w2[1] * ai1 + w2[2] * ai2 + w2[3] * ai3 + w2[4] * ai4 + w2[5] * ai5 + w2[6] * ai6
+                        for d in range(7):
+                            q = a2 + d
+                            if q >= n2:
+                                q -= n2
+                            acc[2 * d] += wr * gb[2 * (o + q)]
+                            acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(7):
+                sr += k2[d] * acc[2 * d]
+                si += k2[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread3d_w7(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread3d_w7(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 7; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-                _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+                a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-                _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+                a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
             p = perm[j]
-            contig = i2[0] + 7 <= n2
+            contig = a2 + 7 <= n2
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w2[0] * vr
-                ki0 = w2[0] * vi
-                kr1 = w2[1] * vr
-                ki1 = w2[1] * vi
-                kr2 = w2[2] * vr
-                ki2 = w2[2] * vi
-                kr3 = w2[3] * vr
-                ki3 = w2[3] * vi
-                kr4 = w2[4] * vr
-                ki4 = w2[4] * vi
-                kr5 = w2[5] * vr
-                ki5 = w2[5] * vi
-                kr6 = w2[6] * vr
-                ki6 = w2[6] * vi
+                c0 = k2[0] * vr
+                c1 = k2[0] * vi
+                c2 = k2[1] * vr
+                c3 = k2[1] * vi
+                c4 = k2[2] * vr
+                c5 = k2[2] * vi
+                c6 = k2[3] * vr
+                c7 = k2[3] * vi
+                c8 = k2[4] * vr
+                c9 = k2[4] * vi
+                c10 = k2[5] * vr
+                c11 = k2[5] * vi
+                c12 = k2[6] * vr
+                c13 = k2[6] * vi
                 for a in range(W):
-                    o0 = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wa = k0[a]
+                    oa = i * n1
                     for e in range(W):
-                        wr = w0[a] * w1[e]
-                        o = (o0 + i1[e]) * n2
+                        ii = a1 + e
+                        if ii >= n1:
+                            ii -= n1
+                        wr = wa * k1[e]
+                        o = (oa + ii) * n2
                         if contig:
-                            base = 2 * (o + i2[0])
-                            gb[base + 0] += wr * kr0
-                            gb[base + 1] += wr * ki0
-                            gb[base + 2] += wr * kr1
-                            gb[base + 3] += wr * ki1
-                            gb[base + 4] += wr * kr2
-                            gb[base + 5] += wr * ki2
-                            gb[base + 6] += wr * kr3
-                            gb[base + 7] += wr * ki3
-                            gb[base + 8] += wr * kr4
-                            gb[base + 9] += wr * ki4
-                            gb[base + 10] += wr * kr5
-                            gb[base + 11] += wr * ki5
-                            gb[base + 12] += wr * kr6
-                            gb[base + 13] += wr * ki6
+                            st = 2 * (o + a2)
+                            row = gb[st:st + 14]
+                            row[0] += wr * c0
+                            row[1] += wr * c1
+                            row[2] += wr * c2
+                            row[3] += wr * c3
+                            row[4] += wr * c4
+                            row[5] += wr * c5
+                            row[6] += wr * c6
+                            row[7] += wr * c7
+                            row[8] += wr * c8
+                            row[9] += wr * c9
+                            row[10] += wr * c10
+                            row[11] += wr * c11
+                            row[12] += wr * c12
+                            row[13] += wr * c13
                         else:
-                            q = 2 * (o + i2[0])
-                            gb[q] += wr * kr0
-                            gb[q + 1] += wr * ki0
-                            q = 2 * (o + i2[1])
-                            gb[q] += wr * kr1
-                            gb[q + 1] += wr * ki1
-                            q = 2 * (o + i2[2])
-                            gb[q] += wr * kr2
-                            gb[q + 1] += wr * ki2
-                            q = 2 * (o + i2[3])
-                            gb[q] += wr * kr3
-                            gb[q + 1] += wr * ki3
-                            q = 2 * (o + i2[4])
-                            gb[q] += wr * kr4
-                            gb[q + 1] += wr * ki4
-                            q = 2 * (o + i2[5])
-                            gb[q] += wr * kr5
-                            gb[q + 1] += wr * ki5
-                            q = 2 * (o + i2[6])
-                            gb[q] += wr * kr6
-                            gb[q + 1] += wr * ki6
+                            q = a2 + 0
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c0
+                            gb[2 * (o + q) + 1] += wr * c1
+                            q = a2 + 1
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c2
+                            gb[2 * (o + q) + 1] += wr * c3
+                            q = a2 + 2
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c4
+                            gb[2 * (o + q) + 1] += wr * c5
+                            q = a2 + 3
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c6
+                            gb[2 * (o + q) + 1] += wr * c7
+                            q = a2 + 4
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c8
+                            gb[2 * (o + q) + 1] += wr * c9
+                            q = a2 + 5
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c10
+                            gb[2 * (o + q) + 1] += wr * c11
+                            q = a2 + 6
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c12
+                            gb[2 * (o + q) + 1] += wr * c13
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -3678,186 +3303,171 @@ def interp3d_w8(g, n0, n1, n2, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 8; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    acc = np.empty(16, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-            _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+            a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-            _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+            a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
         p = perm[j]
-        contig = i2[0] + 8 <= n2
+        contig = a2 + 8 <= n2
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
+            for d in range(16):
+                acc[d] = 0.0
             for a in range(W):
-                o0 = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wa = k0[a]
+                oa = i * n1
                 for e in range(W):
-                    wr = w0[a] * w1[e]
-                    o = (o0 + i1[e]) * n2
+                    ii = a1 + e
+                    if ii >= n1:
+                        ii -= n1
+                    wr = wa * k1[e]
+                    o = (oa + ii) * n2
                     if contig:
-                        base = 2 * (o + i2[0])
-                        ar0 += wr * gb[base + 0]
-                        ai0 += wr * gb[base + 1]
-                        ar1 += wr * gb[base + 2]
-                        ai1 += wr * gb[base + 3]
-                        ar2 += wr * gb[base + 4]
-                        ai2 += wr * gb[base + 5]
-                        ar3 += wr * gb[base + 6]
-                        ai3 += wr * gb[base + 7]
-                        ar4 += wr * gb[base + 8]
-                        ai4 += wr * gb[base + 9]
-                        ar5 += wr * gb[base + 10]
-                        ai5 += wr * gb[base + 11]
-                        ar6 += wr * gb[base + 12]
-                        ai6 += wr * gb[base + 13]
-                        ar7 += wr * gb[base + 14]
-                        ai7 += wr * gb[base + 15]
+                        st = 2 * (o + a2)
+                        row = gb[st:st + 16]
+                        for d in range(16):
+                            acc[d] += wr * row[d]
                     else:
-                        q = 2 * (o + i2[0])
-                        ar0 += wr * gb[q]
-                        ai0 += wr * gb[q + 1]
-                        q = 2 * (o + i2[1])
-                        ar1 += wr * gb[q]
-                        ai1 += wr * gb[q + 1]
-                        q = 2 * (o + i2[2])
-                        ar2 += wr * gb[q]
-                        ai2 += wr * gb[q + 1]
-                        q = 2 * (o + i2[3])
-                        ar3 += wr * gb[q]
-                        ai3 += wr * gb[q + 1]
-                        q = 2 * (o + i2[4])
-                        ar4 += wr * gb[q]
-                        ai4 += wr * gb[q + 1]
-                        q = 2 * (o + i2[5])
-                        ar5 += wr * gb[q]
-                        ai5 += wr * gb[q + 1]
-                        q = 2 * (o + i2[6])
-                        ar6 += wr * gb[q]
-                        ai6 += wr * gb[q + 1]
-                        q = 2 * (o + i2[7])
-                        ar7 += wr * gb[q]
-                        ai7 += wr * gb[q + 1]
-            out[b, 2 * p] = w2[0] * ar0 + w2[1] * ar1 + w2[2] * ar2 + w2[3] * ar3 + w2[4] * ar4 + w2[5] * ar5 + w2[6] * ar6 + w2[7] * ar7
-            out[b, 2 * p + 1] = w2[0] * ai0 + w2[1] * ai1 + w2[2] * ai2 + w2[3] * ai3 + w2[4] * ai4 + w2[5] * ai5 + w2[6] * ai6 + w2[7] * ai7
+                        for d in range(8):
+                            q = a2 + d
+                            if q >= n2:
+                                q -= n2
+                            acc[2 * d] += wr * gb[2 * (o + q)]
+                            acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(8):
+                sr += k2[d] * acc[2 * d]
+                si += k2[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread3d_w8(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread3d_w8(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 8; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-                _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+                a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-                _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+                a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
             p = perm[j]
-            contig = i2[0] + 8 <= n2
+            contig = a2 + 8 <= n2
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w2[0] * vr
-                ki0 = w2[0] * vi
-                kr1 = w2[1] * vr
-                ki1 = w2[1] * vi
-                kr2 = w2[2] * vr
-                ki2 = w2[2] * vi
-                kr3 = w2[3] * vr
-                ki3 = w2[3] * vi
-                kr4 = w2[4] * vr
-                ki4 = w2[4] * vi
-                kr5 = w2[5] * vr
-                ki5 = w2[5] * vi
-                kr6 = w2[6] * vr
-                ki6 = w2[6] * vi
-                kr7 = w2[7] * vr
-                ki7 = w2[7] * vi
+                c0 = k2[0] * vr
+                c1 = k2[0] * vi
+                c2 = k2[1] * vr
+                c3 = k2[1] * vi
+                c4 = k2[2] * vr
+                c5 = k2[2] * vi
+                c6 = k2[3] * vr
+                c7 = k2[3] * vi
+                c8 = k2[4] * vr
+                c9 = k2[4] * vi
+                c10 = k2[5] * vr
+                c11 = k2[5] * vi
+                c12 = k2[6] * vr
+                c13 = k2[6] * vi
+                c14 = k2[7] * vr
+                c15 = k2[7] * vi
                 for a in range(W):
-                    o0 = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wa = k0[a]
+                    oa = i * n1
                     for e in range(W):
-                        wr = w0[a] * w1[e]
-                        o = (o0 + i1[e]) * n2
+                        ii = a1 + e
+                        if ii >= n1:
+                            ii -= n1
+                        wr = wa * k1[e]
+                        o = (oa + ii) * n2
                         if contig:
-                            base = 2 * (o + i2[0])
-                            gb[base + 0] += wr * kr0
-                            gb[base + 1] += wr * ki0
-                            gb[base + 2] += wr * kr1
-                            gb[base + 3] += wr * ki1
-                            gb[base + 4] += wr * kr2
-                            gb[base + 5] += wr * ki2
-                            gb[base + 6] += wr * kr3
-                            gb[base + 7] += wr * ki3
-                            gb[base + 8] += wr * kr4
-                            gb[base + 9] += wr * ki4
-                            gb[base + 10] += wr * kr5
-                            gb[base + 11] += wr * ki5
-                            gb[base + 12] += wr * kr6
-                            gb[base + 13] += wr * ki6
-                            gb[base + 14] += wr * kr7
-                            gb[base + 15] += wr * ki7
+                            st = 2 * (o + a2)
+                            row = gb[st:st + 16]
+                            row[0] += wr * c0
+                            row[1] += wr * c1
+                            row[2] += wr * c2
+                            row[3] += wr * c3
+                            row[4] += wr * c4
+                            row[5] += wr * c5
+                            row[6] += wr * c6
+                            row[7] += wr * c7
+                            row[8] += wr * c8
+                            row[9] += wr * c9
+                            row[10] += wr * c10
+                            row[11] += wr * c11
+                            row[12] += wr * c12
+                            row[13] += wr * c13
+                            row[14] += wr * c14
+                            row[15] += wr * c15
                         else:
-                            q = 2 * (o + i2[0])
-                            gb[q] += wr * kr0
-                            gb[q + 1] += wr * ki0
-                            q = 2 * (o + i2[1])
-                            gb[q] += wr * kr1
-                            gb[q + 1] += wr * ki1
-                            q = 2 * (o + i2[2])
-                            gb[q] += wr * kr2
-                            gb[q + 1] += wr * ki2
-                            q = 2 * (o + i2[3])
-                            gb[q] += wr * kr3
-                            gb[q + 1] += wr * ki3
-                            q = 2 * (o + i2[4])
-                            gb[q] += wr * kr4
-                            gb[q + 1] += wr * ki4
-                            q = 2 * (o + i2[5])
-                            gb[q] += wr * kr5
-                            gb[q + 1] += wr * ki5
-                            q = 2 * (o + i2[6])
-                            gb[q] += wr * kr6
-                            gb[q + 1] += wr * ki6
-                            q = 2 * (o + i2[7])
-                            gb[q] += wr * kr7
-                            gb[q + 1] += wr * ki7
+                            q = a2 + 0
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c0
+                            gb[2 * (o + q) + 1] += wr * c1
+                            q = a2 + 1
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c2
+                            gb[2 * (o + q) + 1] += wr * c3
+                            q = a2 + 2
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c4
+                            gb[2 * (o + q) + 1] += wr * c5
+                            q = a2 + 3
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c6
+                            gb[2 * (o + q) + 1] += wr * c7
+                            q = a2 + 4
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c8
+                            gb[2 * (o + q) + 1] += wr * c9
+                            q = a2 + 5
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c10
+                            gb[2 * (o + q) + 1] += wr * c11
+                            q = a2 + 6
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c12
+                            gb[2 * (o + q) + 1] += wr * c13
+                            q = a2 + 7
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c14
+                            gb[2 * (o + q) + 1] += wr * c15
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -3865,200 +3475,180 @@ def interp3d_w9(g, n0, n1, n2, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 9; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    acc = np.empty(18, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-            _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+            a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-            _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+            a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
         p = perm[j]
-        contig = i2[0] + 9 <= n2
+        contig = a2 + 9 <= n2
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
-            ar8 = zr
-            ai8 = zr
+            for d in range(18):
+                acc[d] = 0.0
             for a in range(W):
-                o0 = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wa = k0[a]
+                oa = i * n1
                 for e in range(W):
-                    wr = w0[a] * w1[e]
-                    o = (o0 + i1[e]) * n2
+                    ii = a1 + e
+                    if ii >= n1:
+                        ii -= n1
+                    wr = wa * k1[e]
+                    o = (oa + ii) * n2
                     if contig:
-                        base = 2 * (o + i2[0])
-                        ar0 += wr * gb[base + 0]
-                        ai0 += wr * gb[base + 1]
-                        ar1 += wr * gb[base + 2]
-                        ai1 += wr * gb[base + 3]
-                        ar2 += wr * gb[base + 4]
-                        ai2 += wr * gb[base + 5]
-                        ar3 += wr * gb[base + 6]
-                        ai3 += wr * gb[base + 7]
-                        ar4 += wr * gb[base + 8]
-                        ai4 += wr * gb[base + 9]
-                        ar5 += wr * gb[base + 10]
-                        ai5 += wr * gb[base + 11]
-                        ar6 += wr * gb[base + 12]
-                        ai6 += wr * gb[base + 13]
-                        ar7 += wr * gb[base + 14]
-                        ai7 += wr * gb[base + 15]
-                        ar8 += wr * gb[base + 16]
-                        ai8 += wr * gb[base + 17]
+                        st = 2 * (o + a2)
+                        row = gb[st:st + 18]
+                        for d in range(18):
+                            acc[d] += wr * row[d]
                     else:
-                        q = 2 * (o + i2[0])
-                        ar0 += wr * gb[q]
-                        ai0 += wr * gb[q + 1]
-                        q = 2 * (o + i2[1])
-                        ar1 += wr * gb[q]
-                        ai1 += wr * gb[q + 1]
-                        q = 2 * (o + i2[2])
-                        ar2 += wr * gb[q]
-                        ai2 += wr * gb[q + 1]
-                        q = 2 * (o + i2[3])
-                        ar3 += wr * gb[q]
-                        ai3 += wr * gb[q + 1]
-                        q = 2 * (o + i2[4])
-                        ar4 += wr * gb[q]
-                        ai4 += wr * gb[q + 1]
-                        q = 2 * (o + i2[5])
-                        ar5 += wr * gb[q]
-                        ai5 += wr * gb[q + 1]
-                        q = 2 * (o + i2[6])
-                        ar6 += wr * gb[q]
-                        ai6 += wr * gb[q + 1]
-                        q = 2 * (o + i2[7])
-                        ar7 += wr * gb[q]
-                        ai7 += wr * gb[q + 1]
-                        q = 2 * (o + i2[8])
-                        ar8 += wr * gb[q]
-                        ai8 += wr * gb[q + 1]
-            out[b, 2 * p] = w2[0] * ar0 + w2[1] * ar1 + w2[2] * ar2 + w2[3] * ar3 + w2[4] * ar4 + w2[5] * ar5 + w2[6] * ar6 + w2[7] * ar7 + w2[8] * ar8
-            out[b, 2 * p + 1] = w2[0] * ai0 + w2[1] * ai1 + w2[2] * ai2 + w2[3] * ai3 + w2[4] * ai4 + w2[5] * ai5 + w2[6] * ai6 + w2[7] * ai7 + w2[8] * ai8
+                        for d in range(9):
+                            q = a2 + d
+                            if q >= n2:
+                                q -= n2
+                            acc[2 * d] += wr * gb[2 * (o + q)]
+                            acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(9):
+                sr += k2[d] * acc[2 * d]
+                si += k2[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread3d_w9(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread3d_w9(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 9; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-                _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+                a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-                _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+                a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
             p = perm[j]
-            contig = i2[0] + 9 <= n2
+            contig = a2 + 9 <= n2
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w2[0] * vr
-                ki0 = w2[0] * vi
-                kr1 = w2[1] * vr
-                ki1 = w2[1] * vi
-                kr2 = w2[2] * vr
-                ki2 = w2[2] * vi
-                kr3 = w2[3] * vr
-                ki3 = w2[3] * vi
-                kr4 = w2[4] * vr
-                ki4 = w2[4] * vi
-                kr5 = w2[5] * vr
-                ki5 = w2[5] * vi
-                kr6 = w2[6] * vr
-                ki6 = w2[6] * vi
-                kr7 = w2[7] * vr
-                ki7 = w2[7] * vi
-                kr8 = w2[8] * vr
-                ki8 = w2[8] * vi
+                c0 = k2[0] * vr
+                c1 = k2[0] * vi
+                c2 = k2[1] * vr
+                c3 = k2[1] * vi
+                c4 = k2[2] * vr
+                c5 = k2[2] * vi
+                c6 = k2[3] * vr
+                c7 = k2[3] * vi
+                c8 = k2[4] * vr
+                c9 = k2[4] * vi
+                c10 = k2[5] * vr
+                c11 = k2[5] * vi
+                c12 = k2[6] * vr
+                c13 = k2[6] * vi
+                c14 = k2[7] * vr
+                c15 = k2[7] * vi
+                c16 = k2[8] * vr
+                c17 = k2[8] * vi
                 for a in range(W):
-                    o0 = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wa = k0[a]
+                    oa = i * n1
                     for e in range(W):
-                        wr = w0[a] * w1[e]
-                        o = (o0 + i1[e]) * n2
+                        ii = a1 + e
+                        if ii >= n1:
+                            ii -= n1
+                        wr = wa * k1[e]
+                        o = (oa + ii) * n2
                         if contig:
-                            base = 2 * (o + i2[0])
-                            gb[base + 0] += wr * kr0
-                            gb[base + 1] += wr * ki0
-                            gb[base + 2] += wr * kr1
-                            gb[base + 3] += wr * ki1
-                            gb[base + 4] += wr * kr2
-                            gb[base + 5] += wr * ki2
-                            gb[base + 6] += wr * kr3
-                            gb[base + 7] += wr * ki3
-                            gb[base + 8] += wr * kr4
-                            gb[base + 9] += wr * ki4
-                            gb[base + 10] += wr * kr5
-                            gb[base + 11] += wr * ki5
-                            gb[base + 12] += wr * kr6
-                            gb[base + 13] += wr * ki6
-                            gb[base + 14] += wr * kr7
-                            gb[base + 15] += wr * ki7
-                            gb[base + 16] += wr * kr8
-                            gb[base + 17] += wr * ki8
+                            st = 2 * (o + a2)
+                            row = gb[st:st + 18]
+                            row[0] += wr * c0
+                            row[1] += wr * c1
+                            row[2] += wr * c2
+                            row[3] += wr * c3
+                            row[4] += wr * c4
+                            row[5] += wr * c5
+                            row[6] += wr * c6
+                            row[7] += wr * c7
+                            row[8] += wr * c8
+                            row[9] += wr * c9
+                            row[10] += wr * c10
+                            row[11] += wr * c11
+                            row[12] += wr * c12
+                            row[13] += wr * c13
+                            row[14] += wr * c14
+                            row[15] += wr * c15
+                            row[16] += wr * c16
+                            row[17] += wr * c17
                         else:
-                            q = 2 * (o + i2[0])
-                            gb[q] += wr * kr0
-                            gb[q + 1] += wr * ki0
-                            q = 2 * (o + i2[1])
-                            gb[q] += wr * kr1
-                            gb[q + 1] += wr * ki1
-                            q = 2 * (o + i2[2])
-                            gb[q] += wr * kr2
-                            gb[q + 1] += wr * ki2
-                            q = 2 * (o + i2[3])
-                            gb[q] += wr * kr3
-                            gb[q + 1] += wr * ki3
-                            q = 2 * (o + i2[4])
-                            gb[q] += wr * kr4
-                            gb[q + 1] += wr * ki4
-                            q = 2 * (o + i2[5])
-                            gb[q] += wr * kr5
-                            gb[q + 1] += wr * ki5
-                            q = 2 * (o + i2[6])
-                            gb[q] += wr * kr6
-                            gb[q + 1] += wr * ki6
-                            q = 2 * (o + i2[7])
-                            gb[q] += wr * kr7
-                            gb[q + 1] += wr * ki7
-                            q = 2 * (o + i2[8])
-                            gb[q] += wr * kr8
-                            gb[q + 1] += wr * ki8
+                            q = a2 + 0
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c0
+                            gb[2 * (o + q) + 1] += wr * c1
+                            q = a2 + 1
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c2
+                            gb[2 * (o + q) + 1] += wr * c3
+                            q = a2 + 2
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c4
+                            gb[2 * (o + q) + 1] += wr * c5
+                            q = a2 + 3
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c6
+                            gb[2 * (o + q) + 1] += wr * c7
+                            q = a2 + 4
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c8
+                            gb[2 * (o + q) + 1] += wr * c9
+                            q = a2 + 5
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c10
+                            gb[2 * (o + q) + 1] += wr * c11
+                            q = a2 + 6
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c12
+                            gb[2 * (o + q) + 1] += wr * c13
+                            q = a2 + 7
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c14
+                            gb[2 * (o + q) + 1] += wr * c15
+                            q = a2 + 8
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c16
+                            gb[2 * (o + q) + 1] += wr * c17
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -4066,214 +3656,189 @@ def interp3d_w10(g, n0, n1, n2, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 10; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    acc = np.empty(20, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-            _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+            a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-            _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+            a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
         p = perm[j]
-        contig = i2[0] + 10 <= n2
+        contig = a2 + 10 <= n2
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
-            ar8 = zr
-            ai8 = zr
-            ar9 = zr
-            ai9 = zr
+            for d in range(20):
+                acc[d] = 0.0
             for a in range(W):
-                o0 = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wa = k0[a]
+                oa = i * n1
                 for e in range(W):
-                    wr = w0[a] * w1[e]
-                    o = (o0 + i1[e]) * n2
+                    ii = a1 + e
+                    if ii >= n1:
+                        ii -= n1
+                    wr = wa * k1[e]
+                    o = (oa + ii) * n2
                     if contig:
-                        base = 2 * (o + i2[0])
-                        ar0 += wr * gb[base + 0]
-                        ai0 += wr * gb[base + 1]
-                        ar1 += wr * gb[base + 2]
-                        ai1 += wr * gb[base + 3]
-                        ar2 += wr * gb[base + 4]
-                        ai2 += wr * gb[base + 5]
-                        ar3 += wr * gb[base + 6]
-                        ai3 += wr * gb[base + 7]
-                        ar4 += wr * gb[base + 8]
-                        ai4 += wr * gb[base + 9]
-                        ar5 += wr * gb[base + 10]
-                        ai5 += wr * gb[base + 11]
-                        ar6 += wr * gb[base + 12]
-                        ai6 += wr * gb[base + 13]
-                        ar7 += wr * gb[base + 14]
-                        ai7 += wr * gb[base + 15]
-                        ar8 += wr * gb[base + 16]
-                        ai8 += wr * gb[base + 17]
-                        ar9 += wr * gb[base + 18]
-                        ai9 += wr * gb[base + 19]
+                        st = 2 * (o + a2)
+                        row = gb[st:st + 20]
+                        for d in range(20):
+                            acc[d] += wr * row[d]
                     else:
-                        q = 2 * (o + i2[0])
-                        ar0 += wr * gb[q]
-                        ai0 += wr * gb[q + 1]
-                        q = 2 * (o + i2[1])
-                        ar1 += wr * gb[q]
-                        ai1 += wr * gb[q + 1]
-                        q = 2 * (o + i2[2])
-                        ar2 += wr * gb[q]
-                        ai2 += wr * gb[q + 1]
-                        q = 2 * (o + i2[3])
-                        ar3 += wr * gb[q]
-                        ai3 += wr * gb[q + 1]
-                        q = 2 * (o + i2[4])
-                        ar4 += wr * gb[q]
-                        ai4 += wr * gb[q + 1]
-                        q = 2 * (o + i2[5])
-                        ar5 += wr * gb[q]
-                        ai5 += wr * gb[q + 1]
-                        q = 2 * (o + i2[6])
-                        ar6 += wr * gb[q]
-                        ai6 += wr * gb[q + 1]
-                        q = 2 * (o + i2[7])
-                        ar7 += wr * gb[q]
-                        ai7 += wr * gb[q + 1]
-                        q = 2 * (o + i2[8])
-                        ar8 += wr * gb[q]
-                        ai8 += wr * gb[q + 1]
-                        q = 2 * (o + i2[9])
-                        ar9 += wr * gb[q]
-                        ai9 += wr * gb[q + 1]
-            out[b, 2 * p] = w2[0] * ar0 + w2[1] * ar1 + w2[2] * ar2 + w2[3] * ar3 + w2[4] * ar4 + w2[5] * ar5 + w2[6] * ar6 + w2[7] * ar7 + w2[8] * ar8 + w2[9] * ar9
-            out[b, 2 * p + 1] = w2[0] * ai0 + w2[1] * ai1 + w2[2] * ai2 + w2[3] * ai3 + w2[4] * ai4 + w2[5] * ai5 + w2[6] * ai6 + w2[7] * ai7 + w2[8] * ai8 + w2[9] * ai9
+                        for d in range(10):
+                            q = a2 + d
+                            if q >= n2:
+                                q -= n2
+                            acc[2 * d] += wr * gb[2 * (o + q)]
+                            acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(10):
+                sr += k2[d] * acc[2 * d]
+                si += k2[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread3d_w10(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread3d_w10(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 10; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-                _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+                a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-                _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+                a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
             p = perm[j]
-            contig = i2[0] + 10 <= n2
+            contig = a2 + 10 <= n2
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w2[0] * vr
-                ki0 = w2[0] * vi
-                kr1 = w2[1] * vr
-                ki1 = w2[1] * vi
-                kr2 = w2[2] * vr
-                ki2 = w2[2] * vi
-                kr3 = w2[3] * vr
-                ki3 = w2[3] * vi
-                kr4 = w2[4] * vr
-                ki4 = w2[4] * vi
-                kr5 = w2[5] * vr
-                ki5 = w2[5] * vi
-                kr6 = w2[6] * vr
-                ki6 = w2[6] * vi
-                kr7 = w2[7] * vr
-                ki7 = w2[7] * vi
-                kr8 = w2[8] * vr
-                ki8 = w2[8] * vi
-                kr9 = w2[9] * vr
-                ki9 = w2[9] * vi
+                c0 = k2[0] * vr
+                c1 = k2[0] * vi
+                c2 = k2[1] * vr
+                c3 = k2[1] * vi
+                c4 = k2[2] * vr
+                c5 = k2[2] * vi
+                c6 = k2[3] * vr
+                c7 = k2[3] * vi
+                c8 = k2[4] * vr
+                c9 = k2[4] * vi
+                c10 = k2[5] * vr
+                c11 = k2[5] * vi
+                c12 = k2[6] * vr
+                c13 = k2[6] * vi
+                c14 = k2[7] * vr
+                c15 = k2[7] * vi
+                c16 = k2[8] * vr
+                c17 = k2[8] * vi
+                c18 = k2[9] * vr
+                c19 = k2[9] * vi
                 for a in range(W):
-                    o0 = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wa = k0[a]
+                    oa = i * n1
                     for e in range(W):
-                        wr = w0[a] * w1[e]
-                        o = (o0 + i1[e]) * n2
+                        ii = a1 + e
+                        if ii >= n1:
+                            ii -= n1
+                        wr = wa * k1[e]
+                        o = (oa + ii) * n2
                         if contig:
-                            base = 2 * (o + i2[0])
-                            gb[base + 0] += wr * kr0
-                            gb[base + 1] += wr * ki0
-                            gb[base + 2] += wr * kr1
-                            gb[base + 3] += wr * ki1
-                            gb[base + 4] += wr * kr2
-                            gb[base + 5] += wr * ki2
-                            gb[base + 6] += wr * kr3
-                            gb[base + 7] += wr * ki3
-                            gb[base + 8] += wr * kr4
-                            gb[base + 9] += wr * ki4
-                            gb[base + 10] += wr * kr5
-                            gb[base + 11] += wr * ki5
-                            gb[base + 12] += wr * kr6
-                            gb[base + 13] += wr * ki6
-                            gb[base + 14] += wr * kr7
-                            gb[base + 15] += wr * ki7
-                            gb[base + 16] += wr * kr8
-                            gb[base + 17] += wr * ki8
-                            gb[base + 18] += wr * kr9
-                            gb[base + 19] += wr * ki9
+                            st = 2 * (o + a2)
+                            row = gb[st:st + 20]
+                            row[0] += wr * c0
+                            row[1] += wr * c1
+                            row[2] += wr * c2
+                            row[3] += wr * c3
+                            row[4] += wr * c4
+                            row[5] += wr * c5
+                            row[6] += wr * c6
+                            row[7] += wr * c7
+                            row[8] += wr * c8
+                            row[9] += wr * c9
+                            row[10] += wr * c10
+                            row[11] += wr * c11
+                            row[12] += wr * c12
+                            row[13] += wr * c13
+                            row[14] += wr * c14
+                            row[15] += wr * c15
+                            row[16] += wr * c16
+                            row[17] += wr * c17
+                            row[18] += wr * c18
+                            row[19] += wr * c19
                         else:
-                            q = 2 * (o + i2[0])
-                            gb[q] += wr * kr0
-                            gb[q + 1] += wr * ki0
-                            q = 2 * (o + i2[1])
-                            gb[q] += wr * kr1
-                            gb[q + 1] += wr * ki1
-                            q = 2 * (o + i2[2])
-                            gb[q] += wr * kr2
-                            gb[q + 1] += wr * ki2
-                            q = 2 * (o + i2[3])
-                            gb[q] += wr * kr3
-                            gb[q + 1] += wr * ki3
-                            q = 2 * (o + i2[4])
-                            gb[q] += wr * kr4
-                            gb[q + 1] += wr * ki4
-                            q = 2 * (o + i2[5])
-                            gb[q] += wr * kr5
-                            gb[q + 1] += wr * ki5
-                            q = 2 * (o + i2[6])
-                            gb[q] += wr * kr6
-                            gb[q + 1] += wr * ki6
-                            q = 2 * (o + i2[7])
-                            gb[q] += wr * kr7
-                            gb[q + 1] += wr * ki7
-                            q = 2 * (o + i2[8])
-                            gb[q] += wr * kr8
-                            gb[q + 1] += wr * ki8
-                            q = 2 * (o + i2[9])
-                            gb[q] += wr * kr9
-                            gb[q + 1] += wr * ki9
+                            q = a2 + 0
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c0
+                            gb[2 * (o + q) + 1] += wr * c1
+                            q = a2 + 1
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c2
+                            gb[2 * (o + q) + 1] += wr * c3
+                            q = a2 + 2
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c4
+                            gb[2 * (o + q) + 1] += wr * c5
+                            q = a2 + 3
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c6
+                            gb[2 * (o + q) + 1] += wr * c7
+                            q = a2 + 4
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c8
+                            gb[2 * (o + q) + 1] += wr * c9
+                            q = a2 + 5
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c10
+                            gb[2 * (o + q) + 1] += wr * c11
+                            q = a2 + 6
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c12
+                            gb[2 * (o + q) + 1] += wr * c13
+                            q = a2 + 7
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c14
+                            gb[2 * (o + q) + 1] += wr * c15
+                            q = a2 + 8
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c16
+                            gb[2 * (o + q) + 1] += wr * c17
+                            q = a2 + 9
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c18
+                            gb[2 * (o + q) + 1] += wr * c19
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -4281,228 +3846,198 @@ def interp3d_w11(g, n0, n1, n2, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 11; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    acc = np.empty(22, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-            _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+            a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-            _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+            a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
         p = perm[j]
-        contig = i2[0] + 11 <= n2
+        contig = a2 + 11 <= n2
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
-            ar8 = zr
-            ai8 = zr
-            ar9 = zr
-            ai9 = zr
-            ar10 = zr
-            ai10 = zr
+            for d in range(22):
+                acc[d] = 0.0
             for a in range(W):
-                o0 = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wa = k0[a]
+                oa = i * n1
                 for e in range(W):
-                    wr = w0[a] * w1[e]
-                    o = (o0 + i1[e]) * n2
+                    ii = a1 + e
+                    if ii >= n1:
+                        ii -= n1
+                    wr = wa * k1[e]
+                    o = (oa + ii) * n2
                     if contig:
-                        base = 2 * (o + i2[0])
-                        ar0 += wr * gb[base + 0]
-                        ai0 += wr * gb[base + 1]
-                        ar1 += wr * gb[base + 2]
-                        ai1 += wr * gb[base + 3]
-                        ar2 += wr * gb[base + 4]
-                        ai2 += wr * gb[base + 5]
-                        ar3 += wr * gb[base + 6]
-                        ai3 += wr * gb[base + 7]
-                        ar4 += wr * gb[base + 8]
-                        ai4 += wr * gb[base + 9]
-                        ar5 += wr * gb[base + 10]
-                        ai5 += wr * gb[base + 11]
-                        ar6 += wr * gb[base + 12]
-                        ai6 += wr * gb[base + 13]
-                        ar7 += wr * gb[base + 14]
-                        ai7 += wr * gb[base + 15]
-                        ar8 += wr * gb[base + 16]
-                        ai8 += wr * gb[base + 17]
-                        ar9 += wr * gb[base + 18]
-                        ai9 += wr * gb[base + 19]
-                        ar10 += wr * gb[base + 20]
-                        ai10 += wr * gb[base + 21]
+                        st = 2 * (o + a2)
+                        row = gb[st:st + 22]
+                        for d in range(22):
+                            acc[d] += wr * row[d]
                     else:
-                        q = 2 * (o + i2[0])
-                        ar0 += wr * gb[q]
-                        ai0 += wr * gb[q + 1]
-                        q = 2 * (o + i2[1])
-                        ar1 += wr * gb[q]
-                        ai1 += wr * gb[q + 1]
-                        q = 2 * (o + i2[2])
-                        ar2 += wr * gb[q]
-                        ai2 += wr * gb[q + 1]
-                        q = 2 * (o + i2[3])
-                        ar3 += wr * gb[q]
-                        ai3 += wr * gb[q + 1]
-                        q = 2 * (o + i2[4])
-                        ar4 += wr * gb[q]
-                        ai4 += wr * gb[q + 1]
-                        q = 2 * (o + i2[5])
-                        ar5 += wr * gb[q]
-                        ai5 += wr * gb[q + 1]
-                        q = 2 * (o + i2[6])
-                        ar6 += wr * gb[q]
-                        ai6 += wr * gb[q + 1]
-                        q = 2 * (o + i2[7])
-                        ar7 += wr * gb[q]
-                        ai7 += wr * gb[q + 1]
-                        q = 2 * (o + i2[8])
-                        ar8 += wr * gb[q]
-                        ai8 += wr * gb[q + 1]
-                        q = 2 * (o + i2[9])
-                        ar9 += wr * gb[q]
-                        ai9 += wr * gb[q + 1]
-                        q = 2 * (o + i2[10])
-                        ar10 += wr * gb[q]
-                        ai10 += wr * gb[q + 1]
-            out[b, 2 * p] = w2[0] * ar0 + w2[1] * ar1 + w2[2] * ar2 + w2[3] * ar3 + w2[4] * ar4 + w2[5] * ar5 + w2[6] * ar6 + w2[7] * ar7 + w2[8] * ar8 + w2[9] * ar9 + w2[10] * ar10
-            out[b, 2 * p + 1] = w2[0] * ai0 + w2[1] * ai1 + w2[2] * ai2 + w2[3] * ai3 + w2[4] * ai4 + w2[5] * ai5 + w2[6] * ai6 + w2[7] * ai7 + w2[8] * ai8 + w2[9] * ai9 + w2[10] * ai10
+                        for d in range(11):
+                            q = a2 + d
+                            if q >= n2:
+                                q -= n2
+                            acc[2 * d] += wr * gb[2 * (o + q)]
+                            acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(11):
+                sr += k2[d] * acc[2 * d]
+                si += k2[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread3d_w11(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread3d_w11(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 11; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-                _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+                a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-                _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+                a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
             p = perm[j]
-            contig = i2[0] + 11 <= n2
+            contig = a2 + 11 <= n2
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w2[0] * vr
-                ki0 = w2[0] * vi
-                kr1 = w2[1] * vr
-                ki1 = w2[1] * vi
-                kr2 = w2[2] * vr
-                ki2 = w2[2] * vi
-                kr3 = w2[3] * vr
-                ki3 = w2[3] * vi
-                kr4 = w2[4] * vr
-                ki4 = w2[4] * vi
-                kr5 = w2[5] * vr
-                ki5 = w2[5] * vi
-                kr6 = w2[6] * vr
-                ki6 = w2[6] * vi
-                kr7 = w2[7] * vr
-                ki7 = w2[7] * vi
-                kr8 = w2[8] * vr
-                ki8 = w2[8] * vi
-                kr9 = w2[9] * vr
-                ki9 = w2[9] * vi
-                kr10 = w2[10] * vr
-                ki10 = w2[10] * vi
+                c0 = k2[0] * vr
+                c1 = k2[0] * vi
+                c2 = k2[1] * vr
+                c3 = k2[1] * vi
+                c4 = k2[2] * vr
+                c5 = k2[2] * vi
+                c6 = k2[3] * vr
+                c7 = k2[3] * vi
+                c8 = k2[4] * vr
+                c9 = k2[4] * vi
+                c10 = k2[5] * vr
+                c11 = k2[5] * vi
+                c12 = k2[6] * vr
+                c13 = k2[6] * vi
+                c14 = k2[7] * vr
+                c15 = k2[7] * vi
+                c16 = k2[8] * vr
+                c17 = k2[8] * vi
+                c18 = k2[9] * vr
+                c19 = k2[9] * vi
+                c20 = k2[10] * vr
+                c21 = k2[10] * vi
                 for a in range(W):
-                    o0 = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wa = k0[a]
+                    oa = i * n1
                     for e in range(W):
-                        wr = w0[a] * w1[e]
-                        o = (o0 + i1[e]) * n2
+                        ii = a1 + e
+                        if ii >= n1:
+                            ii -= n1
+                        wr = wa * k1[e]
+                        o = (oa + ii) * n2
                         if contig:
-                            base = 2 * (o + i2[0])
-                            gb[base + 0] += wr * kr0
-                            gb[base + 1] += wr * ki0
-                            gb[base + 2] += wr * kr1
-                            gb[base + 3] += wr * ki1
-                            gb[base + 4] += wr * kr2
-                            gb[base + 5] += wr * ki2
-                            gb[base + 6] += wr * kr3
-                            gb[base + 7] += wr * ki3
-                            gb[base + 8] += wr * kr4
-                            gb[base + 9] += wr * ki4
-                            gb[base + 10] += wr * kr5
-                            gb[base + 11] += wr * ki5
-                            gb[base + 12] += wr * kr6
-                            gb[base + 13] += wr * ki6
-                            gb[base + 14] += wr * kr7
-                            gb[base + 15] += wr * ki7
-                            gb[base + 16] += wr * kr8
-                            gb[base + 17] += wr * ki8
-                            gb[base + 18] += wr * kr9
-                            gb[base + 19] += wr * ki9
-                            gb[base + 20] += wr * kr10
-                            gb[base + 21] += wr * ki10
+                            st = 2 * (o + a2)
+                            row = gb[st:st + 22]
+                            row[0] += wr * c0
+                            row[1] += wr * c1
+                            row[2] += wr * c2
+                            row[3] += wr * c3
+                            row[4] += wr * c4
+                            row[5] += wr * c5
+                            row[6] += wr * c6
+                            row[7] += wr * c7
+                            row[8] += wr * c8
+                            row[9] += wr * c9
+                            row[10] += wr * c10
+                            row[11] += wr * c11
+                            row[12] += wr * c12
+                            row[13] += wr * c13
+                            row[14] += wr * c14
+                            row[15] += wr * c15
+                            row[16] += wr * c16
+                            row[17] += wr * c17
+                            row[18] += wr * c18
+                            row[19] += wr * c19
+                            row[20] += wr * c20
+                            row[21] += wr * c21
                         else:
-                            q = 2 * (o + i2[0])
-                            gb[q] += wr * kr0
-                            gb[q + 1] += wr * ki0
-                            q = 2 * (o + i2[1])
-                            gb[q] += wr * kr1
-                            gb[q + 1] += wr * ki1
-                            q = 2 * (o + i2[2])
-                            gb[q] += wr * kr2
-                            gb[q + 1] += wr * ki2
-                            q = 2 * (o + i2[3])
-                            gb[q] += wr * kr3
-                            gb[q + 1] += wr * ki3
-                            q = 2 * (o + i2[4])
-                            gb[q] += wr * kr4
-                            gb[q + 1] += wr * ki4
-                            q = 2 * (o + i2[5])
-                            gb[q] += wr * kr5
-                            gb[q + 1] += wr * ki5
-                            q = 2 * (o + i2[6])
-                            gb[q] += wr * kr6
-                            gb[q + 1] += wr * ki6
-                            q = 2 * (o + i2[7])
-                            gb[q] += wr * kr7
-                            gb[q + 1] += wr * ki7
-                            q = 2 * (o + i2[8])
-                            gb[q] += wr * kr8
-                            gb[q + 1] += wr * ki8
-                            q = 2 * (o + i2[9])
-                            gb[q] += wr * kr9
-                            gb[q + 1] += wr * ki9
-                            q = 2 * (o + i2[10])
-                            gb[q] += wr * kr10
-                            gb[q + 1] += wr * ki10
+                            q = a2 + 0
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c0
+                            gb[2 * (o + q) + 1] += wr * c1
+                            q = a2 + 1
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c2
+                            gb[2 * (o + q) + 1] += wr * c3
+                            q = a2 + 2
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c4
+                            gb[2 * (o + q) + 1] += wr * c5
+                            q = a2 + 3
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c6
+                            gb[2 * (o + q) + 1] += wr * c7
+                            q = a2 + 4
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c8
+                            gb[2 * (o + q) + 1] += wr * c9
+                            q = a2 + 5
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c10
+                            gb[2 * (o + q) + 1] += wr * c11
+                            q = a2 + 6
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c12
+                            gb[2 * (o + q) + 1] += wr * c13
+                            q = a2 + 7
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c14
+                            gb[2 * (o + q) + 1] += wr * c15
+                            q = a2 + 8
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c16
+                            gb[2 * (o + q) + 1] += wr * c17
+                            q = a2 + 9
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c18
+                            gb[2 * (o + q) + 1] += wr * c19
+                            q = a2 + 10
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c20
+                            gb[2 * (o + q) + 1] += wr * c21
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -4510,242 +4045,207 @@ def interp3d_w12(g, n0, n1, n2, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 12; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    acc = np.empty(24, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-            _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+            a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-            _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+            a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
         p = perm[j]
-        contig = i2[0] + 12 <= n2
+        contig = a2 + 12 <= n2
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
-            ar8 = zr
-            ai8 = zr
-            ar9 = zr
-            ai9 = zr
-            ar10 = zr
-            ai10 = zr
-            ar11 = zr
-            ai11 = zr
+            for d in range(24):
+                acc[d] = 0.0
             for a in range(W):
-                o0 = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wa = k0[a]
+                oa = i * n1
                 for e in range(W):
-                    wr = w0[a] * w1[e]
-                    o = (o0 + i1[e]) * n2
+                    ii = a1 + e
+                    if ii >= n1:
+                        ii -= n1
+                    wr = wa * k1[e]
+                    o = (oa + ii) * n2
                     if contig:
-                        base = 2 * (o + i2[0])
-                        ar0 += wr * gb[base + 0]
-                        ai0 += wr * gb[base + 1]
-                        ar1 += wr * gb[base + 2]
-                        ai1 += wr * gb[base + 3]
-                        ar2 += wr * gb[base + 4]
-                        ai2 += wr * gb[base + 5]
-                        ar3 += wr * gb[base + 6]
-                        ai3 += wr * gb[base + 7]
-                        ar4 += wr * gb[base + 8]
-                        ai4 += wr * gb[base + 9]
-                        ar5 += wr * gb[base + 10]
-                        ai5 += wr * gb[base + 11]
-                        ar6 += wr * gb[base + 12]
-                        ai6 += wr * gb[base + 13]
-                        ar7 += wr * gb[base + 14]
-                        ai7 += wr * gb[base + 15]
-                        ar8 += wr * gb[base + 16]
-                        ai8 += wr * gb[base + 17]
-                        ar9 += wr * gb[base + 18]
-                        ai9 += wr * gb[base + 19]
-                        ar10 += wr * gb[base + 20]
-                        ai10 += wr * gb[base + 21]
-                        ar11 += wr * gb[base + 22]
-                        ai11 += wr * gb[base + 23]
+                        st = 2 * (o + a2)
+                        row = gb[st:st + 24]
+                        for d in range(24):
+                            acc[d] += wr * row[d]
                     else:
-                        q = 2 * (o + i2[0])
-                        ar0 += wr * gb[q]
-                        ai0 += wr * gb[q + 1]
-                        q = 2 * (o + i2[1])
-                        ar1 += wr * gb[q]
-                        ai1 += wr * gb[q + 1]
-                        q = 2 * (o + i2[2])
-                        ar2 += wr * gb[q]
-                        ai2 += wr * gb[q + 1]
-                        q = 2 * (o + i2[3])
-                        ar3 += wr * gb[q]
-                        ai3 += wr * gb[q + 1]
-                        q = 2 * (o + i2[4])
-                        ar4 += wr * gb[q]
-                        ai4 += wr * gb[q + 1]
-                        q = 2 * (o + i2[5])
-                        ar5 += wr * gb[q]
-                        ai5 += wr * gb[q + 1]
-                        q = 2 * (o + i2[6])
-                        ar6 += wr * gb[q]
-                        ai6 += wr * gb[q + 1]
-                        q = 2 * (o + i2[7])
-                        ar7 += wr * gb[q]
-                        ai7 += wr * gb[q + 1]
-                        q = 2 * (o + i2[8])
-                        ar8 += wr * gb[q]
-                        ai8 += wr * gb[q + 1]
-                        q = 2 * (o + i2[9])
-                        ar9 += wr * gb[q]
-                        ai9 += wr * gb[q + 1]
-                        q = 2 * (o + i2[10])
-                        ar10 += wr * gb[q]
-                        ai10 += wr * gb[q + 1]
-                        q = 2 * (o + i2[11])
-                        ar11 += wr * gb[q]
-                        ai11 += wr * gb[q + 1]
-            out[b, 2 * p] = w2[0] * ar0 + w2[1] * ar1 + w2[2] * ar2 + w2[3] * ar3 + w2[4] * ar4 + w2[5] * ar5 + w2[6] * ar6 + w2[7] * ar7 + w2[8] * ar8 + w2[9] * ar9 + w2[10] * ar10 + w2[11] * ar11
-            out[b, 2 * p + 1] = w2[0] * ai0 + w2[1] * ai1 + w2[2] * ai2 + w2[3] * ai3 + w2[4] * ai4 + w2[5] * ai5 + w2[6] * ai6 + w2[7] * ai7 + w2[8] * ai8 + w2[9] * ai9 + w2[10] * ai10 + w2[11] * ai11
+                        for d in range(12):
+                            q = a2 + d
+                            if q >= n2:
+                                q -= n2
+                            acc[2 * d] += wr * gb[2 * (o + q)]
+                            acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(12):
+                sr += k2[d] * acc[2 * d]
+                si += k2[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread3d_w12(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread3d_w12(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 12; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-                _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+                a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-                _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+                a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
             p = perm[j]
-            contig = i2[0] + 12 <= n2
+            contig = a2 + 12 <= n2
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w2[0] * vr
-                ki0 = w2[0] * vi
-                kr1 = w2[1] * vr
-                ki1 = w2[1] * vi
-                kr2 = w2[2] * vr
-                ki2 = w2[2] * vi
-                kr3 = w2[3] * vr
-                ki3 = w2[3] * vi
-                kr4 = w2[4] * vr
-                ki4 = w2[4] * vi
-                kr5 = w2[5] * vr
-                ki5 = w2[5] * vi
-                kr6 = w2[6] * vr
-                ki6 = w2[6] * vi
-                kr7 = w2[7] * vr
-                ki7 = w2[7] * vi
-                kr8 = w2[8] * vr
-                ki8 = w2[8] * vi
-                kr9 = w2[9] * vr
-                ki9 = w2[9] * vi
-                kr10 = w2[10] * vr
-                ki10 = w2[10] * vi
-                kr11 = w2[11] * vr
-                ki11 = w2[11] * vi
+                c0 = k2[0] * vr
+                c1 = k2[0] * vi
+                c2 = k2[1] * vr
+                c3 = k2[1] * vi
+                c4 = k2[2] * vr
+                c5 = k2[2] * vi
+                c6 = k2[3] * vr
+                c7 = k2[3] * vi
+                c8 = k2[4] * vr
+                c9 = k2[4] * vi
+                c10 = k2[5] * vr
+                c11 = k2[5] * vi
+                c12 = k2[6] * vr
+                c13 = k2[6] * vi
+                c14 = k2[7] * vr
+                c15 = k2[7] * vi
+                c16 = k2[8] * vr
+                c17 = k2[8] * vi
+                c18 = k2[9] * vr
+                c19 = k2[9] * vi
+                c20 = k2[10] * vr
+                c21 = k2[10] * vi
+                c22 = k2[11] * vr
+                c23 = k2[11] * vi
                 for a in range(W):
-                    o0 = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wa = k0[a]
+                    oa = i * n1
                     for e in range(W):
-                        wr = w0[a] * w1[e]
-                        o = (o0 + i1[e]) * n2
+                        ii = a1 + e
+                        if ii >= n1:
+                            ii -= n1
+                        wr = wa * k1[e]
+                        o = (oa + ii) * n2
                         if contig:
-                            base = 2 * (o + i2[0])
-                            gb[base + 0] += wr * kr0
-                            gb[base + 1] += wr * ki0
-                            gb[base + 2] += wr * kr1
-                            gb[base + 3] += wr * ki1
-                            gb[base + 4] += wr * kr2
-                            gb[base + 5] += wr * ki2
-                            gb[base + 6] += wr * kr3
-                            gb[base + 7] += wr * ki3
-                            gb[base + 8] += wr * kr4
-                            gb[base + 9] += wr * ki4
-                            gb[base + 10] += wr * kr5
-                            gb[base + 11] += wr * ki5
-                            gb[base + 12] += wr * kr6
-                            gb[base + 13] += wr * ki6
-                            gb[base + 14] += wr * kr7
-                            gb[base + 15] += wr * ki7
-                            gb[base + 16] += wr * kr8
-                            gb[base + 17] += wr * ki8
-                            gb[base + 18] += wr * kr9
-                            gb[base + 19] += wr * ki9
-                            gb[base + 20] += wr * kr10
-                            gb[base + 21] += wr * ki10
-                            gb[base + 22] += wr * kr11
-                            gb[base + 23] += wr * ki11
+                            st = 2 * (o + a2)
+                            row = gb[st:st + 24]
+                            row[0] += wr * c0
+                            row[1] += wr * c1
+                            row[2] += wr * c2
+                            row[3] += wr * c3
+                            row[4] += wr * c4
+                            row[5] += wr * c5
+                            row[6] += wr * c6
+                            row[7] += wr * c7
+                            row[8] += wr * c8
+                            row[9] += wr * c9
+                            row[10] += wr * c10
+                            row[11] += wr * c11
+                            row[12] += wr * c12
+                            row[13] += wr * c13
+                            row[14] += wr * c14
+                            row[15] += wr * c15
+                            row[16] += wr * c16
+                            row[17] += wr * c17
+                            row[18] += wr * c18
+                            row[19] += wr * c19
+                            row[20] += wr * c20
+                            row[21] += wr * c21
+                            row[22] += wr * c22
+                            row[23] += wr * c23
                         else:
-                            q = 2 * (o + i2[0])
-                            gb[q] += wr * kr0
-                            gb[q + 1] += wr * ki0
-                            q = 2 * (o + i2[1])
-                            gb[q] += wr * kr1
-                            gb[q + 1] += wr * ki1
-                            q = 2 * (o + i2[2])
-                            gb[q] += wr * kr2
-                            gb[q + 1] += wr * ki2
-                            q = 2 * (o + i2[3])
-                            gb[q] += wr * kr3
-                            gb[q + 1] += wr * ki3
-                            q = 2 * (o + i2[4])
-                            gb[q] += wr * kr4
-                            gb[q + 1] += wr * ki4
-                            q = 2 * (o + i2[5])
-                            gb[q] += wr * kr5
-                            gb[q + 1] += wr * ki5
-                            q = 2 * (o + i2[6])
-                            gb[q] += wr * kr6
-                            gb[q + 1] += wr * ki6
-                            q = 2 * (o + i2[7])
-                            gb[q] += wr * kr7
-                            gb[q + 1] += wr * ki7
-                            q = 2 * (o + i2[8])
-                            gb[q] += wr * kr8
-                            gb[q + 1] += wr * ki8
-                            q = 2 * (o + i2[9])
-                            gb[q] += wr * kr9
-                            gb[q + 1] += wr * ki9
-                            q = 2 * (o + i2[10])
-                            gb[q] += wr * kr10
-                            gb[q + 1] += wr * ki10
-                            q = 2 * (o + i2[11])
-                            gb[q] += wr * kr11
-                            gb[q + 1] += wr * ki11
+                            q = a2 + 0
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c0
+                            gb[2 * (o + q) + 1] += wr * c1
+                            q = a2 + 1
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c2
+                            gb[2 * (o + q) + 1] += wr * c3
+                            q = a2 + 2
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c4
+                            gb[2 * (o + q) + 1] += wr * c5
+                            q = a2 + 3
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c6
+                            gb[2 * (o + q) + 1] += wr * c7
+                            q = a2 + 4
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c8
+                            gb[2 * (o + q) + 1] += wr * c9
+                            q = a2 + 5
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c10
+                            gb[2 * (o + q) + 1] += wr * c11
+                            q = a2 + 6
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c12
+                            gb[2 * (o + q) + 1] += wr * c13
+                            q = a2 + 7
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c14
+                            gb[2 * (o + q) + 1] += wr * c15
+                            q = a2 + 8
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c16
+                            gb[2 * (o + q) + 1] += wr * c17
+                            q = a2 + 9
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c18
+                            gb[2 * (o + q) + 1] += wr * c19
+                            q = a2 + 10
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c20
+                            gb[2 * (o + q) + 1] += wr * c21
+                            q = a2 + 11
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c22
+                            gb[2 * (o + q) + 1] += wr * c23
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -4753,256 +4253,216 @@ def interp3d_w13(g, n0, n1, n2, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 13; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    acc = np.empty(26, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-            _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+            a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-            _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+            a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
         p = perm[j]
-        contig = i2[0] + 13 <= n2
+        contig = a2 + 13 <= n2
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
-            ar8 = zr
-            ai8 = zr
-            ar9 = zr
-            ai9 = zr
-            ar10 = zr
-            ai10 = zr
-            ar11 = zr
-            ai11 = zr
-            ar12 = zr
-            ai12 = zr
+            for d in range(26):
+                acc[d] = 0.0
             for a in range(W):
-                o0 = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wa = k0[a]
+                oa = i * n1
                 for e in range(W):
-                    wr = w0[a] * w1[e]
-                    o = (o0 + i1[e]) * n2
+                    ii = a1 + e
+                    if ii >= n1:
+                        ii -= n1
+                    wr = wa * k1[e]
+                    o = (oa + ii) * n2
                     if contig:
-                        base = 2 * (o + i2[0])
-                        ar0 += wr * gb[base + 0]
-                        ai0 += wr * gb[base + 1]
-                        ar1 += wr * gb[base + 2]
-                        ai1 += wr * gb[base + 3]
-                        ar2 += wr * gb[base + 4]
-                        ai2 += wr * gb[base + 5]
-                        ar3 += wr * gb[base + 6]
-                        ai3 += wr * gb[base + 7]
-                        ar4 += wr * gb[base + 8]
-                        ai4 += wr * gb[base + 9]
-                        ar5 += wr * gb[base + 10]
-                        ai5 += wr * gb[base + 11]
-                        ar6 += wr * gb[base + 12]
-                        ai6 += wr * gb[base + 13]
-                        ar7 += wr * gb[base + 14]
-                        ai7 += wr * gb[base + 15]
-                        ar8 += wr * gb[base + 16]
-                        ai8 += wr * gb[base + 17]
-                        ar9 += wr * gb[base + 18]
-                        ai9 += wr * gb[base + 19]
-                        ar10 += wr * gb[base + 20]
-                        ai10 += wr * gb[base + 21]
-                        ar11 += wr * gb[base + 22]
-                        ai11 += wr * gb[base + 23]
-                        ar12 += wr * gb[base + 24]
-                        ai12 += wr * gb[base + 25]
+                        st = 2 * (o + a2)
+                        row = gb[st:st + 26]
+                        for d in range(26):
+                            acc[d] += wr * row[d]
                     else:
-                        q = 2 * (o + i2[0])
-                        ar0 += wr * gb[q]
-                        ai0 += wr * gb[q + 1]
-                        q = 2 * (o + i2[1])
-                        ar1 += wr * gb[q]
-                        ai1 += wr * gb[q + 1]
-                        q = 2 * (o + i2[2])
-                        ar2 += wr * gb[q]
-                        ai2 += wr * gb[q + 1]
-                        q = 2 * (o + i2[3])
-                        ar3 += wr * gb[q]
-                        ai3 += wr * gb[q + 1]
-                        q = 2 * (o + i2[4])
-                        ar4 += wr * gb[q]
-                        ai4 += wr * gb[q + 1]
-                        q = 2 * (o + i2[5])
-                        ar5 += wr * gb[q]
-                        ai5 += wr * gb[q + 1]
-                        q = 2 * (o + i2[6])
-                        ar6 += wr * gb[q]
-                        ai6 += wr * gb[q + 1]
-                        q = 2 * (o + i2[7])
-                        ar7 += wr * gb[q]
-                        ai7 += wr * gb[q + 1]
-                        q = 2 * (o + i2[8])
-                        ar8 += wr * gb[q]
-                        ai8 += wr * gb[q + 1]
-                        q = 2 * (o + i2[9])
-                        ar9 += wr * gb[q]
-                        ai9 += wr * gb[q + 1]
-                        q = 2 * (o + i2[10])
-                        ar10 += wr * gb[q]
-                        ai10 += wr * gb[q + 1]
-                        q = 2 * (o + i2[11])
-                        ar11 += wr * gb[q]
-                        ai11 += wr * gb[q + 1]
-                        q = 2 * (o + i2[12])
-                        ar12 += wr * gb[q]
-                        ai12 += wr * gb[q + 1]
-            out[b, 2 * p] = w2[0] * ar0 + w2[1] * ar1 + w2[2] * ar2 + w2[3] * ar3 + w2[4] * ar4 + w2[5] * ar5 + w2[6] * ar6 + w2[7] * ar7 + w2[8] * ar8 + w2[9] * ar9 + w2[10] * ar10 + w2[11] * ar11 + w2[12] * ar12
-            out[b, 2 * p + 1] = w2[0] * ai0 + w2[1] * ai1 + w2[2] * ai2 + w2[3] * ai3 + w2[4] * ai4 + w2[5] * ai5 + w2[6] * ai6 + w2[7] * ai7 + w2[8] * ai8 + w2[9] * ai9 + w2[10] * ai10 + w2[11] * ai11 + w2[12] * ai12
+                        for d in range(13):
+                            q = a2 + d
+                            if q >= n2:
+                                q -= n2
+                            acc[2 * d] += wr * gb[2 * (o + q)]
+                            acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(13):
+                sr += k2[d] * acc[2 * d]
+                si += k2[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread3d_w13(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread3d_w13(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 13; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-                _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+                a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-                _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+                a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
             p = perm[j]
-            contig = i2[0] + 13 <= n2
+            contig = a2 + 13 <= n2
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w2[0] * vr
-                ki0 = w2[0] * vi
-                kr1 = w2[1] * vr
-                ki1 = w2[1] * vi
-                kr2 = w2[2] * vr
-                ki2 = w2[2] * vi
-                kr3 = w2[3] * vr
-                ki3 = w2[3] * vi
-                kr4 = w2[4] * vr
-                ki4 = w2[4] * vi
-                kr5 = w2[5] * vr
-                ki5 = w2[5] * vi
-                kr6 = w2[6] * vr
-                ki6 = w2[6] * vi
-                kr7 = w2[7] * vr
-                ki7 = w2[7] * vi
-                kr8 = w2[8] * vr
-                ki8 = w2[8] * vi
-                kr9 = w2[9] * vr
-                ki9 = w2[9] * vi
-                kr10 = w2[10] * vr
-                ki10 = w2[10] * vi
-                kr11 = w2[11] * vr
-                ki11 = w2[11] * vi
-                kr12 = w2[12] * vr
-                ki12 = w2[12] * vi
+                c0 = k2[0] * vr
+                c1 = k2[0] * vi
+                c2 = k2[1] * vr
+                c3 = k2[1] * vi
+                c4 = k2[2] * vr
+                c5 = k2[2] * vi
+                c6 = k2[3] * vr
+                c7 = k2[3] * vi
+                c8 = k2[4] * vr
+                c9 = k2[4] * vi
+                c10 = k2[5] * vr
+                c11 = k2[5] * vi
+                c12 = k2[6] * vr
+                c13 = k2[6] * vi
+                c14 = k2[7] * vr
+                c15 = k2[7] * vi
+                c16 = k2[8] * vr
+                c17 = k2[8] * vi
+                c18 = k2[9] * vr
+                c19 = k2[9] * vi
+                c20 = k2[10] * vr
+                c21 = k2[10] * vi
+                c22 = k2[11] * vr
+                c23 = k2[11] * vi
+                c24 = k2[12] * vr
+                c25 = k2[12] * vi
                 for a in range(W):
-                    o0 = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wa = k0[a]
+                    oa = i * n1
                     for e in range(W):
-                        wr = w0[a] * w1[e]
-                        o = (o0 + i1[e]) * n2
+                        ii = a1 + e
+                        if ii >= n1:
+                            ii -= n1
+                        wr = wa * k1[e]
+                        o = (oa + ii) * n2
                         if contig:
-                            base = 2 * (o + i2[0])
-                            gb[base + 0] += wr * kr0
-                            gb[base + 1] += wr * ki0
-                            gb[base + 2] += wr * kr1
-                            gb[base + 3] += wr * ki1
-                            gb[base + 4] += wr * kr2
-                            gb[base + 5] += wr * ki2
-                            gb[base + 6] += wr * kr3
-                            gb[base + 7] += wr * ki3
-                            gb[base + 8] += wr * kr4
-                            gb[base + 9] += wr * ki4
-                            gb[base + 10] += wr * kr5
-                            gb[base + 11] += wr * ki5
-                            gb[base + 12] += wr * kr6
-                            gb[base + 13] += wr * ki6
-                            gb[base + 14] += wr * kr7
-                            gb[base + 15] += wr * ki7
-                            gb[base + 16] += wr * kr8
-                            gb[base + 17] += wr * ki8
-                            gb[base + 18] += wr * kr9
-                            gb[base + 19] += wr * ki9
-                            gb[base + 20] += wr * kr10
-                            gb[base + 21] += wr * ki10
-                            gb[base + 22] += wr * kr11
-                            gb[base + 23] += wr * ki11
-                            gb[base + 24] += wr * kr12
-                            gb[base + 25] += wr * ki12
+                            st = 2 * (o + a2)
+                            row = gb[st:st + 26]
+                            row[0] += wr * c0
+                            row[1] += wr * c1
+                            row[2] += wr * c2
+                            row[3] += wr * c3
+                            row[4] += wr * c4
+                            row[5] += wr * c5
+                            row[6] += wr * c6
+                            row[7] += wr * c7
+                            row[8] += wr * c8
+                            row[9] += wr * c9
+                            row[10] += wr * c10
+                            row[11] += wr * c11
+                            row[12] += wr * c12
+                            row[13] += wr * c13
+                            row[14] += wr * c14
+                            row[15] += wr * c15
+                            row[16] += wr * c16
+                            row[17] += wr * c17
+                            row[18] += wr * c18
+                            row[19] += wr * c19
+                            row[20] += wr * c20
+                            row[21] += wr * c21
+                            row[22] += wr * c22
+                            row[23] += wr * c23
+                            row[24] += wr * c24
+                            row[25] += wr * c25
                         else:
-                            q = 2 * (o + i2[0])
-                            gb[q] += wr * kr0
-                            gb[q + 1] += wr * ki0
-                            q = 2 * (o + i2[1])
-                            gb[q] += wr * kr1
-                            gb[q + 1] += wr * ki1
-                            q = 2 * (o + i2[2])
-                            gb[q] += wr * kr2
-                            gb[q + 1] += wr * ki2
-                            q = 2 * (o + i2[3])
-                            gb[q] += wr * kr3
-                            gb[q + 1] += wr * ki3
-                            q = 2 * (o + i2[4])
-                            gb[q] += wr * kr4
-                            gb[q + 1] += wr * ki4
-                            q = 2 * (o + i2[5])
-                            gb[q] += wr * kr5
-                            gb[q + 1] += wr * ki5
-                            q = 2 * (o + i2[6])
-                            gb[q] += wr * kr6
-                            gb[q + 1] += wr * ki6
-                            q = 2 * (o + i2[7])
-                            gb[q] += wr * kr7
-                            gb[q + 1] += wr * ki7
-                            q = 2 * (o + i2[8])
-                            gb[q] += wr * kr8
-                            gb[q + 1] += wr * ki8
-                            q = 2 * (o + i2[9])
-                            gb[q] += wr * kr9
-                            gb[q + 1] += wr * ki9
-                            q = 2 * (o + i2[10])
-                            gb[q] += wr * kr10
-                            gb[q + 1] += wr * ki10
-                            q = 2 * (o + i2[11])
-                            gb[q] += wr * kr11
-                            gb[q + 1] += wr * ki11
-                            q = 2 * (o + i2[12])
-                            gb[q] += wr * kr12
-                            gb[q + 1] += wr * ki12
+                            q = a2 + 0
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c0
+                            gb[2 * (o + q) + 1] += wr * c1
+                            q = a2 + 1
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c2
+                            gb[2 * (o + q) + 1] += wr * c3
+                            q = a2 + 2
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c4
+                            gb[2 * (o + q) + 1] += wr * c5
+                            q = a2 + 3
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c6
+                            gb[2 * (o + q) + 1] += wr * c7
+                            q = a2 + 4
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c8
+                            gb[2 * (o + q) + 1] += wr * c9
+                            q = a2 + 5
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c10
+                            gb[2 * (o + q) + 1] += wr * c11
+                            q = a2 + 6
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c12
+                            gb[2 * (o + q) + 1] += wr * c13
+                            q = a2 + 7
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c14
+                            gb[2 * (o + q) + 1] += wr * c15
+                            q = a2 + 8
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c16
+                            gb[2 * (o + q) + 1] += wr * c17
+                            q = a2 + 9
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c18
+                            gb[2 * (o + q) + 1] += wr * c19
+                            q = a2 + 10
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c20
+                            gb[2 * (o + q) + 1] += wr * c21
+                            q = a2 + 11
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c22
+                            gb[2 * (o + q) + 1] += wr * c23
+                            q = a2 + 12
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c24
+                            gb[2 * (o + q) + 1] += wr * c25
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -5010,270 +4470,225 @@ def interp3d_w14(g, n0, n1, n2, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 14; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    acc = np.empty(28, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-            _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+            a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-            _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+            a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
         p = perm[j]
-        contig = i2[0] + 14 <= n2
+        contig = a2 + 14 <= n2
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
-            ar8 = zr
-            ai8 = zr
-            ar9 = zr
-            ai9 = zr
-            ar10 = zr
-            ai10 = zr
-            ar11 = zr
-            ai11 = zr
-            ar12 = zr
-            ai12 = zr
-            ar13 = zr
-            ai13 = zr
+            for d in range(28):
+                acc[d] = 0.0
             for a in range(W):
-                o0 = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wa = k0[a]
+                oa = i * n1
                 for e in range(W):
-                    wr = w0[a] * w1[e]
-                    o = (o0 + i1[e]) * n2
+                    ii = a1 + e
+                    if ii >= n1:
+                        ii -= n1
+                    wr = wa * k1[e]
+                    o = (oa + ii) * n2
                     if contig:
-                        base = 2 * (o + i2[0])
-                        ar0 += wr * gb[base + 0]
-                        ai0 += wr * gb[base + 1]
-                        ar1 += wr * gb[base + 2]
-                        ai1 += wr * gb[base + 3]
-                        ar2 += wr * gb[base + 4]
-                        ai2 += wr * gb[base + 5]
-                        ar3 += wr * gb[base + 6]
-                        ai3 += wr * gb[base + 7]
-                        ar4 += wr * gb[base + 8]
-                        ai4 += wr * gb[base + 9]
-                        ar5 += wr * gb[base + 10]
-                        ai5 += wr * gb[base + 11]
-                        ar6 += wr * gb[base + 12]
-                        ai6 += wr * gb[base + 13]
-                        ar7 += wr * gb[base + 14]
-                        ai7 += wr * gb[base + 15]
-                        ar8 += wr * gb[base + 16]
-                        ai8 += wr * gb[base + 17]
-                        ar9 += wr * gb[base + 18]
-                        ai9 += wr * gb[base + 19]
-                        ar10 += wr * gb[base + 20]
-                        ai10 += wr * gb[base + 21]
-                        ar11 += wr * gb[base + 22]
-                        ai11 += wr * gb[base + 23]
-                        ar12 += wr * gb[base + 24]
-                        ai12 += wr * gb[base + 25]
-                        ar13 += wr * gb[base + 26]
-                        ai13 += wr * gb[base + 27]
+                        st = 2 * (o + a2)
+                        row = gb[st:st + 28]
+                        for d in range(28):
+                            acc[d] += wr * row[d]
                     else:
-                        q = 2 * (o + i2[0])
-                        ar0 += wr * gb[q]
-                        ai0 += wr * gb[q + 1]
-                        q = 2 * (o + i2[1])
-                        ar1 += wr * gb[q]
-                        ai1 += wr * gb[q + 1]
-                        q = 2 * (o + i2[2])
-                        ar2 += wr * gb[q]
-                        ai2 += wr * gb[q + 1]
-                        q = 2 * (o + i2[3])
-                        ar3 += wr * gb[q]
-                        ai3 += wr * gb[q + 1]
-                        q = 2 * (o + i2[4])
-                        ar4 += wr * gb[q]
-                        ai4 += wr * gb[q + 1]
-                        q = 2 * (o + i2[5])
-                        ar5 += wr * gb[q]
-                        ai5 += wr * gb[q + 1]
-                        q = 2 * (o + i2[6])
-                        ar6 += wr * gb[q]
-                        ai6 += wr * gb[q + 1]
-                        q = 2 * (o + i2[7])
-                        ar7 += wr * gb[q]
-                        ai7 += wr * gb[q + 1]
-                        q = 2 * (o + i2[8])
-                        ar8 += wr * gb[q]
-                        ai8 += wr * gb[q + 1]
-                        q = 2 * (o + i2[9])
-                        ar9 += wr * gb[q]
-                        ai9 += wr * gb[q + 1]
-                        q = 2 * (o + i2[10])
-                        ar10 += wr * gb[q]
-                        ai10 += wr * gb[q + 1]
-                        q = 2 * (o + i2[11])
-                        ar11 += wr * gb[q]
-                        ai11 += wr * gb[q + 1]
-                        q = 2 * (o + i2[12])
-                        ar12 += wr * gb[q]
-                        ai12 += wr * gb[q + 1]
-                        q = 2 * (o + i2[13])
-                        ar13 += wr * gb[q]
-                        ai13 += wr * gb[q + 1]
-            out[b, 2 * p] = w2[0] * ar0 + w2[1] * ar1 + w2[2] * ar2 + w2[3] * ar3 + w2[4] * ar4 + w2[5] * ar5 + w2[6] * ar6 + w2[7] * ar7 + w2[8] * ar8 + w2[9] * ar9 + w2[10] * ar10 + w2[11] * ar11 + w2[12] * ar12 + w2[13] * ar13
-            out[b, 2 * p + 1] = w2[0] * ai0 + w2[1] * ai1 + w2[2] * ai2 + w2[3] * ai3 + w2[4] * ai4 + w2[5] * ai5 + w2[6] * ai6 + w2[7] * ai7 + w2[8] * ai8 + w2[9] * ai9 + w2[10] * ai10 + w2[11] * ai11 + w2[12] * ai12 + w2[13] * ai13
+                        for d in range(14):
+                            q = a2 + d
+                            if q >= n2:
+                                q -= n2
+                            acc[2 * d] += wr * gb[2 * (o + q)]
+                            acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(14):
+                sr += k2[d] * acc[2 * d]
+                si += k2[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread3d_w14(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread3d_w14(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 14; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-                _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+                a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-                _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+                a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
             p = perm[j]
-            contig = i2[0] + 14 <= n2
+            contig = a2 + 14 <= n2
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w2[0] * vr
-                ki0 = w2[0] * vi
-                kr1 = w2[1] * vr
-                ki1 = w2[1] * vi
-                kr2 = w2[2] * vr
-                ki2 = w2[2] * vi
-                kr3 = w2[3] * vr
-                ki3 = w2[3] * vi
-                kr4 = w2[4] * vr
-                ki4 = w2[4] * vi
-                kr5 = w2[5] * vr
-                ki5 = w2[5] * vi
-                kr6 = w2[6] * vr
-                ki6 = w2[6] * vi
-                kr7 = w2[7] * vr
-                ki7 = w2[7] * vi
-                kr8 = w2[8] * vr
-                ki8 = w2[8] * vi
-                kr9 = w2[9] * vr
-                ki9 = w2[9] * vi
-                kr10 = w2[10] * vr
-                ki10 = w2[10] * vi
-                kr11 = w2[11] * vr
-                ki11 = w2[11] * vi
-                kr12 = w2[12] * vr
-                ki12 = w2[12] * vi
-                kr13 = w2[13] * vr
-                ki13 = w2[13] * vi
+                c0 = k2[0] * vr
+                c1 = k2[0] * vi
+                c2 = k2[1] * vr
+                c3 = k2[1] * vi
+                c4 = k2[2] * vr
+                c5 = k2[2] * vi
+                c6 = k2[3] * vr
+                c7 = k2[3] * vi
+                c8 = k2[4] * vr
+                c9 = k2[4] * vi
+                c10 = k2[5] * vr
+                c11 = k2[5] * vi
+                c12 = k2[6] * vr
+                c13 = k2[6] * vi
+                c14 = k2[7] * vr
+                c15 = k2[7] * vi
+                c16 = k2[8] * vr
+                c17 = k2[8] * vi
+                c18 = k2[9] * vr
+                c19 = k2[9] * vi
+                c20 = k2[10] * vr
+                c21 = k2[10] * vi
+                c22 = k2[11] * vr
+                c23 = k2[11] * vi
+                c24 = k2[12] * vr
+                c25 = k2[12] * vi
+                c26 = k2[13] * vr
+                c27 = k2[13] * vi
                 for a in range(W):
-                    o0 = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wa = k0[a]
+                    oa = i * n1
                     for e in range(W):
-                        wr = w0[a] * w1[e]
-                        o = (o0 + i1[e]) * n2
+                        ii = a1 + e
+                        if ii >= n1:
+                            ii -= n1
+                        wr = wa * k1[e]
+                        o = (oa + ii) * n2
                         if contig:
-                            base = 2 * (o + i2[0])
-                            gb[base + 0] += wr * kr0
-                            gb[base + 1] += wr * ki0
-                            gb[base + 2] += wr * kr1
-                            gb[base + 3] += wr * ki1
-                            gb[base + 4] += wr * kr2
-                            gb[base + 5] += wr * ki2
-                            gb[base + 6] += wr * kr3
-                            gb[base + 7] += wr * ki3
-                            gb[base + 8] += wr * kr4
-                            gb[base + 9] += wr * ki4
-                            gb[base + 10] += wr * kr5
-                            gb[base + 11] += wr * ki5
-                            gb[base + 12] += wr * kr6
-                            gb[base + 13] += wr * ki6
-                            gb[base + 14] += wr * kr7
-                            gb[base + 15] += wr * ki7
-                            gb[base + 16] += wr * kr8
-                            gb[base + 17] += wr * ki8
-                            gb[base + 18] += wr * kr9
-                            gb[base + 19] += wr * ki9
-                            gb[base + 20] += wr * kr10
-                            gb[base + 21] += wr * ki10
-                            gb[base + 22] += wr * kr11
-                            gb[base + 23] += wr * ki11
-                            gb[base + 24] += wr * kr12
-                            gb[base + 25] += wr * ki12
-                            gb[base + 26] += wr * kr13
-                            gb[base + 27] += wr * ki13
+                            st = 2 * (o + a2)
+                            row = gb[st:st + 28]
+                            row[0] += wr * c0
+                            row[1] += wr * c1
+                            row[2] += wr * c2
+                            row[3] += wr * c3
+                            row[4] += wr * c4
+                            row[5] += wr * c5
+                            row[6] += wr * c6
+                            row[7] += wr * c7
+                            row[8] += wr * c8
+                            row[9] += wr * c9
+                            row[10] += wr * c10
+                            row[11] += wr * c11
+                            row[12] += wr * c12
+                            row[13] += wr * c13
+                            row[14] += wr * c14
+                            row[15] += wr * c15
+                            row[16] += wr * c16
+                            row[17] += wr * c17
+                            row[18] += wr * c18
+                            row[19] += wr * c19
+                            row[20] += wr * c20
+                            row[21] += wr * c21
+                            row[22] += wr * c22
+                            row[23] += wr * c23
+                            row[24] += wr * c24
+                            row[25] += wr * c25
+                            row[26] += wr * c26
+                            row[27] += wr * c27
                         else:
-                            q = 2 * (o + i2[0])
-                            gb[q] += wr * kr0
-                            gb[q + 1] += wr * ki0
-                            q = 2 * (o + i2[1])
-                            gb[q] += wr * kr1
-                            gb[q + 1] += wr * ki1
-                            q = 2 * (o + i2[2])
-                            gb[q] += wr * kr2
-                            gb[q + 1] += wr * ki2
-                            q = 2 * (o + i2[3])
-                            gb[q] += wr * kr3
-                            gb[q + 1] += wr * ki3
-                            q = 2 * (o + i2[4])
-                            gb[q] += wr * kr4
-                            gb[q + 1] += wr * ki4
-                            q = 2 * (o + i2[5])
-                            gb[q] += wr * kr5
-                            gb[q + 1] += wr * ki5
-                            q = 2 * (o + i2[6])
-                            gb[q] += wr * kr6
-                            gb[q + 1] += wr * ki6
-                            q = 2 * (o + i2[7])
-                            gb[q] += wr * kr7
-                            gb[q + 1] += wr * ki7
-                            q = 2 * (o + i2[8])
-                            gb[q] += wr * kr8
-                            gb[q + 1] += wr * ki8
-                            q = 2 * (o + i2[9])
-                            gb[q] += wr * kr9
-                            gb[q + 1] += wr * ki9
-                            q = 2 * (o + i2[10])
-                            gb[q] += wr * kr10
-                            gb[q + 1] += wr * ki10
-                            q = 2 * (o + i2[11])
-                            gb[q] += wr * kr11
-                            gb[q + 1] += wr * ki11
-                            q = 2 * (o + i2[12])
-                            gb[q] += wr * kr12
-                            gb[q + 1] += wr * ki12
-                            q = 2 * (o + i2[13])
-                            gb[q] += wr * kr13
-                            gb[q + 1] += wr * ki13
+                            q = a2 + 0
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c0
+                            gb[2 * (o + q) + 1] += wr * c1
+                            q = a2 + 1
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c2
+                            gb[2 * (o + q) + 1] += wr * c3
+                            q = a2 + 2
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c4
+                            gb[2 * (o + q) + 1] += wr * c5
+                            q = a2 + 3
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c6
+                            gb[2 * (o + q) + 1] += wr * c7
+                            q = a2 + 4
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c8
+                            gb[2 * (o + q) + 1] += wr * c9
+                            q = a2 + 5
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c10
+                            gb[2 * (o + q) + 1] += wr * c11
+                            q = a2 + 6
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c12
+                            gb[2 * (o + q) + 1] += wr * c13
+                            q = a2 + 7
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c14
+                            gb[2 * (o + q) + 1] += wr * c15
+                            q = a2 + 8
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c16
+                            gb[2 * (o + q) + 1] += wr * c17
+                            q = a2 + 9
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c18
+                            gb[2 * (o + q) + 1] += wr * c19
+                            q = a2 + 10
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c20
+                            gb[2 * (o + q) + 1] += wr * c21
+                            q = a2 + 11
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c22
+                            gb[2 * (o + q) + 1] += wr * c23
+                            q = a2 + 12
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c24
+                            gb[2 * (o + q) + 1] += wr * c25
+                            q = a2 + 13
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c26
+                            gb[2 * (o + q) + 1] += wr * c27
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -5281,284 +4696,234 @@ def interp3d_w15(g, n0, n1, n2, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 15; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    acc = np.empty(30, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-            _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+            a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-            _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+            a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
         p = perm[j]
-        contig = i2[0] + 15 <= n2
+        contig = a2 + 15 <= n2
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
-            ar8 = zr
-            ai8 = zr
-            ar9 = zr
-            ai9 = zr
-            ar10 = zr
-            ai10 = zr
-            ar11 = zr
-            ai11 = zr
-            ar12 = zr
-            ai12 = zr
-            ar13 = zr
-            ai13 = zr
-            ar14 = zr
-            ai14 = zr
+            for d in range(30):
+                acc[d] = 0.0
             for a in range(W):
-                o0 = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wa = k0[a]
+                oa = i * n1
                 for e in range(W):
-                    wr = w0[a] * w1[e]
-                    o = (o0 + i1[e]) * n2
+                    ii = a1 + e
+                    if ii >= n1:
+                        ii -= n1
+                    wr = wa * k1[e]
+                    o = (oa + ii) * n2
                     if contig:
-                        base = 2 * (o + i2[0])
-                        ar0 += wr * gb[base + 0]
-                        ai0 += wr * gb[base + 1]
-                        ar1 += wr * gb[base + 2]
-                        ai1 += wr * gb[base + 3]
-                        ar2 += wr * gb[base + 4]
-                        ai2 += wr * gb[base + 5]
-                        ar3 += wr * gb[base + 6]
-                        ai3 += wr * gb[base + 7]
-                        ar4 += wr * gb[base + 8]
-                        ai4 += wr * gb[base + 9]
-                        ar5 += wr * gb[base + 10]
-                        ai5 += wr * gb[base + 11]
-                        ar6 += wr * gb[base + 12]
-                        ai6 += wr * gb[base + 13]
-                        ar7 += wr * gb[base + 14]
-                        ai7 += wr * gb[base + 15]
-                        ar8 += wr * gb[base + 16]
-                        ai8 += wr * gb[base + 17]
-                        ar9 += wr * gb[base + 18]
-                        ai9 += wr * gb[base + 19]
-                        ar10 += wr * gb[base + 20]
-                        ai10 += wr * gb[base + 21]
-                        ar11 += wr * gb[base + 22]
-                        ai11 += wr * gb[base + 23]
-                        ar12 += wr * gb[base + 24]
-                        ai12 += wr * gb[base + 25]
-                        ar13 += wr * gb[base + 26]
-                        ai13 += wr * gb[base + 27]
-                        ar14 += wr * gb[base + 28]
-                        ai14 += wr * gb[base + 29]
+                        st = 2 * (o + a2)
+                        row = gb[st:st + 30]
+                        for d in range(30):
+                            acc[d] += wr * row[d]
                     else:
-                        q = 2 * (o + i2[0])
-                        ar0 += wr * gb[q]
-                        ai0 += wr * gb[q + 1]
-                        q = 2 * (o + i2[1])
-                        ar1 += wr * gb[q]
-                        ai1 += wr * gb[q + 1]
-                        q = 2 * (o + i2[2])
-                        ar2 += wr * gb[q]
-                        ai2 += wr * gb[q + 1]
-                        q = 2 * (o + i2[3])
-                        ar3 += wr * gb[q]
-                        ai3 += wr * gb[q + 1]
-                        q = 2 * (o + i2[4])
-                        ar4 += wr * gb[q]
-                        ai4 += wr * gb[q + 1]
-                        q = 2 * (o + i2[5])
-                        ar5 += wr * gb[q]
-                        ai5 += wr * gb[q + 1]
-                        q = 2 * (o + i2[6])
-                        ar6 += wr * gb[q]
-                        ai6 += wr * gb[q + 1]
-                        q = 2 * (o + i2[7])
-                        ar7 += wr * gb[q]
-                        ai7 += wr * gb[q + 1]
-                        q = 2 * (o + i2[8])
-                        ar8 += wr * gb[q]
-                        ai8 += wr * gb[q + 1]
-                        q = 2 * (o + i2[9])
-                        ar9 += wr * gb[q]
-                        ai9 += wr * gb[q + 1]
-                        q = 2 * (o + i2[10])
-                        ar10 += wr * gb[q]
-                        ai10 += wr * gb[q + 1]
-                        q = 2 * (o + i2[11])
-                        ar11 += wr * gb[q]
-                        ai11 += wr * gb[q + 1]
-                        q = 2 * (o + i2[12])
-                        ar12 += wr * gb[q]
-                        ai12 += wr * gb[q + 1]
-                        q = 2 * (o + i2[13])
-                        ar13 += wr * gb[q]
-                        ai13 += wr * gb[q + 1]
-                        q = 2 * (o + i2[14])
-                        ar14 += wr * gb[q]
-                        ai14 += wr * gb[q + 1]
-            out[b, 2 * p] = w2[0] * ar0 + w2[1] * ar1 + w2[2] * ar2 + w2[3] * ar3 + w2[4] * ar4 + w2[5] * ar5 + w2[6] * ar6 + w2[7] * ar7 + w2[8] * ar8 + w2[9] * ar9 + w2[10] * ar10 + w2[11] * ar11 + w2[12] * ar12 + w2[13] * ar13 + w2[14] * ar14
-            out[b, 2 * p + 1] = w2[0] * ai0 + w2[1] * ai1 + w2[2] * ai2 + w2[3] * ai3 + w2[4] * ai4 + w2[5] * ai5 + w2[6] * ai6 + w2[7] * ai7 + w2[8] * ai8 + w2[9] * ai9 + w2[10] * ai10 + w2[11] * ai11 + w2[12] * ai12 + w2[13] * ai13 + w2[14] * ai14
+                        for d in range(15):
+                            q = a2 + d
+                            if q >= n2:
+                                q -= n2
+                            acc[2 * d] += wr * gb[2 * (o + q)]
+                            acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(15):
+                sr += k2[d] * acc[2 * d]
+                si += k2[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread3d_w15(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread3d_w15(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 15; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-                _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+                a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-                _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+                a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
             p = perm[j]
-            contig = i2[0] + 15 <= n2
+            contig = a2 + 15 <= n2
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w2[0] * vr
-                ki0 = w2[0] * vi
-                kr1 = w2[1] * vr
-                ki1 = w2[1] * vi
-                kr2 = w2[2] * vr
-                ki2 = w2[2] * vi
-                kr3 = w2[3] * vr
-                ki3 = w2[3] * vi
-                kr4 = w2[4] * vr
-                ki4 = w2[4] * vi
-                kr5 = w2[5] * vr
-                ki5 = w2[5] * vi
-                kr6 = w2[6] * vr
-                ki6 = w2[6] * vi
-                kr7 = w2[7] * vr
-                ki7 = w2[7] * vi
-                kr8 = w2[8] * vr
-                ki8 = w2[8] * vi
-                kr9 = w2[9] * vr
-                ki9 = w2[9] * vi
-                kr10 = w2[10] * vr
-                ki10 = w2[10] * vi
-                kr11 = w2[11] * vr
-                ki11 = w2[11] * vi
-                kr12 = w2[12] * vr
-                ki12 = w2[12] * vi
-                kr13 = w2[13] * vr
-                ki13 = w2[13] * vi
-                kr14 = w2[14] * vr
-                ki14 = w2[14] * vi
+                c0 = k2[0] * vr
+                c1 = k2[0] * vi
+                c2 = k2[1] * vr
+                c3 = k2[1] * vi
+                c4 = k2[2] * vr
+                c5 = k2[2] * vi
+                c6 = k2[3] * vr
+                c7 = k2[3] * vi
+                c8 = k2[4] * vr
+                c9 = k2[4] * vi
+                c10 = k2[5] * vr
+                c11 = k2[5] * vi
+                c12 = k2[6] * vr
+                c13 = k2[6] * vi
+                c14 = k2[7] * vr
+                c15 = k2[7] * vi
+                c16 = k2[8] * vr
+                c17 = k2[8] * vi
+                c18 = k2[9] * vr
+                c19 = k2[9] * vi
+                c20 = k2[10] * vr
+                c21 = k2[10] * vi
+                c22 = k2[11] * vr
+                c23 = k2[11] * vi
+                c24 = k2[12] * vr
+                c25 = k2[12] * vi
+                c26 = k2[13] * vr
+                c27 = k2[13] * vi
+                c28 = k2[14] * vr
+                c29 = k2[14] * vi
                 for a in range(W):
-                    o0 = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wa = k0[a]
+                    oa = i * n1
                     for e in range(W):
-                        wr = w0[a] * w1[e]
-                        o = (o0 + i1[e]) * n2
+                        ii = a1 + e
+                        if ii >= n1:
+                            ii -= n1
+                        wr = wa * k1[e]
+                        o = (oa + ii) * n2
                         if contig:
-                            base = 2 * (o + i2[0])
-                            gb[base + 0] += wr * kr0
-                            gb[base + 1] += wr * ki0
-                            gb[base + 2] += wr * kr1
-                            gb[base + 3] += wr * ki1
-                            gb[base + 4] += wr * kr2
-                            gb[base + 5] += wr * ki2
-                            gb[base + 6] += wr * kr3
-                            gb[base + 7] += wr * ki3
-                            gb[base + 8] += wr * kr4
-                            gb[base + 9] += wr * ki4
-                            gb[base + 10] += wr * kr5
-                            gb[base + 11] += wr * ki5
-                            gb[base + 12] += wr * kr6
-                            gb[base + 13] += wr * ki6
-                            gb[base + 14] += wr * kr7
-                            gb[base + 15] += wr * ki7
-                            gb[base + 16] += wr * kr8
-                            gb[base + 17] += wr * ki8
-                            gb[base + 18] += wr * kr9
-                            gb[base + 19] += wr * ki9
-                            gb[base + 20] += wr * kr10
-                            gb[base + 21] += wr * ki10
-                            gb[base + 22] += wr * kr11
-                            gb[base + 23] += wr * ki11
-                            gb[base + 24] += wr * kr12
-                            gb[base + 25] += wr * ki12
-                            gb[base + 26] += wr * kr13
-                            gb[base + 27] += wr * ki13
-                            gb[base + 28] += wr * kr14
-                            gb[base + 29] += wr * ki14
+                            st = 2 * (o + a2)
+                            row = gb[st:st + 30]
+                            row[0] += wr * c0
+                            row[1] += wr * c1
+                            row[2] += wr * c2
+                            row[3] += wr * c3
+                            row[4] += wr * c4
+                            row[5] += wr * c5
+                            row[6] += wr * c6
+                            row[7] += wr * c7
+                            row[8] += wr * c8
+                            row[9] += wr * c9
+                            row[10] += wr * c10
+                            row[11] += wr * c11
+                            row[12] += wr * c12
+                            row[13] += wr * c13
+                            row[14] += wr * c14
+                            row[15] += wr * c15
+                            row[16] += wr * c16
+                            row[17] += wr * c17
+                            row[18] += wr * c18
+                            row[19] += wr * c19
+                            row[20] += wr * c20
+                            row[21] += wr * c21
+                            row[22] += wr * c22
+                            row[23] += wr * c23
+                            row[24] += wr * c24
+                            row[25] += wr * c25
+                            row[26] += wr * c26
+                            row[27] += wr * c27
+                            row[28] += wr * c28
+                            row[29] += wr * c29
                         else:
-                            q = 2 * (o + i2[0])
-                            gb[q] += wr * kr0
-                            gb[q + 1] += wr * ki0
-                            q = 2 * (o + i2[1])
-                            gb[q] += wr * kr1
-                            gb[q + 1] += wr * ki1
-                            q = 2 * (o + i2[2])
-                            gb[q] += wr * kr2
-                            gb[q + 1] += wr * ki2
-                            q = 2 * (o + i2[3])
-                            gb[q] += wr * kr3
-                            gb[q + 1] += wr * ki3
-                            q = 2 * (o + i2[4])
-                            gb[q] += wr * kr4
-                            gb[q + 1] += wr * ki4
-                            q = 2 * (o + i2[5])
-                            gb[q] += wr * kr5
-                            gb[q + 1] += wr * ki5
-                            q = 2 * (o + i2[6])
-                            gb[q] += wr * kr6
-                            gb[q + 1] += wr * ki6
-                            q = 2 * (o + i2[7])
-                            gb[q] += wr * kr7
-                            gb[q + 1] += wr * ki7
-                            q = 2 * (o + i2[8])
-                            gb[q] += wr * kr8
-                            gb[q + 1] += wr * ki8
-                            q = 2 * (o + i2[9])
-                            gb[q] += wr * kr9
-                            gb[q + 1] += wr * ki9
-                            q = 2 * (o + i2[10])
-                            gb[q] += wr * kr10
-                            gb[q + 1] += wr * ki10
-                            q = 2 * (o + i2[11])
-                            gb[q] += wr * kr11
-                            gb[q + 1] += wr * ki11
-                            q = 2 * (o + i2[12])
-                            gb[q] += wr * kr12
-                            gb[q + 1] += wr * ki12
-                            q = 2 * (o + i2[13])
-                            gb[q] += wr * kr13
-                            gb[q + 1] += wr * ki13
-                            q = 2 * (o + i2[14])
-                            gb[q] += wr * kr14
-                            gb[q + 1] += wr * ki14
+                            q = a2 + 0
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c0
+                            gb[2 * (o + q) + 1] += wr * c1
+                            q = a2 + 1
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c2
+                            gb[2 * (o + q) + 1] += wr * c3
+                            q = a2 + 2
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c4
+                            gb[2 * (o + q) + 1] += wr * c5
+                            q = a2 + 3
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c6
+                            gb[2 * (o + q) + 1] += wr * c7
+                            q = a2 + 4
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c8
+                            gb[2 * (o + q) + 1] += wr * c9
+                            q = a2 + 5
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c10
+                            gb[2 * (o + q) + 1] += wr * c11
+                            q = a2 + 6
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c12
+                            gb[2 * (o + q) + 1] += wr * c13
+                            q = a2 + 7
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c14
+                            gb[2 * (o + q) + 1] += wr * c15
+                            q = a2 + 8
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c16
+                            gb[2 * (o + q) + 1] += wr * c17
+                            q = a2 + 9
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c18
+                            gb[2 * (o + q) + 1] += wr * c19
+                            q = a2 + 10
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c20
+                            gb[2 * (o + q) + 1] += wr * c21
+                            q = a2 + 11
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c22
+                            gb[2 * (o + q) + 1] += wr * c23
+                            q = a2 + 12
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c24
+                            gb[2 * (o + q) + 1] += wr * c25
+                            q = a2 + 13
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c26
+                            gb[2 * (o + q) + 1] += wr * c27
+                            q = a2 + 14
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c28
+                            gb[2 * (o + q) + 1] += wr * c29
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -5566,298 +4931,243 @@ def interp3d_w16(g, n0, n1, n2, u, coef, wst, ist, width, perm, j0, j1, out):
     W = width  # == 16; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    acc = np.empty(32, coef.dtype)
     for j in range(j0, j1):
         if pre:
-            _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-            _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-            _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+            a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+            a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+            a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
         else:
-            _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-            _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-            _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+            a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+            a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+            a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
         p = perm[j]
-        contig = i2[0] + 16 <= n2
+        contig = a2 + 16 <= n2
         for b in range(nb):
             gb = g[b]
-            zr = gb[0] - gb[0]
-            ar0 = zr
-            ai0 = zr
-            ar1 = zr
-            ai1 = zr
-            ar2 = zr
-            ai2 = zr
-            ar3 = zr
-            ai3 = zr
-            ar4 = zr
-            ai4 = zr
-            ar5 = zr
-            ai5 = zr
-            ar6 = zr
-            ai6 = zr
-            ar7 = zr
-            ai7 = zr
-            ar8 = zr
-            ai8 = zr
-            ar9 = zr
-            ai9 = zr
-            ar10 = zr
-            ai10 = zr
-            ar11 = zr
-            ai11 = zr
-            ar12 = zr
-            ai12 = zr
-            ar13 = zr
-            ai13 = zr
-            ar14 = zr
-            ai14 = zr
-            ar15 = zr
-            ai15 = zr
+            for d in range(32):
+                acc[d] = 0.0
             for a in range(W):
-                o0 = i0[a] * n1
+                i = a0 + a
+                if i >= n0:
+                    i -= n0
+                wa = k0[a]
+                oa = i * n1
                 for e in range(W):
-                    wr = w0[a] * w1[e]
-                    o = (o0 + i1[e]) * n2
+                    ii = a1 + e
+                    if ii >= n1:
+                        ii -= n1
+                    wr = wa * k1[e]
+                    o = (oa + ii) * n2
                     if contig:
-                        base = 2 * (o + i2[0])
-                        ar0 += wr * gb[base + 0]
-                        ai0 += wr * gb[base + 1]
-                        ar1 += wr * gb[base + 2]
-                        ai1 += wr * gb[base + 3]
-                        ar2 += wr * gb[base + 4]
-                        ai2 += wr * gb[base + 5]
-                        ar3 += wr * gb[base + 6]
-                        ai3 += wr * gb[base + 7]
-                        ar4 += wr * gb[base + 8]
-                        ai4 += wr * gb[base + 9]
-                        ar5 += wr * gb[base + 10]
-                        ai5 += wr * gb[base + 11]
-                        ar6 += wr * gb[base + 12]
-                        ai6 += wr * gb[base + 13]
-                        ar7 += wr * gb[base + 14]
-                        ai7 += wr * gb[base + 15]
-                        ar8 += wr * gb[base + 16]
-                        ai8 += wr * gb[base + 17]
-                        ar9 += wr * gb[base + 18]
-                        ai9 += wr * gb[base + 19]
-                        ar10 += wr * gb[base + 20]
-                        ai10 += wr * gb[base + 21]
-                        ar11 += wr * gb[base + 22]
-                        ai11 += wr * gb[base + 23]
-                        ar12 += wr * gb[base + 24]
-                        ai12 += wr * gb[base + 25]
-                        ar13 += wr * gb[base + 26]
-                        ai13 += wr * gb[base + 27]
-                        ar14 += wr * gb[base + 28]
-                        ai14 += wr * gb[base + 29]
-                        ar15 += wr * gb[base + 30]
-                        ai15 += wr * gb[base + 31]
+                        st = 2 * (o + a2)
+                        row = gb[st:st + 32]
+                        for d in range(32):
+                            acc[d] += wr * row[d]
                     else:
-                        q = 2 * (o + i2[0])
-                        ar0 += wr * gb[q]
-                        ai0 += wr * gb[q + 1]
-                        q = 2 * (o + i2[1])
-                        ar1 += wr * gb[q]
-                        ai1 += wr * gb[q + 1]
-                        q = 2 * (o + i2[2])
-                        ar2 += wr * gb[q]
-                        ai2 += wr * gb[q + 1]
-                        q = 2 * (o + i2[3])
-                        ar3 += wr * gb[q]
-                        ai3 += wr * gb[q + 1]
-                        q = 2 * (o + i2[4])
-                        ar4 += wr * gb[q]
-                        ai4 += wr * gb[q + 1]
-                        q = 2 * (o + i2[5])
-                        ar5 += wr * gb[q]
-                        ai5 += wr * gb[q + 1]
-                        q = 2 * (o + i2[6])
-                        ar6 += wr * gb[q]
-                        ai6 += wr * gb[q + 1]
-                        q = 2 * (o + i2[7])
-                        ar7 += wr * gb[q]
-                        ai7 += wr * gb[q + 1]
-                        q = 2 * (o + i2[8])
-                        ar8 += wr * gb[q]
-                        ai8 += wr * gb[q + 1]
-                        q = 2 * (o + i2[9])
-                        ar9 += wr * gb[q]
-                        ai9 += wr * gb[q + 1]
-                        q = 2 * (o + i2[10])
-                        ar10 += wr * gb[q]
-                        ai10 += wr * gb[q + 1]
-                        q = 2 * (o + i2[11])
-                        ar11 += wr * gb[q]
-                        ai11 += wr * gb[q + 1]
-                        q = 2 * (o + i2[12])
-                        ar12 += wr * gb[q]
-                        ai12 += wr * gb[q + 1]
-                        q = 2 * (o + i2[13])
-                        ar13 += wr * gb[q]
-                        ai13 += wr * gb[q + 1]
-                        q = 2 * (o + i2[14])
-                        ar14 += wr * gb[q]
-                        ai14 += wr * gb[q + 1]
-                        q = 2 * (o + i2[15])
-                        ar15 += wr * gb[q]
-                        ai15 += wr * gb[q + 1]
-            out[b, 2 * p] = w2[0] * ar0 + w2[1] * ar1 + w2[2] * ar2 + w2[3] * ar3 + w2[4] * ar4 + w2[5] * ar5 + w2[6] * ar6 + w2[7] * ar7 + w2[8] * ar8 + w2[9] * ar9 + w2[10] * ar10 + w2[11] * ar11 + w2[12] * ar12 + w2[13] * ar13 + w2[14] * ar14 + w2[15] * ar15
-            out[b, 2 * p + 1] = w2[0] * ai0 + w2[1] * ai1 + w2[2] * ai2 + w2[3] * ai3 + w2[4] * ai4 + w2[5] * ai5 + w2[6] * ai6 + w2[7] * ai7 + w2[8] * ai8 + w2[9] * ai9 + w2[10] * ai10 + w2[11] * ai11 + w2[12] * ai12 + w2[13] * ai13 + w2[14] * ai14 + w2[15] * ai15
+                        for d in range(16):
+                            q = a2 + d
+                            if q >= n2:
+                                q -= n2
+                            acc[2 * d] += wr * gb[2 * (o + q)]
+                            acc[2 * d + 1] += wr * gb[2 * (o + q) + 1]
+            sr = acc[0] - acc[0]
+            si = sr
+            for d in range(16):
+                sr += k2[d] * acc[2 * d]
+                si += k2[d] * acc[2 * d + 1]
+            out[b, 2 * p] = sr
+            out[b, 2 * p + 1] = si
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def spread3d_w16(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, k0, k1):
+def spread3d_w16(vals, g, n0, n1, n2, u, coef, wst, ist, width, perm, slab_ptr, task_slabs, t0, t1):
     W = width  # == 16; kept a runtime value so LLVM does not unroll the row loops
     nb = g.shape[0]
     pre = wst.shape[0] > 0
-    w0 = np.empty(W, coef.dtype)
-    i0 = np.empty(W, np.int64)
-    w1 = np.empty(W, coef.dtype)
-    i1 = np.empty(W, np.int64)
-    w2 = np.empty(W, coef.dtype)
-    i2 = np.empty(W, np.int64)
-    for k in range(k0, k1):
-        s = task_slabs[k]
+    k0 = np.empty(W, coef.dtype)
+    k1 = np.empty(W, coef.dtype)
+    k2 = np.empty(W, coef.dtype)
+    for t in range(t0, t1):
+        s = task_slabs[t]
         for j in range(slab_ptr[s], slab_ptr[s + 1]):
             if pre:
-                _stored_weights(wst, ist, j, 0, n0, W, w0, i0)
-                _stored_weights(wst, ist, j, 1, n1, W, w1, i1)
-                _stored_weights(wst, ist, j, 2, n2, W, w2, i2)
+                a0 = _kernel_row_stored(wst, ist, j, 0, W, k0)
+                a1 = _kernel_row_stored(wst, ist, j, 1, W, k1)
+                a2 = _kernel_row_stored(wst, ist, j, 2, W, k2)
             else:
-                _axis_weights_call(u[j, 0], n0, coef, W, w0, i0)
-                _axis_weights_call(u[j, 1], n1, coef, W, w1, i1)
-                _axis_weights_call(u[j, 2], n2, coef, W, w2, i2)
+                a0 = _kernel_row(u[j, 0], n0, coef, W, k0)
+                a1 = _kernel_row(u[j, 1], n1, coef, W, k1)
+                a2 = _kernel_row(u[j, 2], n2, coef, W, k2)
             p = perm[j]
-            contig = i2[0] + 16 <= n2
+            contig = a2 + 16 <= n2
             for b in range(nb):
                 gb = g[b]
                 vr = vals[b, 2 * p]
                 vi = vals[b, 2 * p + 1]
-                kr0 = w2[0] * vr
-                ki0 = w2[0] * vi
-                kr1 = w2[1] * vr
-                ki1 = w2[1] * vi
-                kr2 = w2[2] * vr
-                ki2 = w2[2] * vi
-                kr3 = w2[3] * vr
-                ki3 = w2[3] * vi
-                kr4 = w2[4] * vr
-                ki4 = w2[4] * vi
-                kr5 = w2[5] * vr
-                ki5 = w2[5] * vi
-                kr6 = w2[6] * vr
-                ki6 = w2[6] * vi
-                kr7 = w2[7] * vr
-                ki7 = w2[7] * vi
-                kr8 = w2[8] * vr
-                ki8 = w2[8] * vi
-                kr9 = w2[9] * vr
-                ki9 = w2[9] * vi
-                kr10 = w2[10] * vr
-                ki10 = w2[10] * vi
-                kr11 = w2[11] * vr
-                ki11 = w2[11] * vi
-                kr12 = w2[12] * vr
-                ki12 = w2[12] * vi
-                kr13 = w2[13] * vr
-                ki13 = w2[13] * vi
-                kr14 = w2[14] * vr
-                ki14 = w2[14] * vi
-                kr15 = w2[15] * vr
-                ki15 = w2[15] * vi
+                c0 = k2[0] * vr
+                c1 = k2[0] * vi
+                c2 = k2[1] * vr
+                c3 = k2[1] * vi
+                c4 = k2[2] * vr
+                c5 = k2[2] * vi
+                c6 = k2[3] * vr
+                c7 = k2[3] * vi
+                c8 = k2[4] * vr
+                c9 = k2[4] * vi
+                c10 = k2[5] * vr
+                c11 = k2[5] * vi
+                c12 = k2[6] * vr
+                c13 = k2[6] * vi
+                c14 = k2[7] * vr
+                c15 = k2[7] * vi
+                c16 = k2[8] * vr
+                c17 = k2[8] * vi
+                c18 = k2[9] * vr
+                c19 = k2[9] * vi
+                c20 = k2[10] * vr
+                c21 = k2[10] * vi
+                c22 = k2[11] * vr
+                c23 = k2[11] * vi
+                c24 = k2[12] * vr
+                c25 = k2[12] * vi
+                c26 = k2[13] * vr
+                c27 = k2[13] * vi
+                c28 = k2[14] * vr
+                c29 = k2[14] * vi
+                c30 = k2[15] * vr
+                c31 = k2[15] * vi
                 for a in range(W):
-                    o0 = i0[a] * n1
+                    i = a0 + a
+                    if i >= n0:
+                        i -= n0
+                    wa = k0[a]
+                    oa = i * n1
                     for e in range(W):
-                        wr = w0[a] * w1[e]
-                        o = (o0 + i1[e]) * n2
+                        ii = a1 + e
+                        if ii >= n1:
+                            ii -= n1
+                        wr = wa * k1[e]
+                        o = (oa + ii) * n2
                         if contig:
-                            base = 2 * (o + i2[0])
-                            gb[base + 0] += wr * kr0
-                            gb[base + 1] += wr * ki0
-                            gb[base + 2] += wr * kr1
-                            gb[base + 3] += wr * ki1
-                            gb[base + 4] += wr * kr2
-                            gb[base + 5] += wr * ki2
-                            gb[base + 6] += wr * kr3
-                            gb[base + 7] += wr * ki3
-                            gb[base + 8] += wr * kr4
-                            gb[base + 9] += wr * ki4
-                            gb[base + 10] += wr * kr5
-                            gb[base + 11] += wr * ki5
-                            gb[base + 12] += wr * kr6
-                            gb[base + 13] += wr * ki6
-                            gb[base + 14] += wr * kr7
-                            gb[base + 15] += wr * ki7
-                            gb[base + 16] += wr * kr8
-                            gb[base + 17] += wr * ki8
-                            gb[base + 18] += wr * kr9
-                            gb[base + 19] += wr * ki9
-                            gb[base + 20] += wr * kr10
-                            gb[base + 21] += wr * ki10
-                            gb[base + 22] += wr * kr11
-                            gb[base + 23] += wr * ki11
-                            gb[base + 24] += wr * kr12
-                            gb[base + 25] += wr * ki12
-                            gb[base + 26] += wr * kr13
-                            gb[base + 27] += wr * ki13
-                            gb[base + 28] += wr * kr14
-                            gb[base + 29] += wr * ki14
-                            gb[base + 30] += wr * kr15
-                            gb[base + 31] += wr * ki15
+                            st = 2 * (o + a2)
+                            row = gb[st:st + 32]
+                            row[0] += wr * c0
+                            row[1] += wr * c1
+                            row[2] += wr * c2
+                            row[3] += wr * c3
+                            row[4] += wr * c4
+                            row[5] += wr * c5
+                            row[6] += wr * c6
+                            row[7] += wr * c7
+                            row[8] += wr * c8
+                            row[9] += wr * c9
+                            row[10] += wr * c10
+                            row[11] += wr * c11
+                            row[12] += wr * c12
+                            row[13] += wr * c13
+                            row[14] += wr * c14
+                            row[15] += wr * c15
+                            row[16] += wr * c16
+                            row[17] += wr * c17
+                            row[18] += wr * c18
+                            row[19] += wr * c19
+                            row[20] += wr * c20
+                            row[21] += wr * c21
+                            row[22] += wr * c22
+                            row[23] += wr * c23
+                            row[24] += wr * c24
+                            row[25] += wr * c25
+                            row[26] += wr * c26
+                            row[27] += wr * c27
+                            row[28] += wr * c28
+                            row[29] += wr * c29
+                            row[30] += wr * c30
+                            row[31] += wr * c31
                         else:
-                            q = 2 * (o + i2[0])
-                            gb[q] += wr * kr0
-                            gb[q + 1] += wr * ki0
-                            q = 2 * (o + i2[1])
-                            gb[q] += wr * kr1
-                            gb[q + 1] += wr * ki1
-                            q = 2 * (o + i2[2])
-                            gb[q] += wr * kr2
-                            gb[q + 1] += wr * ki2
-                            q = 2 * (o + i2[3])
-                            gb[q] += wr * kr3
-                            gb[q + 1] += wr * ki3
-                            q = 2 * (o + i2[4])
-                            gb[q] += wr * kr4
-                            gb[q + 1] += wr * ki4
-                            q = 2 * (o + i2[5])
-                            gb[q] += wr * kr5
-                            gb[q + 1] += wr * ki5
-                            q = 2 * (o + i2[6])
-                            gb[q] += wr * kr6
-                            gb[q + 1] += wr * ki6
-                            q = 2 * (o + i2[7])
-                            gb[q] += wr * kr7
-                            gb[q + 1] += wr * ki7
-                            q = 2 * (o + i2[8])
-                            gb[q] += wr * kr8
-                            gb[q + 1] += wr * ki8
-                            q = 2 * (o + i2[9])
-                            gb[q] += wr * kr9
-                            gb[q + 1] += wr * ki9
-                            q = 2 * (o + i2[10])
-                            gb[q] += wr * kr10
-                            gb[q + 1] += wr * ki10
-                            q = 2 * (o + i2[11])
-                            gb[q] += wr * kr11
-                            gb[q + 1] += wr * ki11
-                            q = 2 * (o + i2[12])
-                            gb[q] += wr * kr12
-                            gb[q + 1] += wr * ki12
-                            q = 2 * (o + i2[13])
-                            gb[q] += wr * kr13
-                            gb[q + 1] += wr * ki13
-                            q = 2 * (o + i2[14])
-                            gb[q] += wr * kr14
-                            gb[q + 1] += wr * ki14
-                            q = 2 * (o + i2[15])
-                            gb[q] += wr * kr15
-                            gb[q + 1] += wr * ki15
+                            q = a2 + 0
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c0
+                            gb[2 * (o + q) + 1] += wr * c1
+                            q = a2 + 1
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c2
+                            gb[2 * (o + q) + 1] += wr * c3
+                            q = a2 + 2
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c4
+                            gb[2 * (o + q) + 1] += wr * c5
+                            q = a2 + 3
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c6
+                            gb[2 * (o + q) + 1] += wr * c7
+                            q = a2 + 4
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c8
+                            gb[2 * (o + q) + 1] += wr * c9
+                            q = a2 + 5
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c10
+                            gb[2 * (o + q) + 1] += wr * c11
+                            q = a2 + 6
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c12
+                            gb[2 * (o + q) + 1] += wr * c13
+                            q = a2 + 7
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c14
+                            gb[2 * (o + q) + 1] += wr * c15
+                            q = a2 + 8
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c16
+                            gb[2 * (o + q) + 1] += wr * c17
+                            q = a2 + 9
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c18
+                            gb[2 * (o + q) + 1] += wr * c19
+                            q = a2 + 10
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c20
+                            gb[2 * (o + q) + 1] += wr * c21
+                            q = a2 + 11
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c22
+                            gb[2 * (o + q) + 1] += wr * c23
+                            q = a2 + 12
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c24
+                            gb[2 * (o + q) + 1] += wr * c25
+                            q = a2 + 13
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c26
+                            gb[2 * (o + q) + 1] += wr * c27
+                            q = a2 + 14
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c28
+                            gb[2 * (o + q) + 1] += wr * c29
+                            q = a2 + 15
+                            if q >= n2:
+                                q -= n2
+                            gb[2 * (o + q)] += wr * c30
+                            gb[2 * (o + q) + 1] += wr * c31
 
 
 INTERP2D = {2: interp2d_w2, 3: interp2d_w3, 4: interp2d_w4, 5: interp2d_w5, 6: interp2d_w6, 7: interp2d_w7, 8: interp2d_w8, 9: interp2d_w9, 10: interp2d_w10, 11: interp2d_w11, 12: interp2d_w12, 13: interp2d_w13, 14: interp2d_w14, 15: interp2d_w15, 16: interp2d_w16}

@@ -55,8 +55,9 @@ class Nufft:
             complex dtype: complex64 in, complex64 out).
         precompute: store each point's per-axis kernel weights (float32) and first-tap indices
             at plan time, 4 (ndim w + ndim) bytes per point (~77 MB for 1.28 M points in 3D at
-            eps 1e-3): ~25% faster transforms. None: store them when they take <= 256 MB and
-            eps >= 1e-6 (float32 weights would limit tighter tolerances).
+            eps 1e-3). None (default) or False: evaluate them in the transforms (vectorised
+            Horner, ~5-10% of an interpolation), which keeps the plan fast and small; True stores
+            them (float32: only for eps >= 1e-6 in single precision).
 
     Attributes (read-only): eps, width, upsampling, grid_shape, dtype, shape, ndim, coord_shape,
     work_dtype.
@@ -101,16 +102,18 @@ class Nufft:
 
         choice = _planning.choose_plan(self._eps, shape, m, self._dtype, upsampling)
         self._upsampling, self._width, self._beta = choice.upsampling, choice.width, choice.beta
+        self._kernel_kind = choice.kernel
         self._grid_shape = choice.grid_shape
         # complex64 inputs run in complex128 when float32 grids cannot reach eps here (large 1/Phi
         # range at upsampling 1.25 and wide kernels); see planning.single_precision_error.
         self._promote = choice.err32 > _planning.F32_ERROR_SHARE * self._eps
         self._grid_bytes1 = int(np.prod(self._grid_shape)) * 16  # one complex128 grid
 
-        coef = _kernel.fit_horner(self._width, self._beta, tol=0.1 * self._eps)
+        coef = _kernel.fit_horner(self._width, self._beta, tol=0.1 * self._eps, kind=self._kernel_kind)
         self._coef = {np.dtype(np.float64): coef, np.dtype(np.float32): coef.astype(np.float32)}
 
-        self._deapod_1d = _kernel.deapodisation(shape, self._grid_shape, self._width, self._beta)
+        self._deapod_1d = _kernel.deapodisation(shape, self._grid_shape, self._width, self._beta,
+                                                self._kernel_kind)
         self._deapod = {}
 
         if coord.dtype not in (np.float32, np.float64):
@@ -120,8 +123,9 @@ class Nufft:
         self._u, self._perm, self._slab_ptr = pts.u, pts.perm, pts.slab_ptr
         self._task_slabs, self._color_ranges, self._chunks = pts.task_slabs, pts.color_ranges, pts.chunks
         nbytes = 4 * m * ndim * (self._width + 1)
-        if precompute is None:  # float32 weights carry the same error as float32 grids
-            precompute = nbytes <= _planning.MAX_PRECOMPUTE_BYTES and self._eps >= 1e-6 and not self._promote
+        # float32 weights carry the same error as float32 grids
+        precompute = bool(precompute) and nbytes <= _planning.MAX_PRECOMPUTE_BYTES and self._eps >= 1e-6 \
+            and not self._promote
         self._wst = np.zeros((0, ndim, self._width), np.float32)
         self._ist = np.zeros((0, ndim), np.int32)
         if precompute:
@@ -129,8 +133,8 @@ class Nufft:
                                                              self._chunks, self._threads)
         self._toeplitz = _toeplitz.KernelCache(Nufft, self._coord, shape, min(self._eps, 1e-4), self._threads)
         log.info(
-            "Nufft %s, %d points, eps %.1e: upsampling %.2f, width %d, beta %.2f, grid %s, %s precision "
-            "for complex64 data, %d threads", shape, m, self._eps, self._upsampling, self._width, self._beta,
+            "Nufft %s, %d points, eps %.1e: upsampling %.2f, %s kernel width %d, beta %.2f, grid %s, %s precision "
+            "for complex64 data, %d threads", shape, m, self._eps, self._upsampling, self._kernel_kind, self._width, self._beta,
             self._grid_shape, "double" if self._promote else "single", self._threads,
         )
 
@@ -364,6 +368,11 @@ class Nufft:
     def beta(self) -> float:
         """ES kernel shape parameter."""
         return self._beta
+
+    @property
+    def kernel(self) -> str:
+        """Kernel family: "es" (exponential of semicircle) or "pswf" (prolate spheroidal)."""
+        return self._kernel_kind
 
     @property
     def upsampling(self) -> float:

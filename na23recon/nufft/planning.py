@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -82,7 +83,8 @@ def grid_size(n_img: int, upsampling: float, width: int) -> int:
         n += 1
 
 
-def single_precision_error(width: int, beta: float, upsampling: float, ndim: int) -> float:
+@functools.lru_cache(maxsize=64)
+def single_precision_error(width: int, beta: float, upsampling: float, ndim: int, kind: str = "es") -> float:
     """Modelled relative error that float32 grids and FFTs add at this kernel (double adds none).
 
     The forward transform FFTs x / Phi and the adjoint multiplies by 1 / Phi after its FFT, so the
@@ -98,7 +100,7 @@ def single_precision_error(width: int, beta: float, upsampling: float, ndim: int
     C = 1.1 .. 1.6 (Barnett et al. 2019, sec. 4, note the same single-precision limit).
     """
     xi = np.linspace(0.0, 0.5 / upsampling, 257)
-    ratio = _kernel.kernel_ft(0.0, width, beta) / _kernel.kernel_ft(xi, width, beta)
+    ratio = _kernel.kernel_ft(0.0, width, beta, kind) / _kernel.kernel_ft(xi, width, beta, kind)
     rms = float(np.sqrt(np.mean(ratio**2)))
     return F32_ERROR_C * 2.0**-24 * rms**ndim
 
@@ -120,10 +122,11 @@ class PlanChoice:
     cost_ms: float
     err32: float
     meets_eps: bool
+    kernel: str = "es"
 
     def describe(self) -> str:
         prec = "double" if self.work_dtype == np.complex128 else "single"
-        return (f"upsampling {self.upsampling:g}, width {self.width}, {prec} precision, grid "
+        return (f"upsampling {self.upsampling:g}, width {self.width}, {prec} precision, {self.kernel} kernel, grid "
                 f"{'x'.join(map(str, self.grid_shape))} = {self.grid_bytes / 2**20:.3g} MB, modelled {self.cost_ms:.0f} ms")
 
 
@@ -131,15 +134,15 @@ def candidate(eps: float, shape: Sequence[int], m: int, dtype: np.dtype, upsampl
               work_dtype: np.dtype) -> PlanChoice:
     """The plan at this upsampling and working precision, with its memory, cost and accuracy."""
     ndim = len(shape)
-    w, beta = _kernel.es_params(eps, upsampling)
+    kind, w, beta = _kernel.kernel_params(eps, upsampling)
     grid = tuple(grid_size(n, upsampling, w) for n in shape)
     ntot = float(np.prod(grid))
     work = np.dtype(work_dtype)
     slow = DOUBLE_COST if work == np.complex128 else 1.0
     cost = (m * w**ndim * NS_PER_TAP + ntot * math.log2(ntot) * NS_PER_FFT_UNIT) * slow * 1e-6
-    err32 = single_precision_error(w, beta, upsampling, ndim)
+    err32 = single_precision_error(w, beta, upsampling, ndim, kind)
     meets = work == np.complex128 or err32 <= F32_ERROR_SHARE * eps
-    return PlanChoice(float(upsampling), w, beta, grid, work, int(ntot) * work.itemsize, cost, err32, meets)
+    return PlanChoice(float(upsampling), w, beta, grid, work, int(ntot) * work.itemsize, cost, err32, meets, kind)
 
 
 def choose_plan(eps: float, shape: Sequence[int], m: int, dtype: np.dtype,

@@ -38,59 +38,42 @@ _FASTMATH = {"contract", "arcp", "nsz", "reassoc"}
 
 
 @njit(cache=True, fastmath=_FASTMATH, inline="always")
-def _axis_weights(u, n, coef, width, wts, idx):
-    """Kernel weights and wrapped grid indices of the w taps of one point along one axis.
-
-    u must lie in [0, n) (the plan wraps the points once), so the first tap index needs one
-    conditional add instead of an integer modulo.
-    """
+def _kernel_row(u, n, coef, width, ker):
+    """Kernel values ker[0:w] of the w taps of one point along one axis; returns the wrapped first
+    tap index. Horner's rule runs over the powers outside and the taps inside, so the tap loop is
+    w independent lanes that LLVM vectorises (FINUFFT evaluates its kernel the same way)."""
     i0f = np.floor(u - 0.5 * width) + 1.0
     t = 2.0 * (u - i0f) - width + 1.0
+    tt = ker.dtype.type(t)
+    for j in range(width):
+        ker[j] = coef[0, j]
+    for p in range(1, coef.shape[0]):
+        for j in range(width):
+            ker[j] = ker[j] * tt + coef[p, j]
     i0 = int(i0f)
     if i0 < 0:
         i0 += n
-    npow = coef.shape[0]
-    for j in range(width):
-        v = coef[0, j] * 1.0
-        for p in range(1, npow):
-            v = v * t + coef[p, j]
-        wts[j] = v
-        k = i0 + j
-        if k >= n:
-            k -= n
-        idx[j] = k
-
-
-@njit(cache=True, fastmath=_FASTMATH)
-def _axis_weights_call(u, n, coef, width, wts, idx):
-    """_axis_weights as a real call: the width-specialised kernels stay small and vectorise."""
-    _axis_weights(u, n, coef, width, wts, idx)
+    return i0
 
 
 @njit(cache=True, inline="always")
-def _stored_weights(wst, ist, j, a, n, width, wts, idx):
-    """Weights and wrapped tap indices of point j along axis a from the plan's stored tables."""
-    i0 = ist[j, a]
+def _kernel_row_stored(wst, ist, j, a, width, ker):
+    """_kernel_row from the plan's stored tables (point j, axis a)."""
     for jj in range(width):
-        wts[jj] = wst[j, a, jj]
-        k = i0 + jj
-        if k >= n:
-            k -= n
-        idx[jj] = k
+        ker[jj] = wst[j, a, jj]
+    return ist[j, a]
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def precompute_weights(u, coef, width, grid_shape, wst, ist, j0, j1):
     """Fill wst[j] (ndim, w) kernel weights and ist[j] (ndim,) first-tap indices for j0 <= j < j1."""
     ndim = u.shape[1]
-    wts = np.empty(width, coef.dtype)
-    idx = np.empty(width, np.int64)
+    ker = np.empty(width, coef.dtype)
     for j in range(j0, j1):
         for a in range(ndim):
-            _axis_weights(u[j, a], grid_shape[a], coef, width, wts, idx)
+            ist[j, a] = _kernel_row(u[j, a], grid_shape[a], coef, width, ker)
             for jj in range(width):
-                wst[j, a, jj] = wts[jj]
-            ist[j, a] = idx[0]
+                wst[j, a, jj] = ker[jj]
 
 
 @njit(cache=True)
