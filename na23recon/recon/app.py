@@ -65,11 +65,14 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
         wmat, noise_sd = coils.whitening_matrix(est.psi)
         ksp = np.stack([coils.prewhiten(k, wmat) for k in ksp])
     info["noise"] = est.sidecar()
-    if opts.coil_compress is not None:
-        if opts.coil_compress > ksp.shape[1]:
-            raise InputError(f"--coil-compress {opts.coil_compress} but the scan has {ksp.shape[1]} coils")
-        _, cmat = coils.coil_compress(ksp[0], ncoil=opts.coil_compress)
-        ksp = np.stack([coils.prewhiten(k, cmat) for k in ksp])
+    nv, cc_info = coils.compression_plan(int(ksp.shape[1]), opts.coil_compress)
+    if nv is not None:
+        e0 = float(np.sum(np.abs(ksp[0].astype(np.complex128)) ** 2))
+        k0, cmat = coils.coil_compress(ksp[0], ncoil=nv)
+        cc_info["energy_kept"] = round(float(np.sum(np.abs(k0.astype(np.complex128)) ** 2)) / max(e0, 1e-300), 6)
+        ksp = np.stack([k0] + [coils.prewhiten(k, cmat) for k in ksp[1:]])
+        del k0
+    info["coil_compression"] = cc_info
     info["ncoil"] = int(ksp.shape[1])
 
     op = make_nufft(coord, shape, eps=eps)
@@ -88,8 +91,15 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
             images.append(np.abs(coils.combine(imgs, combine, maps=mp)) if imgs.shape[0] > 1 else np.abs(imgs[0]))
         info["coil_combine"] = combine if ksp.shape[1] > 1 else "magnitude"
     else:
-        mp = coils.estimate_maps(ksp[0], coord, dcf, shape, method=maps, eps=eps) if ksp.shape[1] > 1 else None
+        basis, mp = None, None
+        if ksp.shape[1] > 1:
+            rank = coils.maps_rank(int(ksp.shape[1]))
+            basis, mp = coils.estimate_map_factors(ksp[0], coord, dcf, shape, method=maps, eps=eps, rank=rank)
         info["maps"] = maps if mp is not None else "single coil"
+        if basis is not None:
+            info["maps_rank"] = {"rank": int(basis.shape[1]), "ncoil": int(basis.shape[0]),
+                                 "note": "maps in the span of the calibration images' leading singular vectors; "
+                                         "the SENSE problem over every channel runs exactly on that many virtual coils"}
         info["coil_combine"] = "sense"
         decay = None
         t2s = opts.t2s_model
@@ -98,7 +108,7 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
                 raise InputError("the decay-aware model needs each sample's time: a trajectory file with 't'")
             decay = decay_weights(t_s, t2s, frac_short=opts.frac_short)
             info["decay_model"] = {"t2s_ms": t2s, "frac_short": opts.frac_short if isinstance(t2s, tuple) else None}
-        problem = SenseProblem(op, coord, mp, dcf, decay=decay)
+        problem = SenseProblem(op, coord, mp, dcf, decay=decay, basis=basis)
         lam_rel, max_iter, tol = opts.lam_value, opts.iters_value, opts.tol
         sd_img = problem.image_noise_sd(noise_sd)
         info["image_noise_sd"] = sd_img

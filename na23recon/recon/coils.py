@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["sum_of_squares", "noise_covariance", "noise_from_outer_kspace", "NoiseEstimate", "estimate_noise",
            "whitening_matrix", "prewhiten",
-           "coil_compress", "compression_plan", "calibration_images", "walsh_maps", "walsh_factors",
+           "coil_compress", "compression_plan", "maps_rank", "calibration_images", "walsh_maps", "walsh_factors",
            "espirit_maps", "resample_maps", "estimate_map_factors", "estimate_maps", "combine"]
 
 
@@ -220,6 +220,15 @@ def coil_compress(kspace: np.ndarray, ncoil: int | None = None, energy: float | 
 # virtual coils (the measured cost on the analytic phantom is in the README's performance section).
 COMPRESS_ABOVE = 12
 AUTO_VIRTUAL = 8
+
+
+MAPS_RANK = 8
+
+
+def maps_rank(ncoil: int) -> int | None:
+    """Rank of the Walsh maps of an `ncoil`-channel problem: MAPS_RANK above COMPRESS_ABOVE
+    channels (`maps.walsh_factors`), else None (every channel's own map)."""
+    return MAPS_RANK if ncoil > COMPRESS_ABOVE else None
 
 
 def compression_plan(ncoil: int, setting: str | int = "auto") -> tuple[int | None, dict]:
