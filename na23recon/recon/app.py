@@ -61,17 +61,21 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
     # noise and prewhitening (one matrix for all echoes), only from samples that hold noise
     est = coils.estimate_noise(ksp[0], coord, noise=noise)
     noise_sd = est.sd
+    mix = None  # whitening and compression as one coil-mixing matrix: one new copy of the data
     if est.psi is not None:
-        wmat, noise_sd = coils.whitening_matrix(est.psi)
-        ksp = np.stack([coils.prewhiten(k, wmat) for k in ksp])
+        mix, noise_sd = coils.whitening_matrix(est.psi)
     info["noise"] = est.sidecar()
     nv, cc_info = coils.compression_plan(int(ksp.shape[1]), opts.coil_compress)
     if nv is not None:
-        e0 = float(np.sum(np.abs(ksp[0].astype(np.complex128)) ** 2))
-        k0, cmat = coils.coil_compress(ksp[0], ncoil=nv)
-        cc_info["energy_kept"] = round(float(np.sum(np.abs(k0.astype(np.complex128)) ** 2)) / max(e0, 1e-300), 6)
-        ksp = np.stack([k0] + [coils.prewhiten(k, cmat) for k in ksp[1:]])
-        del k0
+        flat = ksp[0].reshape(ksp.shape[1], -1)
+        cov = (flat @ flat.conj().T).astype(np.complex128)
+        if mix is not None:
+            cov = mix @ cov @ mix.conj().T
+        cmat, kept = coils.compression_matrix(cov, ncoil=nv)
+        cc_info["energy_kept"] = round(kept, 6)
+        mix = cmat if mix is None else cmat @ mix.astype(np.complex64)
+    if mix is not None:
+        ksp = np.stack([coils.prewhiten(k, mix) for k in ksp])
     info["coil_compression"] = cc_info
     info["ncoil"] = int(ksp.shape[1])
 
@@ -84,7 +88,8 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
         combine = coil_combine or "sos"
         mp = None
         if combine == "sense":
-            mp = coils.estimate_maps(ksp[0], coord, dcf, shape, method=maps, eps=eps)
+            mp = coils.estimate_maps(ksp[0], coord, dcf, shape, method=maps, eps=eps,
+                                     rank=coils.maps_rank(int(ksp.shape[1])))
             info["maps"] = maps
         for k in ksp:
             imgs = adjoint_recon(k, coord, dcf, shape, op=op)

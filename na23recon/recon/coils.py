@@ -19,8 +19,8 @@ from .maps import calibration_images, espirit_maps, estimate_map_factors, estima
 log = logging.getLogger(__name__)
 
 __all__ = ["sum_of_squares", "noise_covariance", "noise_from_outer_kspace", "NoiseEstimate", "estimate_noise",
-           "whitening_matrix", "prewhiten",
-           "coil_compress", "compression_plan", "maps_rank", "calibration_images", "walsh_maps", "walsh_factors",
+           "whitening_matrix", "prewhiten", "coil_compress", "compression_matrix", "compression_plan", "maps_rank",
+           "calibration_images", "walsh_maps", "walsh_factors",
            "espirit_maps", "resample_maps", "estimate_map_factors", "estimate_maps", "combine"]
 
 
@@ -194,8 +194,17 @@ def coil_compress(kspace: np.ndarray, ncoil: int | None = None, energy: float | 
     x = np.asarray(kspace)
     nc = x.shape[0]
     flat = x.reshape(nc, -1)
-    cov = (flat @ flat.conj().T).astype(np.complex128)
-    ev, vec = np.linalg.eigh(cov)
+    mat, _ = compression_matrix((flat @ flat.conj().T).astype(np.complex128), ncoil, energy)
+    return prewhiten(x, mat), mat
+
+
+def compression_matrix(cov: np.ndarray, ncoil: int | None = None, energy: float | None = None
+                       ) -> tuple[np.ndarray, float]:
+    """The matrix (nv, ncoil) of `coil_compress` from the data's coil covariance (ncoil, ncoil)
+    (of whitened data: W C W^H for whitening W and raw covariance C), and the share of the
+    energy the nv virtual coils keep."""
+    nc = cov.shape[0]
+    ev, vec = np.linalg.eigh(np.asarray(cov, np.complex128))
     order = np.argsort(ev)[::-1]
     ev, vec = np.clip(ev[order].real, 0, None), vec[:, order]
     if ncoil is not None and energy is not None:
@@ -211,13 +220,13 @@ def coil_compress(kspace: np.ndarray, ncoil: int | None = None, energy: float | 
         nv = int(np.searchsorted(cum, energy - 1e-12) + 1)
     else:
         nv = nc
-    mat = vec[:, :nv].conj().T.astype(np.complex64)
-    log.info("coil compression: %d -> %d virtual coils (%.1f%% of the energy)", nc, nv, 100 * ev[:nv].sum() / ev.sum())
-    return prewhiten(x, mat), mat
+    kept = float(ev[:nv].sum() / max(ev.sum(), 1e-300))
+    log.info("coil compression: %d -> %d virtual coils (%.1f%% of the energy)", nc, nv, 100 * kept)
+    return vec[:, :nv].conj().T.astype(np.complex64), kept
 
 
 # Automatic coil compression: scans with more than COMPRESS_ABOVE channels go to AUTO_VIRTUAL
-# virtual coils (the measured cost on the analytic phantom is in the README's performance section).
+# virtual coils (its NRMSE cost on the analytic phantom: tests/test_scale.py).
 COMPRESS_ABOVE = 12
 AUTO_VIRTUAL = 8
 
