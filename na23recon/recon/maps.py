@@ -17,8 +17,9 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..nufft import Nufft
+from ..traj.radial import n_spokes_nyquist
 
-__all__ = ["calibration_images", "walsh_maps", "walsh_factors", "espirit_maps", "resample_maps",
+__all__ = ["calibration_images", "calibration_factors", "walsh_maps", "walsh_factors", "espirit_maps", "resample_maps",
            "estimate_map_factors", "estimate_maps", "expand_maps"]
 
 
@@ -31,18 +32,56 @@ def calibration_images(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, n
     scale), tapered by a Hann window in |k| (no ringing into the maps), and gridded with an
     adjoint NUFFT onto a ncal^3 matrix over the same FOV.
     """
+    return calibration_factors(kspace, coord, dcf, ncal, radius, eps)[1]
+
+
+def calibration_factors(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, ncal: int = 32,
+                        radius: float | None = None, eps: float = 1e-3, rank: int | None = None
+                        ) -> tuple[np.ndarray | None, np.ndarray]:
+    """`calibration_images`, compressed first when `rank` is below the coil count: (basis
+    (ncoil, rank) with orthonormal columns, images of the rank virtual coils), or (None, images).
+
+    Readouts (nreadout, nsample, 3) beyond the Nyquist count of the calibration sphere are
+    thinned to every step-th (spread evenly by the generators' orderings). The basis holds the
+    leading eigenvectors of the calibration samples' weighted coil covariance
+    sum_j w_j y_j y_j^H, which by Parseval is that of the calibration images (Buehrer et al.
+    2007, MRM 57:1131): only `rank` coils are gridded.
+    """
     coord = np.asarray(coord, np.float32)
     ndim = coord.shape[-1]
     radius = 0.4 * ncal if radius is None else float(radius)
-    r = np.sqrt(np.sum(coord.astype(np.float64) ** 2, axis=-1))
-    sel = r < radius
-    if sel.sum() < 16:
-        raise InputError(f"only {int(sel.sum())} samples inside the calibration radius {radius:.1f} cycles/FOV")
-    w = np.asarray(dcf, np.float64)[sel] * 0.5 * (1 + np.cos(np.pi * r[sel] / radius))
-    w *= (4.0 / 3.0 * np.pi * radius**3 if ndim == 3 else np.pi * radius**2) / max(float(np.sum(np.asarray(dcf)[sel])), 1e-30)
-    op = Nufft(coord[sel], (ncal,) * ndim, eps=eps)
-    y = np.asarray(kspace)[:, sel] * w.astype(np.float32)
-    return op.adjoint(y.astype(np.complex64)) * np.float32(np.sqrt(float(ncal) ** ndim))
+    x = np.asarray(kspace)
+    nc = x.shape[0]
+    pts = coord.reshape(-1, ndim)
+    flat_idx = np.arange(pts.shape[0])
+    if ndim == 3 and coord.ndim == 3 and x.shape[1:] == coord.shape[:-1]:
+        # centre-out readouts sample the centre far above Nyquist: every step-th readout still
+        # has n_spokes_nyquist(2 radius) of them (pi (2 radius)^2, the sphere of the calibration)
+        step = max(1, coord.shape[0] // n_spokes_nyquist(int(np.ceil(2 * radius))))
+        if step > 1:
+            flat_idx = (np.arange(0, coord.shape[0], step)[:, None] * coord.shape[1]
+                        + np.arange(coord.shape[1])[None, :]).ravel()
+    p = pts[flat_idx].astype(np.float64)
+    r = np.sqrt(np.sum(p * p, axis=-1))
+    keep = r < radius
+    sel, rs = flat_idx[keep], r[keep]
+    if sel.size < 16:
+        raise InputError(f"only {int(sel.size)} samples inside the calibration radius {radius:.1f} cycles/FOV")
+    dsel = np.asarray(dcf, np.float64).reshape(-1)[sel]
+    w = dsel * 0.5 * (1 + np.cos(np.pi * rs / radius))
+    w *= (4.0 / 3.0 * np.pi * radius**3 if ndim == 3 else np.pi * radius**2) / max(float(np.sum(dsel)), 1e-30)
+    y = np.take(x.reshape(nc, -1), sel, axis=1).astype(np.complex64, copy=False)
+    basis = None
+    if rank is not None and int(rank) < y.shape[0]:
+        ys = y * np.sqrt(w).astype(np.float32)
+        cov = (ys @ ys.conj().T).astype(np.complex128)
+        del ys
+        ev, vec = np.linalg.eigh(cov)
+        basis = vec[:, np.argsort(ev)[::-1][: int(rank)]].astype(np.complex64)
+        y = basis.conj().T @ y
+    y *= w.astype(np.float32)
+    op = Nufft(pts[sel], (ncal,) * ndim, eps=eps)
+    return basis, op.adjoint(y) * np.float32(np.sqrt(float(ncal) ** ndim))
 
 
 def _phase_reference(maps: np.ndarray) -> np.ndarray:
@@ -65,7 +104,7 @@ def walsh_maps(images: np.ndarray, window: int = 5, rank: int | None = None) -> 
     return m if basis is None else _phase_reference(expand_maps(basis, m))
 
 
-def walsh_factors(images: np.ndarray, window: int = 5, rank: int | None = None
+def walsh_factors(images: np.ndarray, window: int = 5, rank: int | None = None, basis: np.ndarray | None = None
                   ) -> tuple[np.ndarray | None, np.ndarray]:
     """Walsh maps as basis (ncoil, rank) with orthonormal columns and virtual maps (rank, *shape):
     maps = basis @ virtual, unit norm over coils. (None, maps (ncoil, *shape)) without compression.
@@ -74,11 +113,13 @@ def walsh_factors(images: np.ndarray, window: int = 5, rank: int | None = None
     voxels, Buehrer et al. 2007, MRM 57:1131): the rank x rank covariances and their eigenvectors
     cost (rank / ncoil)^2 of the full ones, and where the images lie in that span the dominant
     eigenvector is the same. Virtual maps have the phase of the first physical coil's removed.
+    With `basis` (ncoil, nv) the images are virtual already (`calibration_factors`).
     """
     x = np.asarray(images, np.complex64)
     nc = x.shape[0]
-    basis = None
-    if rank is not None and int(rank) < nc:
+    if basis is not None:
+        basis = np.asarray(basis, np.complex64)
+    elif rank is not None and int(rank) < nc:
         flat = x.reshape(nc, -1)
         cov = (flat @ flat.conj().T).astype(np.complex128)
         ev, vec = np.linalg.eigh(cov)
@@ -94,13 +135,32 @@ def walsh_factors(images: np.ndarray, window: int = 5, rank: int | None = None
                 p.imag, window, mode="nearest")
             r[..., i, j] = s
             r[..., j, i] = np.conj(s)
-    _, vec = np.linalg.eigh(r)
-    m = np.moveaxis(vec[..., -1], -1, 0)
+    m = np.moveaxis(dominant_eigenvectors(r), -1, 0)
     if basis is None:
         return None, _phase_reference(m).astype(np.complex64)
     ref = np.tensordot(basis[0], m, axes=(0, 0))  # physical coil 0's map
     ph = np.where(np.abs(ref) > 0, np.conj(ref) / np.maximum(np.abs(ref), 1e-30), 1.0)
     return basis, (m * ph).astype(np.complex64)
+
+
+def dominant_eigenvectors(r: np.ndarray, iters: int = 30) -> np.ndarray:
+    """Unit dominant eigenvectors (..., n) of a stack of Hermitian positive semi-definite
+    matrices r (..., n, n) by the power method (Golub & Van Loan, Matrix Computations, sec. 7.3),
+    all matrices at once with the voxels innermost: numpy's batched eigh spends ~70 us of LAPACK
+    call on each 8 x 8 matrix, a matrix-vector pass over all of them ~ms. Start: the column of
+    largest norm (R e_j, already mostly along the top eigenvector); each iteration shrinks the
+    other components by lambda_2 / lambda_1. Where the top eigenvalue is (nearly) degenerate,
+    as in noise-only voxels, the result is some unit vector of that eigenspace, as with eigh.
+    """
+    n = r.shape[-1]
+    lead = r.shape[:-2]
+    a = np.ascontiguousarray(np.moveaxis(np.asarray(r, np.complex64).reshape(-1, n, n), 0, -1))  # (n, n, V)
+    col = np.argmax(np.sum(np.abs(a) ** 2, axis=0), axis=0)
+    v = np.take_along_axis(a, col[None, None, :], axis=1)[:, 0]  # (n, V)
+    for _ in range(iters):
+        v = np.einsum("ijv,jv->iv", a, v)
+        v /= np.maximum(np.sqrt(np.sum(v.real ** 2 + v.imag ** 2, axis=0)), 1e-30)
+    return np.moveaxis(v, 0, -1).reshape(lead + (n,)).astype(np.complex64)
 
 
 def expand_maps(basis: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -194,11 +254,11 @@ def estimate_map_factors(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray,
     ncal = int(min(ncal, min(shape)))
     if method == "espirit":
         ncal = min(ncal, 24)  # EspiritCalib's per-voxel power iterations: keep the grid small
-    cal = calibration_images(kspace, coord, dcf, ncal=ncal, eps=eps)
     if method == "walsh":
-        basis, maps = walsh_factors(cal, rank=rank)
+        cb, cal = calibration_factors(kspace, coord, dcf, ncal=ncal, eps=eps, rank=rank)
+        basis, maps = walsh_factors(cal, basis=cb)
     elif method == "espirit":
-        basis, maps = None, espirit_maps(cal)
+        basis, maps = None, espirit_maps(calibration_images(kspace, coord, dcf, ncal=ncal, eps=eps))
     else:
         raise InputError(f"sensitivity method must be 'walsh' or 'espirit', got {method!r}")
     return basis, resample_maps(maps, shape)
