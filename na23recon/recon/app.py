@@ -74,8 +74,13 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
         cmat, kept = coils.compression_matrix(cov, ncoil=nv)
         cc_info["energy_kept"] = round(kept, 6)
         mix = cmat if mix is None else cmat @ mix.astype(np.complex64)
-    if mix is not None:
-        ksp = np.stack([coils.prewhiten(k, mix) for k in ksp])
+    if mix is not None:  # into one new array (no per-echo temporaries and stacked copy)
+        mixed = np.empty((ksp.shape[0], mix.shape[0]) + ksp.shape[2:], np.complex64)
+        m64 = np.asarray(mix, np.complex64)
+        for e in range(ksp.shape[0]):
+            np.matmul(m64, ksp[e].reshape(ksp.shape[1], -1).astype(np.complex64, copy=False),
+                      out=mixed[e].reshape(m64.shape[0], -1))
+        ksp = mixed
     info["coil_compression"] = cc_info
     info["ncoil"] = int(ksp.shape[1])
 

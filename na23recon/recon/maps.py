@@ -154,12 +154,15 @@ def dominant_eigenvectors(r: np.ndarray, iters: int = 30) -> np.ndarray:
     """
     n = r.shape[-1]
     lead = r.shape[:-2]
-    a = np.ascontiguousarray(np.moveaxis(np.asarray(r, np.complex64).reshape(-1, n, n), 0, -1))  # (n, n, V)
+    a = np.ascontiguousarray(np.moveaxis(np.asarray(r, np.complex128).reshape(-1, n, n), 0, -1))  # (n, n, V)
+    a /= np.maximum(np.einsum("iiv->v", a).real, 1e-300)  # trace 1: no overflow, same eigenvectors
+    a = a.astype(np.complex64)
     col = np.argmax(np.sum(np.abs(a) ** 2, axis=0), axis=0)
     v = np.take_along_axis(a, col[None, None, :], axis=1)[:, 0]  # (n, V)
-    for _ in range(iters):
-        v = np.einsum("ijv,jv->iv", a, v)
+    for _ in range(iters + 1):
         v /= np.maximum(np.sqrt(np.sum(v.real ** 2 + v.imag ** 2, axis=0)), 1e-30)
+        v = np.einsum("ijv,jv->iv", a, v)
+    v /= np.maximum(np.sqrt(np.sum(v.real ** 2 + v.imag ** 2, axis=0)), 1e-30)
     return np.moveaxis(v, 0, -1).reshape(lead + (n,)).astype(np.complex64)
 
 
