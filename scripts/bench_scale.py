@@ -135,7 +135,8 @@ def stage(name: str, workdir: str, n: int, eps: float) -> dict:
         out["rank"] = coils.maps_rank(y.shape[0])
     elif name in ("cg", "cstv"):
         method, cc, iters = ("cg", "none", 15) if name == "cg" else ("cs-tv", "auto", 30)
-        opts = ReconOptions(method=method, coil_compress=cc, iters=iters, tol=0.0, eps=eps)
+        extra = {"discrepancy": 0.0} if name == "cg" else {}  # all 15 iterations, no early stop
+        opts = ReconOptions(method=method, coil_compress=cc, iters=iters, tol=0.0, eps=eps, **extra)
         img, info = reconstruct_arrays(y, coord, dcf, shape, opts, noise=noise, progress=False)
         sol = info["solver"][0]
         out.update(solver_s=sol["seconds"], iterations=sol["iterations"], ncoil=info["ncoil"],
