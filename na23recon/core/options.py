@@ -165,6 +165,14 @@ def parse_label_map(name: str, v: Any) -> dict[int, str] | None:
     return out
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 _CONVERT = {"int": _as_int, "float": _as_float, "str": _as_str}
 
 
@@ -236,8 +244,8 @@ class ReconOptions(_Options):
                              "expected misfit (discrepancy principle; needs a noise estimate); 0: off",
                              kind="float", metavar="TAU")
     eps: float = opt(1e-3, "NUFFT tolerance", kind="float")
-    coil_compress: int | None = opt(None, "SVD-compress to N virtual coils", kind="int", metavar="N",
-                                    default_text="keep all")
+    coil_compress: str | int = opt("auto", "SVD coil compression: auto (to 8 virtual coils above 12 channels), "
+                                   "none, or N virtual coils", kind="str", metavar="auto|none|N")
     coil_combine: str | None = opt(None, "adjoint: sos, adaptive or sense; iterative methods use sense", kind="str",
                                    choices=COMBINES, default_text="sos")
     maps: str = opt("walsh", "sensitivity maps for SENSE-type methods", kind="str", choices=MAPS)
@@ -267,14 +275,23 @@ class ReconOptions(_Options):
                           metavar="PRESET")
 
     def __post_init__(self) -> None:
+        cc = self.coil_compress
+        if cc is None or isinstance(cc, (int, float)) and not isinstance(cc, bool):
+            object.__setattr__(self, "coil_compress", "none" if cc is None else str(_as_int("coil_compress", cc)))
         self._coerce()
+        cc = self.coil_compress.strip().lower()
+        if cc not in ("auto", "none"):
+            if not _is_number(cc):
+                raise InputError(f"--coil-compress must be auto, none or a number of virtual coils, got {cc!r}")
+            cc = _as_int("coil_compress", float(cc))
+            _in_range("coil_compress", cc, 1)
+        object.__setattr__(self, "coil_compress", cc)
         _in_range("matrix", self.matrix, 8, 512)
         _in_range("lam", self.lam, 0)
         _in_range("iters", self.iters, 1, 10000)
         _in_range("tol", self.tol, 0)
         _in_range("discrepancy", self.discrepancy, 0, 100)
         _in_range("eps", self.eps, 1e-7, 0.1)
-        _in_range("coil_compress", self.coil_compress, 1)
         _in_range("frac_short", self.frac_short, 0, 1)
         _in_range("rep", self.rep, 0)
         _in_range("echo", self.echo, 0)

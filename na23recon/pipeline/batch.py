@@ -28,12 +28,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from .. import __version__
 from ..core.atomic import ensure_writable_dir, remove_stale, write_text_atomic
-from ..core.memory import available_bytes
+from ..core.memory import PlanMemory, available_bytes, recon_stage_bytes
 from ..errors import InputError
 from ..export.bids import bids_dir, write_dataset_description
+from ..io.twix.describe import describe
+from ..nufft.planning import choose_plan
 from ..provenance import RedactingFilter, command_line, redact_paths, reduced_paths, sha256_file
+from ..recon.coils import compression_plan, maps_rank
 from . import workers
 from .config import PATH_FIELDS, Job, RunOptions, read_manifest
 from .run import process_scan
@@ -205,12 +210,46 @@ def refuse_inputs_in_outputs(jobs: list[Job], outroot: Path, manifest: Path) -> 
                                  f"move it or choose another OUTROOT")
 
 
+def _scan_dims(path: str) -> tuple[int, int, int, int | None]:
+    """(ncoil, samples per echo, echoes, protocol matrix) from a twix header without reading the
+    samples; from the file size (complex64 samples, 8 channels assumed) when it cannot be read."""
+    p = Path(path)
+    if p.suffix.lower() not in (".h5", ".mrd") and p.is_file():
+        try:
+            meas = [m for m in describe(p)["measurements"] if m.get("dims")]
+            if meas:
+                d, mat = meas[-1]["dims"], meas[-1].get("matrix")
+                return (int(d["ncoil"]), int(d["nreadout"]) * int(d["nsample"]), int(d["necho"]),
+                        int(mat[0]) if mat else None)
+        except (InputError, OSError, KeyError, TypeError, ValueError) as exc:
+            log.debug("memory estimate: no header dims for %s (%s)", path, exc)
+    size = p.stat().st_size if p.exists() else 0
+    return 8, max(1, size // (8 * 8)), 1, None
+
+
 def estimate_job_bytes(job: Job, options: RunOptions) -> int:
-    """Rough peak memory of one scan: k-space a few times over plus the NUFFT grids."""
-    scan_bytes = Path(job.scan).stat().st_size if Path(job.scan).exists() else 0
-    n = int(options.recon.matrix or 96)
-    grid = (2 * n) ** 3 * 8  # one complex64 grid at upsampling 2 (and the Toeplitz 2N grid)
-    return 3 * scan_bytes + 6 * grid + 300 * 2**20
+    """Peak memory of one scan's reconstruction by the stage model (`core.memory.recon_stage_bytes`):
+    coils, samples and echoes from the scan's header, the grids the NUFFT plans would choose
+    (`nufft.planning.choose_plan`: upsampling 2 or 1.25, single or double precision) and the
+    coils the solver would run on (`recon.coils.compression_plan`), plus the interpreter."""
+    ropt = options.recon
+    ncoil, points, necho, acq_matrix = _scan_dims(job.scan)
+    n = int(ropt.matrix or acq_matrix or 96)
+    shape = (n, n, n)
+    necho = 1 if ropt.echo is not None else necho
+    nv, _ = compression_plan(ncoil, ropt.coil_compress if not isinstance(ropt.coil_compress, int)
+                             else min(ropt.coil_compress, ncoil))
+    nsolve = nv or maps_rank(ncoil) or ncoil
+    plan = choose_plan(ropt.eps, shape, points, np.complex64)
+    pm = PlanMemory(points, 3, plan.grid_shape, plan.work_dtype.itemsize, plan.width)
+    psf = None
+    if ropt.method != "adjoint":
+        big = tuple(2 * s for s in shape)
+        pc = choose_plan(min(ropt.eps, 1e-4), big, points, np.complex64)
+        psf = PlanMemory(points, 3, pc.grid_shape, pc.work_dtype.itemsize, pc.width, stored_weights=False)
+    stages = recon_stage_bytes(shape, points, ncoil, ropt.method, pm, psf, ncoil_solved=nsolve,
+                               necho=necho)
+    return max(stages.values()) + 300 * 2**20
 
 
 def plan_workers(jobs: list[Job], options: RunOptions, workers: int | None, threads: int | None) -> tuple[int, int]:

@@ -16,12 +16,13 @@ import numpy as np
 from ..errors import InputError
 from ..nufft import Nufft
 from ..traj.dcf import normalise_dcf
+from .operators import adjoint_coils
 
 __all__ = ["adjoint_recon"]
 
 
 def adjoint_recon(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, shape: tuple[int, ...],
-                  eps: float = 1e-3, op: Nufft | None = None) -> np.ndarray:
+                  eps: float = 1e-3, op: Nufft | None = None, coil_batch: int = 1) -> np.ndarray:
     """Gridding reconstruction of every coil.
 
     kspace: complex (..., *coord.shape[:-1]), leading dims (coils, echoes) kept.
@@ -30,6 +31,10 @@ def adjoint_recon(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, shape:
     dcf:    float coord.shape[:-1], any scale (normalised here).
     shape:  image shape (x, y[, z]).
     Returns complex64 (..., *shape).
+
+    Coils (and echoes) go through the NUFFT `coil_batch` at a time (`operators.adjoint_coils`):
+    one oversampled grid and one weighted copy of one coil's samples at a time, whatever the
+    channel count.
     """
     npt = coord.ndim - 1
     if kspace.shape[kspace.ndim - npt:] != coord.shape[:-1]:
@@ -37,6 +42,8 @@ def adjoint_recon(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, shape:
                          f"{coord.shape[:-1]}")
     w = normalise_dcf(dcf, coord)
     if op is None:
-
         op = Nufft(coord, shape, eps=eps)
-    return op.adjoint((kspace * w).astype(np.complex64, copy=False))
+    y = np.asarray(kspace)
+    lead = y.shape[:y.ndim - npt]
+    flat = y.reshape((-1,) + tuple(coord.shape[:-1]))  # a view for contiguous k-space
+    return adjoint_coils(op, flat, w, coil_batch=coil_batch).reshape(lead + tuple(op.shape))

@@ -66,15 +66,27 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
     # noise and prewhitening (one matrix for all echoes), only from samples that hold noise
     est = coils.estimate_noise(ksp[0], coord, noise=noise)
     noise_sd = est.sd
+    mix = None  # whitening and compression as one coil-mixing matrix: one new copy of the data
     if est.psi is not None:
-        wmat, noise_sd = coils.whitening_matrix(est.psi)
-        ksp = np.stack([coils.prewhiten(k, wmat) for k in ksp])
+        mix, noise_sd = coils.whitening_matrix(est.psi)
     info["noise"] = est.sidecar()
-    if opts.coil_compress is not None:
-        if opts.coil_compress > ksp.shape[1]:
-            raise InputError(f"--coil-compress {opts.coil_compress} but the scan has {ksp.shape[1]} coils")
-        _, cmat = coils.coil_compress(ksp[0], ncoil=opts.coil_compress)
-        ksp = np.stack([coils.prewhiten(k, cmat) for k in ksp])
+    nv, cc_info = coils.compression_plan(int(ksp.shape[1]), opts.coil_compress)
+    if nv is not None:
+        flat = ksp[0].reshape(ksp.shape[1], -1)
+        cov = (flat @ flat.conj().T).astype(np.complex128)
+        if mix is not None:
+            cov = mix @ cov @ mix.conj().T
+        cmat, kept = coils.compression_matrix(cov, ncoil=nv)
+        cc_info["energy_kept"] = round(kept, 6)
+        mix = cmat if mix is None else cmat @ mix.astype(np.complex64)
+    if mix is not None:  # into one new array (no per-echo temporaries and stacked copy)
+        mixed = np.empty((ksp.shape[0], mix.shape[0]) + ksp.shape[2:], np.complex64)
+        m64 = np.asarray(mix, np.complex64)
+        for e in range(ksp.shape[0]):
+            np.matmul(m64, ksp[e].reshape(ksp.shape[1], -1).astype(np.complex64, copy=False),
+                      out=mixed[e].reshape(m64.shape[0], -1))
+        ksp = mixed
+    info["coil_compression"] = cc_info
     info["ncoil"] = int(ksp.shape[1])
 
     op = make_nufft(coord, shape, eps=eps)
@@ -100,17 +112,25 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
         combine = coil_combine or "sos"
         mp = None
         if combine == "sense":
-            mp = coils.estimate_maps(ksp[0], coord, dcf, shape, method=maps, eps=eps)
+            mp = coils.estimate_maps(ksp[0], coord, dcf, shape, method=maps, eps=eps,
+                                     rank=coils.maps_rank(int(ksp.shape[1])))
             info["maps"] = maps
         for k in ksp:
             imgs = adjoint_recon(k, coord, dcf, shape, op=op)
             images.append(np.abs(coils.combine(imgs, combine, maps=mp)) if imgs.shape[0] > 1 else np.abs(imgs[0]))
         info["coil_combine"] = combine if ksp.shape[1] > 1 else "magnitude"
     else:
-        mp = coils.estimate_maps(ksp[0], coord, dcf, shape, method=maps, eps=eps) if ksp.shape[1] > 1 else None
+        basis, mp = None, None
+        if ksp.shape[1] > 1:
+            rank = coils.maps_rank(int(ksp.shape[1]))
+            basis, mp = coils.estimate_map_factors(ksp[0], coord, dcf, shape, method=maps, eps=eps, rank=rank)
         info["maps"] = maps if mp is not None else "single coil"
+        if basis is not None:
+            info["maps_rank"] = {"rank": int(basis.shape[1]), "ncoil": int(basis.shape[0]),
+                                 "note": "maps in the span of the calibration images' leading singular vectors; "
+                                         "the SENSE problem over every channel runs exactly on that many virtual coils"}
         info["coil_combine"] = "sense"
-        problem = SenseProblem(op, coord, mp, dcf, decay=decay)
+        problem = SenseProblem(op, coord, mp, dcf, decay=decay, basis=basis)
         lam_rel, max_iter, tol = opts.lam_value, opts.iters_value, opts.tol
         sd_img = problem.image_noise_sd(noise_sd)
         info["image_noise_sd"] = sd_img

@@ -8,21 +8,20 @@ complex sample, as `sim.scan` adds it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import linalg, ndimage
+from scipy import linalg
 
 from ..errors import InputError
-from ..nufft import Nufft
+from .maps import calibration_images, espirit_maps, estimate_map_factors, estimate_maps, resample_maps, walsh_factors, walsh_maps
 
 log = logging.getLogger(__name__)
 
 __all__ = ["sum_of_squares", "noise_covariance", "noise_from_outer_kspace", "NoiseEstimate", "estimate_noise",
-           "whitening_matrix", "prewhiten",
-           "coil_compress", "calibration_images", "walsh_maps", "espirit_maps", "resample_maps",
-           "estimate_maps", "combine"]
+           "whitening_matrix", "prewhiten", "coil_compress", "compression_matrix", "compression_plan", "maps_rank",
+           "calibration_images", "walsh_maps", "walsh_factors",
+           "espirit_maps", "resample_maps", "estimate_map_factors", "estimate_maps", "combine"]
 
 
 def sum_of_squares(images: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -195,8 +194,17 @@ def coil_compress(kspace: np.ndarray, ncoil: int | None = None, energy: float | 
     x = np.asarray(kspace)
     nc = x.shape[0]
     flat = x.reshape(nc, -1)
-    cov = (flat @ flat.conj().T).astype(np.complex128)
-    ev, vec = np.linalg.eigh(cov)
+    mat, _ = compression_matrix((flat @ flat.conj().T).astype(np.complex128), ncoil, energy)
+    return prewhiten(x, mat), mat
+
+
+def compression_matrix(cov: np.ndarray, ncoil: int | None = None, energy: float | None = None
+                       ) -> tuple[np.ndarray, float]:
+    """The matrix (nv, ncoil) of `coil_compress` from the data's coil covariance (ncoil, ncoil)
+    (of whitened data: W C W^H for whitening W and raw covariance C), and the share of the
+    energy the nv virtual coils keep."""
+    nc = cov.shape[0]
+    ev, vec = np.linalg.eigh(np.asarray(cov, np.complex128))
     order = np.argsort(ev)[::-1]
     ev, vec = np.clip(ev[order].real, 0, None), vec[:, order]
     if ncoil is not None and energy is not None:
@@ -212,123 +220,48 @@ def coil_compress(kspace: np.ndarray, ncoil: int | None = None, energy: float | 
         nv = int(np.searchsorted(cum, energy - 1e-12) + 1)
     else:
         nv = nc
-    mat = vec[:, :nv].conj().T.astype(np.complex64)
-    log.info("coil compression: %d -> %d virtual coils (%.1f%% of the energy)", nc, nv, 100 * ev[:nv].sum() / ev.sum())
-    return prewhiten(x, mat), mat
+    kept = float(ev[:nv].sum() / max(ev.sum(), 1e-300))
+    log.info("coil compression: %d -> %d virtual coils (%.1f%% of the energy)", nc, nv, 100 * kept)
+    return vec[:, :nv].conj().T.astype(np.complex64), kept
 
 
-# ------------------------------------------------------------------------- sensitivity maps
-def calibration_images(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, ncal: int = 32,
-                       radius: float | None = None, eps: float = 1e-3) -> np.ndarray:
-    """Low-resolution coil images (ncoil, ncal, ncal, ncal) from the k-space centre.
+# Automatic coil compression: scans with more than COMPRESS_ABOVE channels go to AUTO_VIRTUAL
+# virtual coils (its NRMSE cost on the analytic phantom: tests/test_scale.py).
+COMPRESS_ABOVE = 12
+AUTO_VIRTUAL = 8
 
-    Samples with |k| < radius (cycles/FOV; default 0.4 ncal) are density-compensated (`dcf`, any
-    scale), tapered by a Hann window in |k| (no ringing into the maps), and gridded with an
-    adjoint NUFFT onto a ncal^3 matrix over the same FOV.
+
+MAPS_RANK = 8
+
+
+def maps_rank(ncoil: int) -> int | None:
+    """Rank of the Walsh maps of an `ncoil`-channel problem: MAPS_RANK above COMPRESS_ABOVE
+    channels (`maps.walsh_factors`), else None (every channel's own map)."""
+    return MAPS_RANK if ncoil > COMPRESS_ABOVE else None
+
+
+def compression_plan(ncoil: int, setting: str | int = "auto") -> tuple[int | None, dict]:
+    """Virtual coil count for a scan of `ncoil` channels under --coil-compress `setting` ('auto',
+    'none' or a count), or None to keep every channel, and the sidecar's record of which and why.
+
+    'auto' compresses above COMPRESS_ABOVE channels to AUTO_VIRTUAL: the iterative solvers' cost
+    is one pair of 2N-grid FFTs per coil and iteration, and a head array's 27-32 channels hold
+    few more independent sensitivity profiles than that at sodium resolution (Buehrer et al.
+    2007, MRM 57:1131; Huang et al. 2008, MRI 26:133).
     """
-    coord = np.asarray(coord, np.float32)
-    ndim = coord.shape[-1]
-    radius = 0.4 * ncal if radius is None else float(radius)
-    r = np.sqrt(np.sum(coord.astype(np.float64) ** 2, axis=-1))
-    sel = r < radius
-    if sel.sum() < 16:
-        raise InputError(f"only {int(sel.sum())} samples inside the calibration radius {radius:.1f} cycles/FOV")
-    w = np.asarray(dcf, np.float64)[sel] * 0.5 * (1 + np.cos(np.pi * r[sel] / radius))
-    w *= (4.0 / 3.0 * np.pi * radius**3 if ndim == 3 else np.pi * radius**2) / max(float(np.sum(np.asarray(dcf)[sel])), 1e-30)
-    op = Nufft(coord[sel], (ncal,) * ndim, eps=eps)
-    y = np.asarray(kspace)[:, sel] * w.astype(np.float32)
-    return op.adjoint(y.astype(np.complex64)) * np.float32(np.sqrt(float(ncal) ** ndim))
-
-
-def _phase_reference(maps: np.ndarray) -> np.ndarray:
-    """Remove the common phase: make the first (strongest virtual) coil's map real positive."""
-    ref = maps[0]
-    ph = np.where(np.abs(ref) > 0, np.conj(ref) / np.maximum(np.abs(ref), 1e-30), 1.0)
-    return maps * ph
-
-
-def walsh_maps(images: np.ndarray, window: int = 5) -> np.ndarray:
-    """Adaptive-combination sensitivity estimate (Walsh, Gmitro & Marcellin 2000, MRM 43:682).
-
-    images: (ncoil, *shape) complex coil images (low resolution is enough). For every voxel the
-    coil covariance R = sum over a window^ndim neighbourhood of c c^H is formed and its dominant
-    eigenvector taken as the relative sensitivity (unit l2 norm over coils, phase relative to
-    coil 0). Returns complex64 (ncoil, *shape).
-    """
-    x = np.asarray(images, np.complex64)
-    nc = x.shape[0]
-    shape = x.shape[1:]
-    r = np.empty(shape + (nc, nc), np.complex64)
-    for i in range(nc):
-        for j in range(i, nc):
-            p = x[i] * np.conj(x[j])
-            s = ndimage.uniform_filter(p.real, window, mode="nearest") + 1j * ndimage.uniform_filter(
-                p.imag, window, mode="nearest")
-            r[..., i, j] = s
-            r[..., j, i] = np.conj(s)
-    _, vec = np.linalg.eigh(r)
-    maps = np.moveaxis(vec[..., -1], -1, 0)
-    return _phase_reference(maps).astype(np.complex64)
-
-
-def espirit_maps(images: np.ndarray, calib_width: int | None = None, kernel_width: int = 5,
-                 thresh: float = 0.02, crop: float = 0.9, max_iter: int = 30) -> np.ndarray:
-    """ESPIRiT sensitivity maps (Uecker et al. 2014, MRM 71:990) from gridded calibration data.
-
-    images: (ncoil, *shape) low-resolution coil images (`calibration_images`); their FFT is the
-    Cartesian k-space that `sigpy.mri.app.EspiritCalib` expects. calib_width defaults to 3/4 of
-    the grid. Voxels whose eigenvalue is below `crop` are zero (outside the object).
-    Returns complex64 (ncoil, *shape), unit norm where not cropped, phase relative to coil 0.
-    """
-    import sigpy as sp
-    from sigpy.mri.app import EspiritCalib
-
-    x = np.asarray(images, np.complex64)
-    n = min(x.shape[1:])
-    cw = int(calib_width) if calib_width is not None else max(kernel_width + 2, (2 * n) // 3)
-    ksp = sp.fft(x, axes=tuple(range(1, x.ndim)))
-    maps = EspiritCalib(ksp, calib_width=cw, thresh=thresh, kernel_width=kernel_width, crop=crop,
-                        max_iter=max_iter, show_pbar=False).run()
-    return _phase_reference(np.asarray(maps)).astype(np.complex64)
-
-
-def resample_maps(maps: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Linear interpolation of maps (ncoil, *low) onto a finer matrix (same FOV, sigpy centring:
-    index n at (n - N//2) / N FOV), renormalised to unit norm over coils where nonzero."""
-    maps = np.asarray(maps)
-    low = maps.shape[1:]
-    shape = tuple(int(s) for s in shape)
-    if low == shape:
-        return maps.astype(np.complex64)
-    grids = [((np.arange(n) - n // 2) / n) * m + m // 2 for n, m in zip(shape, low)]
-    pts = np.meshgrid(*grids, indexing="ij")
-    out = np.empty((maps.shape[0],) + shape, np.complex64)
-    for c in range(maps.shape[0]):
-        re = ndimage.map_coordinates(maps[c].real, pts, order=1, mode="nearest")
-        im = ndimage.map_coordinates(maps[c].imag, pts, order=1, mode="nearest")
-        out[c] = re + 1j * im
-    norm = np.sqrt(np.sum(np.abs(out) ** 2, axis=0))
-    return np.where(norm > 1e-6, out / np.maximum(norm, 1e-6), 0).astype(np.complex64)
-
-
-def estimate_maps(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, shape: Sequence[int],
-                  method: str = "walsh", ncal: int = 32, eps: float = 1e-3) -> np.ndarray:
-    """Sensitivity maps (ncoil, *shape) complex64 from the k-space centre: 'walsh' or 'espirit'.
-
-    Calibration images on a ncal^3 grid (`calibration_images`), maps there, then linear
-    interpolation to `shape`.
-    """
-    ncal = int(min(ncal, min(shape)))
-    if method == "espirit":
-        ncal = min(ncal, 24)  # EspiritCalib's per-voxel power iterations: keep the grid small
-    cal = calibration_images(kspace, coord, dcf, ncal=ncal, eps=eps)
-    if method == "walsh":
-        maps = walsh_maps(cal)
-    elif method == "espirit":
-        maps = espirit_maps(cal)
-    else:
-        raise InputError(f"sensitivity method must be 'walsh' or 'espirit', got {method!r}")
-    return resample_maps(maps, shape)
+    if setting in (None, "none"):
+        return None, {"mode": "none", "ncoil": ncoil, "why": "--coil-compress none: every channel kept"}
+    if setting == "auto":
+        if ncoil > COMPRESS_ABOVE:
+            return AUTO_VIRTUAL, {"mode": "auto", "from": ncoil, "to": AUTO_VIRTUAL,
+                                  "why": f"{ncoil} channels > {COMPRESS_ABOVE}: SVD-compressed to {AUTO_VIRTUAL} "
+                                         "virtual coils (override with --coil-compress none|N)"}
+        return None, {"mode": "auto", "ncoil": ncoil,
+                      "why": f"{ncoil} channels <= {COMPRESS_ABOVE}: every channel kept"}
+    n = int(setting)
+    if n > ncoil:
+        raise InputError(f"--coil-compress {n} but the scan has {ncoil} coils")
+    return n, {"mode": "count", "from": ncoil, "to": n, "why": f"--coil-compress {n}"}
 
 
 # ------------------------------------------------------------------------------ combination

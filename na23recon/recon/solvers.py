@@ -31,7 +31,7 @@ import numpy as np
 import sigpy as sp
 
 from ..traj.dcf import normalise_dcf
-from .operators import SenseNormal
+from .operators import SenseNormal, adjoint_coils, normal_operator
 from .tv_kernels import fused_available, pdhg_tv_step3
 
 log = logging.getLogger(__name__)
@@ -98,22 +98,31 @@ class SenseProblem:
     """The SENSE least-squares problem for one trajectory; reuse it for every echo.
 
     Args:
-        op: NUFFT plan (`operators.make_nufft`) for coord (nreadout, nsample, ndim) in cycles/FOV.
-        coord: the plan's coordinates (for the DCF normalisation).
+        op: the transform (`operators.make_nufft`, or any object with `shape`, `coord_shape`,
+            `forward`/`adjoint` of a batch of coil images and `normal(x, weights)`) for coord
+            (nreadout, nsample, ndim) in cycles/FOV.
+        coord: the plan's coordinates (DCF normalisation and the Toeplitz kernel).
         maps: (ncoil, *shape) sensitivities (unit norm over coils inside the object), or None for a
-            single coil with unit sensitivity.
+            single coil with unit sensitivity. With `basis`: the virtual maps (nv, *shape).
         dcf: (nreadout, nsample) density compensation, any scale, or None for no weighting.
         decay: (nsample,) or (nreadout, nsample) per-sample signal factor d (`decay_weights`).
+        basis: (ncoil, nv) with orthonormal columns: the coils' maps are basis @ maps
+            (`maps.estimate_map_factors`). Then E x = basis (A S_v x) and ||W^1/2 (E x - y)||^2 =
+            ||W^1/2 (A S_v x - basis^H y)||^2 + a constant, so the problem over all ncoil channels
+            is solved exactly on nv virtual coils (the data are projected once, in `rhs`).
     """
 
     def __init__(self, op, coord: np.ndarray, maps: np.ndarray | None, dcf: np.ndarray | None,
-                 decay: np.ndarray | None = None) -> None:
+                 decay: np.ndarray | None = None, basis: np.ndarray | None = None) -> None:
         self.op = op
         shape = tuple(op.shape)
         self.shape = shape
         self.maps = np.ones((1,) + shape, np.complex64) if maps is None else np.asarray(maps, np.complex64)
         if self.maps.shape[1:] != shape:
             raise ValueError(f"maps have shape {self.maps.shape} but the image is {shape}")
+        self.basis = None if basis is None else np.asarray(basis, np.complex64)
+        if self.basis is not None and self.basis.shape[1] != self.maps.shape[0]:
+            raise ValueError(f"basis {self.basis.shape} does not fit {self.maps.shape[0]} virtual maps")
         cs = tuple(op.coord_shape)
         w = np.ones(cs, np.float32) if dcf is None else normalise_dcf(dcf, coord)
         d = np.ones(cs, np.float32) if decay is None else np.broadcast_to(np.asarray(decay, np.float32), cs)
@@ -121,22 +130,25 @@ class SenseProblem:
         self.wd = (w * d).astype(np.float32)      # applied to the data: E^H W y with E = D A S
         self.w_normal = (w * d * d).astype(np.float32)
         self.decay = None if decay is None else d
-        self.T = op.normal_linop(self.w_normal)  # A^H W A, Toeplitz
-        self.N = SenseNormal(self.maps, self.T)
+        self.normal = normal_operator(op, coord, self.w_normal)  # A^H W A on one image, Toeplitz
+        self.T = _OneImage(self.normal, shape)
+        self.N = SenseNormal(self.maps, self.normal)
         self._lipschitz = None
 
     @property
     def ncoil(self) -> int:
-        return self.maps.shape[0]
+        """Coils of the data (the physical channels when the maps come with a basis)."""
+        return self.maps.shape[0] if self.basis is None else self.basis.shape[0]
 
     def rhs(self, y: np.ndarray) -> np.ndarray:
-        """b = E^H W y for k-space y (ncoil, *coord_shape): complex64 (*shape)."""
+        """b = E^H W y for k-space y (ncoil, *coord_shape): complex64 (*shape), coil by coil."""
         y = np.asarray(y)
         if y.shape != (self.ncoil,) + tuple(self.op.coord_shape):
             raise ValueError(f"k-space has shape {y.shape} but the problem expects "
                              f"{(self.ncoil,) + tuple(self.op.coord_shape)}")
-        img = self.op.adjoint((y * self.wd).astype(np.complex64))
-        return np.sum(np.conj(self.maps) * img, axis=0).astype(np.complex64)
+        if self.basis is not None:
+            y = np.tensordot(self.basis.conj().T, y.astype(np.complex64, copy=False), axes=(1, 0))
+        return adjoint_coils(self.op, y, self.wd, self.maps)
 
     def data_energy(self, y: np.ndarray) -> float:
         """1/2 y^H W y (the objective at x = 0)."""
@@ -174,6 +186,20 @@ class SenseProblem:
             self._lipschitz = 1.1 * lam * smax
             log.info("Lipschitz estimate of E^H W E: %.3g", self._lipschitz)
         return self._lipschitz
+
+
+class _OneImage(sp.linop.Linop):
+    """A callable x (*shape) -> (*shape) as a sigpy Linop (self-adjoint: A^H W A)."""
+
+    def __init__(self, fn, shape) -> None:
+        self.fn = fn
+        super().__init__(tuple(shape), tuple(shape))
+
+    def _apply(self, input: np.ndarray) -> np.ndarray:
+        return self.fn(np.asarray(input, np.complex64))
+
+    def _adjoint_linop(self) -> sp.linop.Linop:
+        return self
 
 
 # ------------------------------------------------------------------------------------ CG
