@@ -305,7 +305,7 @@ class QuantOptions(_Options):
     intercept: str = opt("fit", "calibration line through the vials", kind="str", choices=INTERCEPTS)
     reciprocity: bool = opt(True, "use the B1 map as receive sensitivity (reciprocity) too", kind="bool")
     noise_sd: float | None = opt(None, "image noise SD", kind="float", default_text="from the background")
-    vial_threshold: float | None = opt(None, "least smoothed peak of a detected vial (corrected units)",
+    vial_threshold: float | None = opt(None, "least filtered peak of a detected vial (image units)",
                                        kind="float", default_text="6 background SDs")
 
     def __post_init__(self) -> None:

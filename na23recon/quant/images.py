@@ -72,7 +72,8 @@ def quantify(image: Image, vials: list[Vial], options: QuantOptions | None = Non
     return quantify_arrays(img.array, vials, flip, tr, te, vial_mask=maps.get("vial_mask"), b1=maps.get("b1"),
                            receive=maps.get("receive"), reciprocity=opts.reciprocity, tissue=opts.tissue,
                            labels=maps.get("labels"), label_tissue=opts.label_tissue, noise_sd=opts.noise_sd,
-                           intercept=opts.intercept, config=relaxation, vial_threshold=opts.vial_threshold)
+                           intercept=opts.intercept, config=relaxation, vial_threshold=opts.vial_threshold,
+                           voxel_mm=img.voxel_mm)
 
 
 def b1_map(image_a: Image, image_2a: Image, options: B1Options | None = None) -> Image:

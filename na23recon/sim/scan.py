@@ -324,7 +324,10 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
     b1map = b1(r) if b1 is not None else np.ones(shape)
     save_nifti(paths["b1"], b1map.astype(np.float32), affine, {
         **side, "unit": "relative flip scale (1.0 = nominal)", "b1_model": b1.describe() if b1 else None})
-    vials = [{"label": c.label, "concentration_mM": c.conc_mM, "medium": c.medium}
+    # the vials' size as a vials file lists it: diameter of the cross-section, length along its axis
+    vials = [{"label": c.label, "concentration_mM": c.conc_mM, "medium": c.medium, "shape": c.shape,
+              "diameter_mm": round(2.0 * float(np.sqrt(c.semi_axes_mm[0] * c.semi_axes_mm[1])), 3),
+              "length_mm": round(2.0 * float(c.semi_axes_mm[2]), 3)}
              for c in ph.compartments if c.medium is not None]
     write_text_atomic(paths["vials"], json.dumps({"vials": vials}, indent=2) + "\n")
     write_text_atomic(paths["phantom"], json.dumps({
