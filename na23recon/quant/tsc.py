@@ -206,11 +206,11 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
         vmask = det.mask
         info["vials_detected"] = True
         info["vial_detection"] = det.as_dict()
-        for why in det.missing.values():
-            log.warning("%s: calibrating without it", why)
         if len(vials) - len(det.missing) < 2:
             raise InputError(f"automatic detection found {len(vials) - len(det.missing)} of {len(vials)} vials, "
                              f"calibration needs 2: {'; '.join(det.missing.values())}; give --vial-mask")
+        for why in det.missing.values():
+            log.warning("%s: calibrating without it", why)
         info["vials_missing"] = sorted(det.missing)
         vials = [v for v in vials if v.label not in det.missing]
     else:
