@@ -256,8 +256,9 @@ def detect_vials(image: np.ndarray, vials: Sequence, expected: Mapping[int, floa
         blobs = blobs[:len(vials)]
         det.warnings.append(f"{len(extra)} vial-like blob(s) beyond the {len(vials)} listed ignored (the least "
                             f"isolated): at {', '.join(str(list(b.peak)) for b in extra)}")
-    # heights over the background in corrected units, and the noise of each (filtered background SD)
-    h = {b.peak: (b.height - bg) * float(scale[b.peak]) for b in blobs}
+    # heights in corrected units, the magnitude noise floor removed in power (M^2 = A^2 + floor^2 for
+    # A >> sigma; Gudbjartsson & Patz, Magn Reson Med 1995), and the noise of each (background SD)
+    h = {b.peak: float(np.sqrt(max(b.height ** 2 - bg ** 2, 0.0))) * float(scale[b.peak]) for b in blobs}
     u = {b.peak: sd * abs(float(scale[b.peak])) for b in blobs}
     blobs = sorted(blobs, key=lambda b: h[b.peak])
     e_all = np.array([expected[v.label] for v in exp_sorted], dtype=np.float64)
