@@ -74,14 +74,16 @@ def test_detected_vials_sit_on_the_phantom_vials(sim):
 
 def test_missing_or_ambiguous_vials_are_refused(sim):
     img, b1, lab = sim
-    with pytest.raises(InputError, match="found 4 bright component.* lists 5 vials"):
-        quantify(img, VIALS + [Vial(15, 75.0, "agar2")], b1=b1, **ACQ)
+    # a fifth vial listed that the image lacks: named and left out, the four others calibrate
+    res = quantify(img, VIALS + [Vial(15, 75.0, "agar2")], b1=b1, **ACQ)
+    assert res.info["vials_missing"] == [15] and "vial 15 (75 mM) not found" in res.info["vial_detection"]["missing"]["15"]
+    assert [p["label"] for p in res.calibration.points] == [v.label for v in VIALS]
     # vials gone: everything beyond the head (|x| > 84 mm; CSF ends at 78 mm) replaced by background
     x = (np.arange(N) - N // 2) * qs.FOV_MM / N
     beyond = np.broadcast_to(np.abs(x)[:, None, None] > 84, img.shape)
     no_vials = img.copy()
     no_vials[beyond] = np.random.default_rng(5).choice(img[:, :, :4].ravel(), beyond.sum())
-    with pytest.raises(InputError, match="found 0 bright"):
+    with pytest.raises(InputError, match="found 0 of 4 vials, calibration needs 2: vial 11 .25 mM. not found"):
         quantify(no_vials, VIALS, b1=b1, noise_sd=1.1, **ACQ)
     same = [Vial(11, 50.0, "agar2"), Vial(12, 52.0, "agar2"), Vial(13, 100.0, "agar2"), Vial(14, 150.0, "agar2")]
     with pytest.raises(InputError, match="within 10%"):
@@ -193,3 +195,24 @@ def test_wrong_tissue_preset_moves_tsc_by_the_signal_equation(sim):
     m_wrong = cal.a * wrong.tsc[g].astype(np.float64) + cal.b
     np.testing.assert_allclose(m_wrong, m_right * ratio, rtol=1e-5)
     np.testing.assert_array_equal(wrong.tsc[~g], right.tsc[~g])
+
+
+def test_vial_sizes_in_the_vials_file():
+    d = {"vials": [{"label": 1, "concentration_mM": 50, "diameter_mm": 20, "length_mm": 28},
+                   {"label": 2, "concentration_mM": 100, "diameter_mm": 20, "shape": "sphere"}]}
+    v = parse_vials(d)
+    assert (v[0].shape, v[0].diameter_mm, v[0].length_mm) == ("cylinder", 20.0, 28.0)
+    assert v[0].volume_mm3() == pytest.approx(np.pi * 10**2 * 28)
+    assert v[1].volume_mm3() == pytest.approx(4 / 3 * np.pi * 10**3)
+    assert parse_vials({"vials": [{"label": 1, "concentration_mM": 5}, {"label": 2, "concentration_mM": 9}]})[0] \
+        .volume_mm3() is None
+    for bad, msg in ((dict(diameter_mm=20), "needs length_mm"), (dict(diameter_mm=-1, length_mm=5), "diameter_mm must"),
+                     (dict(diameter_mm=20, length_mm=5, shape="cube"), "shape must"),
+                     (dict(diameter_mm=20, length_mm=5, shape="sphere"), "a sphere has"),
+                     (dict(length_mm=5), "length_mm without")):
+        with pytest.raises(InputError, match=msg):
+            parse_vials({"vials": [dict({"label": 1, "concentration_mM": 5}, **bad),
+                                   {"label": 2, "concentration_mM": 9, "diameter_mm": 20, "length_mm": 5}]})
+    with pytest.raises(InputError, match="give every vial's size or none"):
+        parse_vials({"vials": [{"label": 1, "concentration_mM": 5},
+                               {"label": 2, "concentration_mM": 9, "diameter_mm": 20, "length_mm": 5}]})

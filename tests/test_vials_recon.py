@@ -1,10 +1,11 @@
 """Automatic vial detection on the simulator's reconstructions (adjoint recon: ringing, partial
-volume, noise), not on idealised image-domain images.
+volume, noise; single coil and the helmet-loop array), not on idealised image-domain images,
+through `quant.images.quantify` with default options as a new user runs it.
 
-Measured (seeds 0-2; Dice of the detected vial against truth_labels; all labels right):
-matrix 48 SNR 30: Dice 0.87-1.00; 48/15: 0.79-1.00; 40/30: 0.73-0.91; 40/15: 0.61-0.89;
-32/30: 0.65-0.88. Limit: at matrix 32 SNR 15 the 25 mM vial's smoothed peak is ~5 background SDs
-above the background, no higher than noise peaks (detection asks 6): refused, as it should be.
+Measured (seed 0; Dice of the detected vial against truth_labels, vials 11-14; all labels right):
+matrix 48 SNR 30: 0.96-0.99; 48/15: 0.90-1.00; 40/30: 0.78-0.85. Limit: at matrix 32 SNR 15 the
+25 mM vial is too dim for the noise: it is named missing and the calibration uses the other three.
+Array scans: see test_array_scans_default_options and scripts/validate_vials.py.
 """
 
 import csv
@@ -15,10 +16,10 @@ import pytest
 from scipy import ndimage
 
 from na23recon.cli import main
+from na23recon.core import Image
 from na23recon.core.nifti import load_nifti, save_nifti
-from na23recon.errors import InputError
 from na23recon.pipeline.recon_step import recon_file
-from na23recon.quant.tsc import quantify
+from na23recon.quant.images import quantify
 from na23recon.quant.vials import load_vials
 from na23recon.sim.scan import simulate_to_folder
 
@@ -38,33 +39,40 @@ def scans(tmp_path_factory):
     return out
 
 
-def _acquisition(side):
-    """(flip_deg, tr_ms, te_ms) from a sidecar, read here, not through the code under test."""
-    acq = side["acquisition"]
-    return acq["flip_deg"], acq["tr_ms"], acq["te_ms"][0]
-
-
 def _detect(d):
-    img, _, side = load_nifti(d / "recon.nii.gz")
-    return quantify(img, load_vials(d / "vials.json"), *_acquisition(side)).vial_mask
+    return quantify(Image.load(d / "recon.nii.gz"), load_vials(d / "vials.json"))
+
+
+def _dice(a, b):
+    return 2 * np.sum(a & b) / (a.sum() + b.sum())
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"m{c[0]}-snr{c[1]}")
 def test_detected_vials_overlap_the_truth(scans, case):
     d = scans[case]
     truth = np.round(load_nifti(d / "truth_labels.nii.gz")[0]).astype(int)
-    mask = _detect(d)
+    mask = _detect(d).vial_mask
     assert sorted(int(x) for x in np.unique(mask) if x) == list(VIAL_LABELS)
     for lab in VIAL_LABELS:
         got, t = mask == lab, truth == lab
-        dice = 2 * np.sum(got & t) / (got.sum() + t.sum())
+        dice = _dice(got, t)
         shift = np.linalg.norm(np.mean(np.argwhere(got), 0) - np.mean(np.argwhere(t), 0))
-        assert dice > 0.5 and shift < 1.0, (lab, dice, shift)  # measured: Dice >= 0.73, shift <= 0.4 voxel
+        assert dice > 0.7 and shift < 1.0, (lab, dice, shift)  # measured: Dice >= 0.78
 
 
-def test_too_dim_vial_is_refused_not_guessed(scans):
-    with pytest.raises(InputError, match="found 3 bright component.* lists 4 vials"):
-        _detect(scans[(32, 15)])
+def test_too_dim_vial_is_named_and_left_out(scans, caplog):
+    """Matrix 32, SNR 15: the 25 mM vial is too dim to tell from noise peaks; it is named, with the
+    reason, and the other three calibrate (labels right, Dice measured 0.64-0.75)."""
+    d = scans[(32, 15)]
+    res = _detect(d)
+    assert res.info["vials_missing"] == [11]
+    assert "vial 11 (25 mM) not found" in res.info["vial_detection"]["missing"]["11"]
+    assert any("vial 11 (25 mM) not found" in r.getMessage() for r in caplog.records)
+    truth = np.round(load_nifti(d / "truth_labels.nii.gz")[0]).astype(int)
+    assert sorted(int(x) for x in np.unique(res.vial_mask) if x) == [12, 13, 14]
+    for lab in (12, 13, 14):
+        assert _dice(res.vial_mask == lab, truth == lab) > 0.6
+    assert [p["label"] for p in res.calibration.points] == [12, 13, 14]
 
 
 def _quantify(capsys, img, vials, out, *extra):
@@ -85,14 +93,19 @@ def test_quantify_cli_on_a_reconstruction(scans, tmp_path, capsys):
     assert (tmp_path / "tsc_vials.nii.gz").exists()
 
 
-def test_refusals_on_a_reconstruction(scans, tmp_path, capsys):
+def test_missing_vials_on_a_reconstruction(scans, tmp_path, capsys, caplog):
+    """A fifth vial listed but not in the image: named, and the other four calibrate (exit 0). All
+    vials blanked out: nothing to calibrate on, exit 2 with one line naming them, no output."""
     d = scans[(48, 30)]
     vials = json.loads((d / "vials.json").read_text())
-    vials["vials"].append({"label": 15, "concentration_mM": 75.0, "medium": "agar2"})
+    vials["vials"].append(dict(vials["vials"][0], label=15, concentration_mM=75.0))
     (tmp_path / "five.json").write_text(json.dumps(vials))
     rc, err = _quantify(capsys, d / "recon.nii.gz", tmp_path / "five.json", tmp_path / "a.nii.gz")
-    assert rc == 2 and len(err.strip().splitlines()) == 1 and "found 4 bright" in err and "lists 5" in err
-    assert not (tmp_path / "a.nii.gz").exists()
+    assert rc == 0, err
+    assert any("vial 15 (75 mM) not found" in r.getMessage() for r in caplog.records)
+    side = json.loads((tmp_path / "a.json").read_text())
+    assert side["quant"]["vials_missing"] == [15]
+    assert sorted(int(x) for x in np.unique(load_nifti(tmp_path / "a_vials.nii.gz")[0]) if x) == list(VIAL_LABELS)
     # vials blanked out: their voxels and blurred surroundings replaced by background from a corner
     img, aff, side = load_nifti(d / "recon.nii.gz")
     truth = np.round(load_nifti(d / "truth_labels.nii.gz")[0]).astype(int)
@@ -101,5 +114,47 @@ def test_refusals_on_a_reconstruction(scans, tmp_path, capsys):
     img[near] = np.random.default_rng(0).choice(img[:8, :8, :8].ravel(), int(near.sum()))
     save_nifti(tmp_path / "blank.nii.gz", img, aff, side)
     rc, err = _quantify(capsys, tmp_path / "blank.nii.gz", d / "vials.json", tmp_path / "b.nii.gz")
-    assert rc == 2 and len(err.strip().splitlines()) == 1 and "found 0 bright" in err and "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if "error" in ln.lower()]
+    assert rc == 2 and "Traceback" not in err
+    assert len(lines) == 1 and "found 0 of 4 vials" in lines[0] and "vial 11 (25 mM) not found" in lines[0]
     assert not (tmp_path / "b.nii.gz").exists()
+
+
+ARRAY_CASES = [(1, 0), (1, 1), (8, 0), (8, 1)]
+
+
+@pytest.fixture(scope="module")
+def array_scans(tmp_path_factory):
+    """{(ncoil, seed): folder}, matrix 48, SNR 15, and {ncoil: noiseless reconstruction}."""
+    out, clean = {}, {}
+    for ncoil in (1, 8):
+        cache: dict = {}
+        for seed in (None, 0, 1):
+            d = tmp_path_factory.mktemp(f"c{ncoil}s{seed}")
+            p = simulate_to_folder(d, matrix=48, snr=None if seed is None else 15.0, seed=seed or 0, ncoil=ncoil,
+                                   cache=cache)
+            recon_file(p["scan"], p["traj"], d / "recon.nii.gz", png=False)
+            if seed is None:
+                clean[ncoil] = load_nifti(d / "recon.nii.gz")[0].astype(np.float64)
+            else:
+                out[(ncoil, seed)] = d
+    return out, clean
+
+
+@pytest.mark.parametrize("case", ARRAY_CASES, ids=lambda c: f"coils{c[0]}-seed{c[1]}")
+def test_array_scans_default_options(array_scans, case):
+    """Single coil and 8 helmet loops (sum of squares, receive profile left in), SNR 15, default
+    recon and quantify: every vial whose SNR (noiseless mean over the noise SD, both from the
+    reconstructions) exceeds 5 is found, with the right label and Dice >= 0.7 against the true
+    vial (the CI subset of scripts/validate_vials.py). Before this detection, these scans were refused
+    ("found 7 bright components") with 8 coils."""
+    scans, clean = array_scans
+    d = scans[case]
+    truth = np.round(load_nifti(d / "truth_labels.nii.gz")[0]).astype(int)
+    noisy = load_nifti(d / "recon.nii.gz")[0].astype(np.float64)
+    mask = _detect(d).vial_mask
+    for lab in VIAL_LABELS:
+        t = truth == lab
+        snr = np.mean(clean[case[0]][t]) / np.std(noisy[t] - clean[case[0]][t], ddof=1)
+        if snr > 5:
+            assert _dice(mask == lab, t) >= 0.7, (lab, snr)

@@ -361,7 +361,7 @@ class QuantOptions(_Options):
     # 0.4% at matrix 48 for 2 mm, 1.5% for 4 mm, 2.7% for 5 mm (the ratio blurs across the vials' gap).
     receive_smooth_mm: float = opt(3.0, "Gaussian SD (mm) smoothing the array / volume-coil ratio", kind="float")
     noise_sd: float | None = opt(None, "image noise SD", kind="float", default_text="from the background")
-    vial_threshold: float | None = opt(None, "least smoothed peak of a detected vial (corrected units)",
+    vial_threshold: float | None = opt(None, "least filtered peak of a detected vial (image units)",
                                        kind="float", default_text="6 background SDs")
     register: bool = opt(False, "rigidly register the 1H anatomy (tissue maps, atlas, --anat) to the sodium image "
                          "(SimpleITK, mutual information) instead of trusting the affines alone", kind="bool")

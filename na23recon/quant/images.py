@@ -79,7 +79,7 @@ def quantify(image: Image, vials: list[Vial], options: QuantOptions | None = Non
                           receive=maps.get("receive", r_field), reciprocity=reciprocity, tissue=opts.tissue,
                           labels=maps.get("labels"), label_tissue=opts.label_tissue, noise_sd=opts.noise_sd,
                           intercept=opts.intercept, config=relaxation, vial_threshold=opts.vial_threshold,
-                          tissue_fractions=tissue_fractions)
+                          tissue_fractions=tissue_fractions, voxel_mm=img.voxel_mm)
     res.info["receive_correction"] = r_info
     return res
 

@@ -25,7 +25,8 @@ from ..core.options import INTERCEPTS
 from ..errors import InputError
 from .b1 import estimate_noise_sd, receive_sensitivity
 from .relax import check_acquisition, get_preset, spgr_weight
-from .vials import Vial, detect_vials, vial_core
+from .vial_detect import detect_vials
+from .vials import Vial, vial_core
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +142,13 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
              labels: np.ndarray | None = None, label_tissue: Mapping[int, str] | None = None,
              noise_sd: float | None = None, intercept: str = "fit", config: Mapping | None = None,
              vial_threshold: float | None = None, core_depth_vox: float = 1.0,
-             tissue_fractions: Mapping[str, np.ndarray] | None = None) -> TSCResult:
+             tissue_fractions: Mapping[str, np.ndarray] | None = None,
+             voxel_mm: tuple[float, float, float] | None = None) -> TSCResult:
     """TSC map (mM) and its SD from a magnitude sodium image and reference vials.
 
     image: (x, y, z) magnitude; vials: from the vials file; flip_deg / tr_ms / te_ms: the nominal
     acquisition. vial_mask: int (x, y, z) holding the vials' labels, or None to detect them
-    (quant/vials.py). b1: relative flip scale (x, y, z), 1.0 nominal (None: uniform). receive:
+    (quant/vial_detect.py). b1: relative flip scale (x, y, z), 1.0 nominal (None: uniform). receive:
     relative receive map; default with `reciprocity` is R = b1 (transmit-receive coil).
     tissue: relaxation preset of voxels without another (below); tissue_fractions {preset:
     fraction (x, y, z)} (GM, WM, CSF maps from the 1H scan): each voxel's weight is the
@@ -156,7 +158,9 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
     the image (default: estimated from the background). intercept: 'fit' | 'zero' | 'noise-floor'.
     config: relaxation preset overrides (quant/relax.py). core_depth_vox: each vial is averaged over its
     central voxels, those within this depth of its deepest point (quant/vials.py `vial_core`:
-    small vials are mostly partial volume).
+    small vials are mostly partial volume). voxel_mm: the voxel size, which lets detection use the
+    vials' listed sizes. Detected vials that are not found are left out of the calibration with
+    a warning naming them (info 'vials_missing'); fewer than 2 found is an InputError.
     """
     img = np.asarray(image, dtype=np.float64)
     if img.ndim != 3:
@@ -210,10 +214,20 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
         w0 = spgr_weight(get_preset(common, config), flip_deg, tr_ms, te_ms, 1.0)
         expected = {v.label: v.concentration_mM * float(spgr_weight(get_preset(v.medium, config), flip_deg, tr_ms,
                                                                      te_ms, 1.0)) / float(w0) for v in vials}
-        corrected = img / (R * w_media[common])
-        # vial_threshold (None: automatic) is the least smoothed peak of a vial, in corrected units.
-        vmask = detect_vials(corrected, vials, expected, vial_threshold, noise_sd / float(w0))
+        # found in the image as reconstructed (uniform noise), matched after the receive/B1/relaxation
+        # correction; vial_threshold (None: automatic) is the least filtered peak of a vial, image units.
+        corrected_scale = 1.0 / (R * w_media[common])
+        det = detect_vials(img, vials, expected, vial_threshold, scale=corrected_scale, voxel_mm=voxel_mm)
+        vmask = det.mask
         info["vials_detected"] = True
+        info["vial_detection"] = det.as_dict()
+        if len(vials) - len(det.missing) < 2:
+            raise InputError(f"automatic detection found {len(vials) - len(det.missing)} of {len(vials)} vials, "
+                             f"calibration needs 2: {'; '.join(det.missing.values())}; give --vial-mask")
+        for why in det.missing.values():
+            log.warning("%s: calibrating without it", why)
+        info["vials_missing"] = sorted(det.missing)
+        vials = [v for v in vials if v.label not in det.missing]
     else:
         vmask = vial_mask
         missing = [v.label for v in vials if not np.any(vmask == v.label)]

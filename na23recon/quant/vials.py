@@ -1,11 +1,9 @@
 """Reference vials: the vials file, automatic detection in the image, matching to concentrations.
 
-Vials file (docs/design.md): {"vials": [{"label": 1, "concentration_mM": 50.0, "medium": "agar2"}, ...]}.
-With a vial mask each `label` is a value in the mask. Without one, the vials are found as compact
-bright blobs (local maxima of a smoothed image, well above the background noise) beyond the
-head's ringing, and matched to the listed concentrations by rank of their expected signal; a
-match that is not unambiguous (wrong count, equal expected signals, overlapping intensities) is
-refused with an InputError that says why.
+Vials file (docs/design.md): {"vials": [{"label": 1, "concentration_mM": 50.0, "medium": "agar2",
+"diameter_mm": 20, "length_mm": 28, "shape": "cylinder"}, ...]}; the size is optional (all vials
+or none) and helps automatic detection (quant/vial_detect.py). With a vial mask each `label` is a
+value in the mask.
 """
 
 from __future__ import annotations
@@ -29,17 +27,32 @@ log = logging.getLogger(__name__)
 MAX_LABEL = 2 ** 24
 
 
+#: vial shapes: a cylinder (diameter x length), an ellipsoid of revolution or a sphere (diameter)
+SHAPES = ("cylinder", "ellipsoid", "sphere")
+
 #: saturated NaCl at room temperature is about 6.1 M: no vial holds more sodium
 MAX_VIAL_MM = 6200.0
 
 
 @dataclass(frozen=True)
 class Vial:
-    """One reference vial: its label (value in a vial mask), concentration (mM) and medium preset."""
+    """One reference vial: its label (value in a vial mask), concentration (mM), medium preset and,
+    optionally, its size (mm; length None for a sphere)."""
 
     label: int
     concentration_mM: float
     medium: str
+    diameter_mm: float | None = None
+    length_mm: float | None = None
+    shape: str = "cylinder"
+
+    def volume_mm3(self) -> float | None:
+        """The vial's inner volume (mm^3) from its size, None when it is not listed."""
+        if self.diameter_mm is None:
+            return None
+        d = self.diameter_mm
+        length = self.length_mm if self.length_mm is not None else d
+        return float(np.pi / 4 * d * d * length if self.shape == "cylinder" else np.pi / 6 * d * d * length)
 
 
 def parse_vials(d: Mapping, config: Mapping | None = None) -> list[Vial]:
@@ -67,18 +80,46 @@ def parse_vials(d: Mapping, config: Mapping | None = None) -> list[Vial]:
             raise InputError(f"vial {label}: concentration_mM must be a number, got {conc!r}")
         if not isinstance(medium, str):
             raise InputError(f"vial {label}: medium must be a preset name, got {medium!r}")
-        vial = Vial(label=label, concentration_mM=float(conc), medium=medium)
+        vial = Vial(label=label, concentration_mM=float(conc), medium=medium, **_vial_size(v, label))
         if not np.isfinite(vial.concentration_mM) or not 0 <= vial.concentration_mM <= MAX_VIAL_MM:
             raise InputError(f"vial {vial.label}: concentration must be a finite number in [0, {MAX_VIAL_MM:g}] mM "
                              f"(saturated NaCl), got {vial.concentration_mM}")
         if vial.medium not in known:
             raise InputError(f"vial {vial.label}: unknown medium {vial.medium!r}; known: {', '.join(sorted(known))}")
         out.append(vial)
+    sized = [v.label for v in out if v.diameter_mm is not None]
+    if sized and len(sized) != len(out):
+        raise InputError(f"vial(s) {sized} list a size (diameter_mm) but the others do not: give every vial's "
+                         "size or none")
     labels = [v.label for v in out]
     if len(set(labels)) != len(labels):
         raise InputError(f"vial labels must be distinct, got {labels}")
     if len(out) < 2:
         raise InputError(f"calibration needs at least 2 vials, the vials file lists {len(out)}")
+    return out
+
+
+def _vial_size(v: Mapping, label: int) -> dict:
+    """diameter_mm, length_mm and shape of vial entry `v` (checked), {} when it lists no size."""
+    if "diameter_mm" not in v:
+        if "length_mm" in v:
+            raise InputError(f"vial {label}: length_mm without diameter_mm")
+        return {}
+    shape = v.get("shape", "cylinder")
+    if shape not in SHAPES:
+        raise InputError(f"vial {label}: shape must be one of {', '.join(SHAPES)}, got {shape!r}")
+    out: dict = {"shape": shape}
+    for key in ("diameter_mm", "length_mm"):
+        x = v.get(key)
+        if key == "length_mm" and (x is None or shape == "sphere"):
+            if x is not None:
+                raise InputError(f"vial {label}: a sphere has a diameter_mm only, not a length_mm")
+            if shape != "sphere":
+                raise InputError(f"vial {label}: a {shape} needs length_mm besides diameter_mm")
+            continue
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not (np.isfinite(x) and 0 < x <= 1000):
+            raise InputError(f"vial {label}: {key} must be a number in (0, 1000] mm, got {x!r}")
+        out[key] = float(x)
     return out
 
 
@@ -120,183 +161,3 @@ def vial_core(mask: np.ndarray, depth_vox: float = 1.0, min_voxels: int = 5) -> 
             return core
         d += 0.5
     return m
-
-
-def find_components(image: np.ndarray, threshold: float, min_voxels: int = 5) -> tuple[np.ndarray, list[int]]:
-    """Connected components (6-connectivity) of image > threshold, largest first, tiny ones dropped.
-
-    Returns (component label image int32 (x, y, z), list of component ids by decreasing size).
-    """
-    lab, n = ndimage.label(np.asarray(image) > threshold)
-    if n == 0:
-        return lab, []
-    sizes = np.bincount(lab.ravel())[1:]
-    order = [int(i) + 1 for i in np.argsort(-sizes, kind="stable") if sizes[i] >= min_voxels]
-    return lab, order
-
-
-# Detection scale and limits (voxels / SDs); measured on adjoint reconstructions of the brain
-# phantom (matrix 32-64, SNR 15-30), where vials are 3-6 voxels across and 4-6 voxels from the head.
-SMOOTH_VOX = 1.0        # Gaussian SD of the detection image: about a vial's radius, a matched filter
-HEAD_OPEN_VOX = 2       # opening of the head mask: cuts vials that blur into the head at low matrix
-HEAD_MARGIN_VOX = 1.5   # a vial's peak lies beyond this distance from the head mask (ringing is nearer)
-MIN_PEAK_Z = 6.0        # a vial's smoothed peak is this many background SDs above the background
-HALF = 0.5              # a blob's extent: above half its smoothed peak height over the background
-MASK_SMOOTH_VOX = 0.75  # a vial's voxels: above that half height in a less smoothed image (sharper edges)
-# 3D Gaussian kernel's noise gain sqrt(sum k^2) = (2 sqrt(pi) sigma)^(-3/2): noise SD of the smoothed image
-_NOISE_GAIN = (2.0 * np.sqrt(np.pi) * SMOOTH_VOX) ** -1.5
-
-
-@dataclass(frozen=True)
-class _Blob:
-    peak: tuple[int, int, int]
-    height: float        # smoothed image at the peak (units of `corrected`)
-    z: float             # (height - background) / background SD of the smoothed image
-    region: np.ndarray   # bool (x, y, z)
-
-
-def head_mask(smooth: np.ndarray, background: float, bg_sd: float) -> tuple[np.ndarray, float]:
-    """The head (the largest object, holes filled) in a smoothed image, and its typical level.
-
-    smooth: (x, y, z) image smoothed at about a voxel; background, bg_sd: its background level and
-    SD. The object level is the median over the largest component above background + 10 SD; the
-    head is the largest component above half-way between background and that level (above the
-    ringing beside it and above the dimmest vials' blur), holes filled, then opened by
-    HEAD_OPEN_VOX voxels so that a bright vial joined to it by blur is cut off.
-    Returns (bool (x, y, z), level).
-    """
-    lab, order = find_components(smooth, background + 10.0 * bg_sd, 1)
-    if not order:
-        raise InputError("no object above the background noise: cannot find the head or vials")
-    level = float(np.median(smooth[lab == order[0]]))
-    lab, order = find_components(smooth, background + 0.5 * (level - background), 1)
-    head = ndimage.binary_fill_holes(lab == order[0])
-    opened = ndimage.binary_opening(head, iterations=HEAD_OPEN_VOX)
-    lab, order = find_components(opened, 0.5, 1)
-    return (lab == order[0]) if order else head, level
-
-
-def _blob_region(s: np.ndarray, peak: tuple[int, int, int], level: float, exclude: np.ndarray) -> np.ndarray:
-    """Voxels of the blob at `peak`: connected to it above `level`, outside `exclude`, and inside
-    the ellipsoid whose semi-axes are the blob's shorter half-width along each image axis plus a
-    voxel. The ellipsoid keeps a dim blob's region from running along noise or ringing that
-    touches it. Returns bool (x, y, z)."""
-    p = np.asarray(peak)
-    semi = []
-    for ax in range(3):
-        widths = []
-        for step in (-1, 1):
-            q, r = p.copy(), 0
-            while True:
-                q[ax] += step
-                if not 0 <= q[ax] < s.shape[ax] or s[tuple(q)] <= level:
-                    break
-                r += 1
-            widths.append(r)
-        semi.append(min(widths) + 1.0)
-    grid = np.ogrid[tuple(slice(0, n) for n in s.shape)]
-    inside = sum(((g - c) / a) ** 2 for g, c, a in zip(grid, p, semi)) <= 1.0
-    lab, _ = ndimage.label((s > level) & inside & ~exclude)
-    return lab == lab[tuple(p)]
-
-
-def _find_blobs(corrected: np.ndarray, threshold: float | None, min_voxels: int) -> tuple[list[_Blob], dict]:
-    """Vial-like blobs outside the head, brightest first, and what was measured on the way."""
-    s = ndimage.gaussian_filter(corrected, SMOOTH_VOX)
-    # Background from the whole image first (the head fills a minority of a head FOV), then from
-    # what lies well outside the head; median and MAD ignore the vials.
-    bg = float(np.median(s))
-    bg_sd = 1.4826 * float(np.median(np.abs(s - bg)))
-    head, level = head_mask(s, bg, bg_sd)
-    dist = ndimage.distance_transform_edt(~head)
-    outside = dist > HEAD_MARGIN_VOX + 2.0
-    bg = float(np.median(s[outside]))
-    s_mask = ndimage.gaussian_filter(corrected, MASK_SMOOTH_VOX)
-    bg_mask = float(np.median(s_mask[outside]))
-    bg_sd = 1.4826 * float(np.median(np.abs(s[outside] - bg)))
-    # A noise-free image has no background SD: then ringing is what the floor must reject.
-    bg_sd = max(bg_sd, 0.01 * (level - bg))
-    min_height = bg + MIN_PEAK_Z * bg_sd if threshold is None else float(threshold)
-    # Smoothing reflects at the FOV's faces, which doubles the noise variance there: no peaks on them.
-    inner = np.zeros(s.shape, dtype=bool)
-    inner[1:-1, 1:-1, 1:-1] = True
-    peaks = (s == ndimage.maximum_filter(s, size=3)) & inner & (dist > HEAD_MARGIN_VOX) & (s > min_height)
-    idx = np.argwhere(peaks)
-    idx = idx[np.argsort(-s[peaks], kind="stable")]
-    blobs: list[_Blob] = []
-    taken = np.zeros(s.shape, dtype=bool)
-    max_voxels = max(int(0.2 * head.sum()), min_voxels)
-    for p in (tuple(int(i) for i in q) for q in idx):
-        if taken[p]:
-            continue  # a second maximum of a blob already found (an elongated vial)
-        h = float(s[p])
-        region = _blob_region(s, p, bg + HALF * (h - bg), head)
-        taken |= region
-        n = int(region.sum())
-        if n < min_voxels or n > max_voxels:
-            log.debug("blob at %s (%.4g) rejected: %d voxels", p, h, n)
-            continue
-        near = ndimage.binary_dilation(region, iterations=1) & ~head
-        lab, _ = ndimage.label(near & (s_mask > bg_mask + HALF * (h - bg)))
-        keep = lab == lab[p] if lab[p] else region
-        blobs.append(_Blob(peak=p, height=h, z=(h - bg) / bg_sd, region=keep))
-    info = {"background": bg, "background_sd": bg_sd, "head_level": level, "min_height": min_height,
-            "head_voxels": int(head.sum())}
-    return blobs, info
-
-
-def detect_vials(corrected: np.ndarray, vials: list[Vial], expected: Mapping[int, float],
-                 threshold: float | None, noise_sd: float, min_voxels: int = 5,
-                 min_separation: float = 3.0) -> np.ndarray:
-    """Find the vials as compact bright blobs outside the head and give each its vial's label.
-
-    corrected: image (x, y, z) whose intensity is proportional to concentration * `expected`
-    ratios (B1 and relaxation corrected with a common medium, quant/tsc.py); expected: vial label
-    -> relative signal expected per vial (concentration times its medium's weight).
-
-    Works on reconstructions with ringing, partial volume and noise, where no single threshold
-    separates the dimmest vial from the background and the brightest from the head:
-    1. smooth with a Gaussian of SMOOTH_VOX voxels (about a vial's radius: a matched filter);
-    2. the head: the largest component above half its level, holes filled, opened (`head_mask`);
-    3. candidates: local maxima of the smoothed image more than HEAD_MARGIN_VOX voxels from the
-       head (Gibbs ringing of the head lies nearer) and MIN_PEAK_Z background SDs above the
-       background (or above `threshold`, in units of `corrected`, when given);
-    4. each candidate's extent: its connected region above half its peak height over the
-       background, outside the head, inside an ellipsoid of its half-widths (`_blob_region`);
-       between `min_voxels` and a fifth of the head's voxels, or it is no vial. The vial's voxels
-       (the returned mask, which quant/tsc.py averages) are those near that extent above the same
-       half height in an image smoothed by only MASK_SMOOTH_VOX: on the brain phantom at matrix 48
-       their means match the true vials' (truth_labels) within 5%.
-    The blobs are matched by rank of their smoothed peak to the rank of `expected`. Refused
-    (InputError) when the count differs from the list, when two vials expect signals within 10%,
-    or when neighbours in rank differ by less than `min_separation` times the noise of their
-    difference (noise_sd, the image's Gaussian noise SD in the units of `corrected`, through the
-    smoothing).
-    Returns an int32 vial mask (x, y, z): each vial's voxels hold its label, 0 elsewhere.
-    """
-    corrected = np.asarray(corrected, dtype=np.float64)
-    blobs, info = _find_blobs(corrected, threshold, min_voxels)
-    if len(blobs) != len(vials):
-        found = ", ".join(f"{int(b.region.sum())} vox at {list(b.peak)}" for b in blobs) or "none"
-        raise InputError(f"found {len(blobs)} bright component(s) outside the head ({found}; peaks above "
-                         f"{info['min_height']:.3g}) but the vials file lists {len(vials)} vials: "
-                         "give --vial-mask, or --vial-threshold")
-    exp_sorted = sorted(vials, key=lambda v: expected[v.label])
-    for v0, v1 in zip(exp_sorted, exp_sorted[1:]):
-        e0, e1 = expected[v0.label], expected[v1.label]
-        if e1 - e0 <= 0.1 * max(e1, 1e-12):
-            raise InputError(f"vials {v0.label} and {v1.label} are expected to give signals within 10% of each "
-                             "other: automatic matching is ambiguous, give --vial-mask")
-    blobs = sorted(blobs, key=lambda b: b.height)
-    u = noise_sd * _NOISE_GAIN * np.sqrt(2.0)  # noise of the difference of two smoothed peaks
-    for b0, b1 in zip(blobs, blobs[1:]):
-        if b1.height - b0.height < min_separation * u:
-            raise InputError(f"two vial candidates have overlapping intensities ({b0.height:.3g} and "
-                             f"{b1.height:.3g}, difference noise {u:.2g}): automatic matching is ambiguous, "
-                             "give --vial-mask")
-    mask = np.zeros(corrected.shape, dtype=np.int32)
-    for b, v in zip(blobs, exp_sorted):
-        mask[b.region] = v.label
-        log.info("vial %d (%.1f mM, %s): blob of %d voxels at %s, smoothed peak %.4g (%.0f SD above background)",
-                 v.label, v.concentration_mM, v.medium, int(b.region.sum()), list(b.peak), b.height, b.z)
-    return mask

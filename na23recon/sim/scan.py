@@ -356,7 +356,10 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
     save_nifti(paths["b0"], b0.astype(np.float32), affine, {
         **side, "unit": "Hz at the sodium frequency (signal ~ exp(2 pi i f t))",
         "b0_hz": {c.name: c.b0_hz for c in ph.compartments}, "global_offset_hz": acq.off_resonance_hz})
-    vials = [{"label": c.label, "concentration_mM": c.conc_mM, "medium": c.medium}
+    # the vials' size as a vials file lists it: diameter of the cross-section, length along its axis
+    vials = [{"label": c.label, "concentration_mM": c.conc_mM, "medium": c.medium, "shape": c.shape,
+              "diameter_mm": round(2.0 * float(np.sqrt(c.semi_axes_mm[0] * c.semi_axes_mm[1])), 3),
+              "length_mm": round(2.0 * float(c.semi_axes_mm[2]), 3)}
              for c in ph.compartments if c.medium is not None]
     write_text_atomic(paths["vials"], json.dumps({"vials": vials}, indent=2) + "\n")
     if anat:
