@@ -127,7 +127,9 @@ def test_run_and_batch_give_what_quantify_gives(tmp_path):
 
     sim = simulate_to_folder(tmp_path / "sim", matrix=24, snr=30, anat=True, anat_voxel_mm=4.0)
     maps = [str(sim[f"anat_{t}"]) for t in ("gm", "wm", "csf")]
-    assert main(["recon", str(sim["scan"]), "--traj", str(sim["traj"]), "-o", str(tmp_path / "q" / "recon.nii.gz")]) == 0
+    # the PSF per tissue and vial medium, which `run` writes itself when anatomy is given
+    assert main(["recon", str(sim["scan"]), "--traj", str(sim["traj"]), "-o", str(tmp_path / "q" / "recon.nii.gz"),
+                 "--psf", "--psf-tissue", "gm,wm,csf,agar2"]) == 0
     assert main(["quantify", str(tmp_path / "q" / "recon.nii.gz"), "--vials", str(sim["vials"]), "--vial-mask",
                  str(sim["labels"]), "--tissue-maps", *maps, "--atlas", str(sim["anat_atlas"]), "--atlas-table",
                  str(sim["anat_atlas_table"]), "-o", str(tmp_path / "q" / "tsc.nii.gz")]) == 0
@@ -144,6 +146,10 @@ def test_run_and_batch_give_what_quantify_gives(tmp_path):
     ref = Image.load(tmp_path / "q" / "tsc.nii.gz").array
     rows = list(csv.DictReader(open(tmp_path / "q" / "tsc_roi.csv")))
     assert {r["region"] for r in rows if r["kind"] == "tissue"} == {"gm", "wm", "csf"}
+    assert rows[0]["mean_pvc_gtm"]  # quantify found the PSF beside the image: PVC
+    psf = Image.load(tmp_path / "q" / "recon_psf.nii.gz")
+    assert psf.array.shape == (24, 24, 24, 4) and psf.meta["psf"]["tissues"] == ["gm", "wm", "csf", "agar2"]
     for d in (tmp_path / "run-out", tmp_path / "b" / "s1"):
+        np.testing.assert_array_equal(Image.load(d / "recon_psf.nii.gz").array, psf.array)
         np.testing.assert_array_equal(Image.load(d / "tsc.nii.gz").array, ref)
         assert list(csv.DictReader(open(d / "tsc_roi.csv"))) == rows
