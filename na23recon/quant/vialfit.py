@@ -171,7 +171,8 @@ def fit_vial_shape(image: np.ndarray, region: np.ndarray, psf: np.ndarray, label
     def resid(p):
         return (model(p) - patch)[wmask] / a0
 
-    lb = np.concatenate([c0 - 0.5 * ext - 1, np.full(3, 0.5), [0.0], [-np.inf]])
+    # with the magnitude model the background is signal (spill from elsewhere), never below 0
+    lb = np.concatenate([c0 - 0.5 * ext - 1, np.full(3, 0.5), [0.0], [-np.inf if sd is None else 0.0]])
     ub = np.concatenate([c0 + 0.5 * ext + 1, ext + 2.0, [np.inf], [np.inf]])
     p0 = np.clip(np.concatenate([c0, s0, [a0, b0]]), lb + 1e-6, ub - 1e-6)
     sol = least_squares(resid, p0, bounds=(lb, ub), x_scale=np.concatenate([np.ones(6), [a0, a0]]),
