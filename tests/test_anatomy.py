@@ -153,3 +153,32 @@ def test_run_and_batch_give_what_quantify_gives(tmp_path):
         np.testing.assert_array_equal(Image.load(d / "recon_psf.nii.gz").array, psf.array)
         np.testing.assert_array_equal(Image.load(d / "tsc.nii.gz").array, ref)
         assert list(csv.DictReader(open(d / "tsc_roi.csv"))) == rows
+
+
+@pytest.mark.slow
+def test_pvc_tissue_tsc_through_quantify(tmp_path):
+    # the product's own steps: recon with its per-tissue PSF, quantify with automatic vial detection,
+    # the vials fitted through the PSF and calibrated in one GTM with the tissue maps
+    from na23recon.pipeline.recon_step import recon_file
+    from na23recon.pipeline.tsc_step import quantify_file
+    from na23recon.sim.scan import simulate_to_folder
+
+    # 1 mm maps: coarser ones, interpolated at the sub-points, blur the fractions (GM/WM -12..-18% at 2.5 mm)
+    sim = simulate_to_folder(tmp_path / "sim", matrix=32, snr=30, anat=True)
+    recon = tmp_path / "recon.nii.gz"
+    recon_file(sim["scan"], sim["traj"], recon, png=False, psf=True, psf_tissues=["gm", "wm", "csf", "agar2"])
+    quantify_file(recon, tmp_path / "tsc.nii.gz", sim["vials"], png=False,
+                  tissue_map_paths=[sim[f"anat_{t}"] for t in ("gm", "wm", "csf")])
+    rows = {r["region"]: r for r in csv.DictReader(open(tmp_path / "tsc_roi.csv")) if r["kind"] == "tissue"}
+    # truth of a class: volume-weighted over its compartments (the lesion, 70 mM, is segmented as WM)
+    v_wm, v_vent, v_les = _vol(56, 70, 50), 2 * _vol(9, 24, 12), _vol(11, 11, 11)
+    truth = {"gm": 42.0, "csf": 145.0, "wm": (32.0 * (v_wm - v_vent - v_les) + 70.0 * v_les) / (v_wm - v_vent)}
+    bias = {t: {k: 100 * (float(rows[t][k]) - truth[t]) / truth[t] for k in ("mean", "mean_pvc_gtm")} for t in truth}
+    print("TSC bias % (no PVC, GTM):", {t: (round(b["mean"], 1), round(b["mean_pvc_gtm"], 1)) for t, b in bias.items()})
+    # 7.5 mm voxels: a vial is 2.7 voxels across and the CSF shell under one voxel thick
+    assert abs(bias["gm"]["mean_pvc_gtm"]) < 4.0 and abs(bias["wm"]["mean_pvc_gtm"]) < 4.0
+    assert abs(bias["csf"]["mean_pvc_gtm"]) < 12.0
+    assert bias["gm"]["mean"] > 30.0  # without PVC (vials and tissue) GM reads far too high at this size
+    side = json.loads((tmp_path / "tsc_roi.json").read_text())
+    vols = [v["volume_ml"] for v in side["vial_shapes"]]
+    np.testing.assert_allclose(vols, _vol(10, 10, 14), rtol=0.15)  # the phantom's vials, 20 x 28 mm

@@ -11,10 +11,14 @@ the number of independent resolution elements; 1 voxel each without a PSF), and 
 Partial-volume correction works on the receive-corrected signal y = S / R, which is linear in
 concentration: y = sum_r PSF * (f_r W_r) (a C_r + b), f_r the region's fraction, W_r the spoiled-GRE
 weight of its relaxation (the tissue preset; an atlas label takes the voxel's mix; the vials their
-medium, from the vial mask). Regional: the geometric transfer matrix (Rousset, Ma & Evans, J Nucl
-Med 1998) over the regions and the vials gives a C_r + b, hence C_r. Voxel-wise: region-based
+medium, their fraction maps fitted through the PSF by `quant.vialfit`, and the air around them).
+Regional: the geometric transfer matrix (Rousset, Ma & Evans, J Nucl Med 1998) over the regions,
+the vials and the air gives a C_r + b for every region and vial; the line through the vials' values
+(not the map's calibration on vial cores, which still hold partial volume) gives C_r. The GTM is
+solved for the expected magnitude (Rician, Gudbjartsson & Patz, Magn Reson Med 1995): a linear GTM
+would read the noise floor of faint voxels as signal. Voxel-wise: region-based
 voxel-wise correction (Thomas et al., Eur J Nucl Med Mol Imaging 2011) of y, divided by the
-voxel's weight and calibrated as the map is. Both through `quant.pvc` with the reconstruction's
+voxel's weight and calibrated with the same line. Both through `quant.pvc` with the reconstruction's
 own PSF.
 """
 
