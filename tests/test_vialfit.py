@@ -53,6 +53,8 @@ def test_fit_recovers_a_vial_through_the_psf_in_magnitude_noise():
           f"(true {amp}), volume {fit.fractions.sum():.1f} (true {vol:.1f})")
     np.testing.assert_allclose(fit.centre_vox, centre, atol=0.15)
     assert fit.fractions.sum() == pytest.approx(vol, rel=0.06)
+    # the fit's own volume uncertainty covers the error
+    assert 0 < fit.volume_rel_sd < 0.1 and abs(fit.fractions.sum() / vol - 1) < 3 * fit.volume_rel_sd
     assert fit.amplitude * fit.fractions.sum() == pytest.approx(amp * vol, rel=0.05)
     # a fit of the signal itself (no noise model) reads the noise floor of the faint rim as a
     # background and shrinks the vial

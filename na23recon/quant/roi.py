@@ -148,14 +148,20 @@ def _gtm(y: np.ndarray, g: np.ndarray, psf: list, sd_y: np.ndarray, v_psf: float
 
 
 def pvc_calibration(res: TSCResult, vials: list[Vial], z: np.ndarray, se: np.ndarray,
-                    floor_free: bool = False) -> Calibration:
-    """The vial line m = a C + b through the vials' GTM values z (their noise SEs se), with the
-    map's intercept rule; a noise floor keeps its value and SE, unless `floor_free` (the GTM had
-    an air region that took the floor: then the line goes through 0)."""
+                    floor_free: bool = False, shapes: list[VialShape] | None = None) -> Calibration:
+    """The vial line m = a C + b through the vials' GTM values z. Their SEs: the noise `se` and
+    the uncertainty of each vial's fitted volume (`shapes`), z scaling as 1 / volume.
+
+    floor_free: the GTM modelled the magnitude noise floor (expected magnitude, an air region),
+    so 0 mM reads 0: the line goes through 0 (b = 0). Otherwise the map's intercept rule (a
+    noise floor keeps its value and SE)."""
     c0 = res.calibration
     conc = np.array([v.concentration_mM for v in vials], dtype=np.float64)
     se = np.where(np.isfinite(se) & (se > 0), se, np.nanmax(np.append(se, 1e-12)))
-    mode = "zero" if (floor_free and c0.intercept == "noise-floor") else c0.intercept
+    if shapes:
+        rel = np.array([s.volume_rel_sd if np.isfinite(s.volume_rel_sd) else 0.0 for s in shapes])
+        se = np.hypot(se, np.abs(z) * rel)
+    mode = "zero" if floor_free else c0.intercept
     cal = fit_calibration(conc, z, se, mode, floor=c0.b, floor_se=float(np.sqrt(max(c0.cov[1, 1], 0.0))))
     cal.points = [{"label": v.label, "concentration_mM": v.concentration_mM, "medium": v.medium,
                    "mean": float(zi), "se": float(si)} for v, zi, si in zip(vials, z, se)]
@@ -197,7 +203,8 @@ def region_table(res: TSCResult, image: np.ndarray, sets: list[Regions], vials: 
             z, z_se, yc = _gtm(y, g, psfs, sd_y, v_psf, _sd_y(res, y))
             # vials and regions in one GTM; the calibration through the vials' corrected values
             nv = nreg + len(vials)
-            cal_r = pvc_calibration(res, vials, z[nreg:nv], z_se[nreg:nv], floor_free=cover is not None)
+            cal_r = pvc_calibration(res, vials, z[nreg:nv], z_se[nreg:nv], floor_free=cover is not None,
+                                    shapes=shapes)
             if cover is not None:
                 info["air_floor"] = float(z[nv])
             gtm_c, gtm_se = (z[:nreg] - cal_r.b) / cal_r.a, z_se[:nreg] / cal_r.a

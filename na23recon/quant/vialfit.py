@@ -55,13 +55,15 @@ class VialShape:
     fractions: np.ndarray
     rms: float
     shape: str = "ellipsoid"
+    volume_rel_sd: float = 0.0
 
     def info(self, voxel_mm) -> dict:
         vox = np.asarray(voxel_mm, np.float64)
         return {"label": self.label, "shape": self.shape, "centre_vox": [round(float(x), 3) for x in self.centre_vox],
                 "semi_axes_mm": [round(float(x), 2) for x in self.semi_axes_vox * vox],
                 "volume_ml": round(float(self.fractions.sum() * np.prod(vox)) / 1e3, 3),
-                "amplitude": float(self.amplitude), "background": float(self.background), "rms": float(self.rms)}
+                "volume_rel_sd": float(self.volume_rel_sd), "amplitude": float(self.amplitude),
+                "background": float(self.background), "rms": float(self.rms)}
 
 
 def solid_fractions(shape: tuple[int, ...], centre, semi, kind: str = "ellipsoid", sub: int = SUB,
@@ -186,8 +188,17 @@ def fit_vial_shape(image: np.ndarray, region: np.ndarray, psf: np.ndarray, label
     full[tuple(slice(a, b) for a, b in zip(flo, fhi))] = solid_fractions(tuple(fhi - flo), p[0:3], p[3:6], kind,
                                                                          origin=tuple(flo))
     rms = float(np.sqrt(np.mean(sol.fun**2)) * a0)
+    # the fitted volume's relative SD, from the parameters' covariance (J^T J)^-1 s^2
+    dof = max(sol.fun.size - p.size, 1)
+    try:
+        cov = np.linalg.pinv(sol.jac.T @ sol.jac) * (2 * sol.cost / dof)
+        gv = np.zeros(p.size)
+        gv[3:6] = 1.0 / p[3:6]
+        vol_rel_sd = float(np.sqrt(max(gv @ cov @ gv, 0.0)))
+    except np.linalg.LinAlgError:
+        vol_rel_sd = float("nan")
     return VialShape(label=int(label), centre_vox=p[0:3], semi_axes_vox=p[3:6], amplitude=float(p[6]),
-                     background=float(p[7]), fractions=full, rms=rms, shape=kind)
+                     background=float(p[7]), fractions=full, rms=rms, shape=kind, volume_rel_sd=vol_rel_sd)
 
 
 def fit_vials(image: np.ndarray, vial_mask: np.ndarray, labels: list[int], psfs: list[np.ndarray],
