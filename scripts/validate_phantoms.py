@@ -137,8 +137,15 @@ def evaluate_run(sim: dict[str, Path], recon: Path, phantom, acq: dict, b1_varia
 
 
 def run(out: Path, quick: bool = False, phantom: str = "brain", methods=METHODS, trajs=None, snrs=None,
-        matrix: int | None = None, b1_variation: float = 0.0, seed: int = 0, figures: bool = True) -> dict:
-    """Run the grid; write OUT/report.md and OUT/results.json. Returns the results dict."""
+        matrix: int | None = None, b1_variation: float = 0.0, seed: int = 0, figures: bool = True,
+        recon_extra: dict | None = None, readout_ms: float | None = None) -> dict:
+    """Run the grid; write OUT/report.md and OUT/results.json. Returns the results dict.
+
+    recon_extra: further `ReconOptions` fields for every method (e.g. t2s_ms, frac_short, lam; with
+    t2s_ms the adjoint, which has no decay model, is left out). readout_ms: the TPI readout."""
+    recon_extra = dict(recon_extra or {})
+    if recon_extra.get("t2s_ms") is not None:
+        methods = [m for m in methods if m != "adjoint"]
     cfg = dict(QUICK if quick else FULL)
     trajs = tuple(trajs or cfg["trajs"])
     snrs = tuple(snrs or cfg["snrs"])
@@ -155,14 +162,16 @@ def run(out: Path, quick: bool = False, phantom: str = "brain", methods=METHODS,
             tag = f"{traj}_snr{snr:g}"
             t0 = time.perf_counter()
             sim = simulate_to_folder(out / "runs" / tag, phantom=phantom, matrix=matrix, snr=snr, seed=seed,
-                                     traj=traj, b1_variation=b1_variation, cache=cache, **ACQ)
+                                     traj=traj, b1_variation=b1_variation, cache=cache, **ACQ,
+                                     **({"readout_ms": readout_ms} if traj == "tpi" and readout_ms else {}))
             t_sim = time.perf_counter() - t0
             sims_info[traj] = json.loads(Path(sim["phantom"]).read_text())["simulation"]["scan"]
             for method in list(available):
                 t0 = time.perf_counter()
                 recon_path = out / "runs" / tag / f"recon_{method}.nii.gz"
                 try:
-                    recon_file(sim["scan"], sim["traj"], recon_path, ReconOptions(method=method), png=False)
+                    recon_file(sim["scan"], sim["traj"], recon_path, ReconOptions(method=method, **recon_extra),
+                               png=False)
                 except InputError as exc:
                     if "unknown method" in str(exc):
                         skipped[method] = str(exc)
@@ -183,6 +192,7 @@ def run(out: Path, quick: bool = False, phantom: str = "brain", methods=METHODS,
     results = {"phantom": phantom, "matrix": matrix, "fov_mm": 240.0, "acquisition": ACQ, "b1_variation": b1_variation,
                "trajectories": list(trajs), "snrs": list(snrs), "methods_run": available, "methods_skipped": skipped,
                "seed": seed, "quick": quick, "rows": rows, "simulation": sims_info,
+               "recon_options": recon_extra, "tpi_readout_ms": readout_ms,
                "version": __version__, "commit": _git_commit(), "seconds": round(time.perf_counter() - t_start, 1)}
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     (out / "report.md").write_text(markdown_report(results))
@@ -274,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--anatomy", action="store_true", help="GM/WM/CSF TSC with and without PVC through quantify "
                    "(scripts/validate_anatomy.py; matrix 64 unless --matrix)")
+    p.add_argument("--t2s-ms", type=float, nargs="+", default=None, help="decay model of the iterative methods: "
+                   "one T2* or short and long (ms); leaves out the adjoint")
+    p.add_argument("--frac-short", type=float, default=None, help="short fraction with two T2* values")
+    p.add_argument("--lam", type=float, default=None, help="regularisation (default: each method's)")
+    p.add_argument("--readout-ms", type=float, default=None, help="TPI readout duration (default: the fastest)")
     a = p.parse_args(argv)
     if a.anatomy:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -285,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
                 args += [flag, str(v)]
         return validate_anatomy.main(args)
     res = run(Path(a.out), quick=a.quick, phantom=a.phantom, methods=a.method or METHODS, trajs=a.traj,
-              snrs=a.snr, matrix=a.matrix, b1_variation=a.b1_variation, seed=a.seed)
+              snrs=a.snr, matrix=a.matrix, b1_variation=a.b1_variation, seed=a.seed, readout_ms=a.readout_ms,
+              recon_extra={k: v for k, v in (("t2s_ms", a.t2s_ms), ("frac_short", a.frac_short), ("lam", a.lam))
+                           if v is not None})
     print(main_table(res))
     if res["methods_skipped"]:
         print("skipped: " + ", ".join(res["methods_skipped"]))

@@ -16,6 +16,7 @@ import sys
 import warnings
 
 from .. import __version__
+from ..core.options import RECEIVE_MODES
 from ..errors import InputError, OutputError
 from ..provenance import set_command
 from .commands import EXIT_FAULT, EXIT_INPUT, SUBCOMMANDS
@@ -44,9 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _old_receive_flag(argv: list[str]) -> list[str]:
+    """`quantify --receive R.nii.gz` (a receive map, before --receive took a correction mode) still
+    works: a value that is not a mode becomes `--receive-map` with a note on stderr."""
+    out = list(argv)
+    for i, a in enumerate(out):
+        name, eq, value = a.partition("=")
+        if name != "--receive":
+            continue
+        value = value if eq else (out[i + 1] if i + 1 < len(out) else "")
+        if value and value not in RECEIVE_MODES:
+            sys.stderr.write("na23recon: note: --receive now takes a correction mode; a receive map is "
+                             "--receive-map (read as one)\n")
+            out[i] = f"--receive-map={value}" if eq else "--receive-map"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _old_receive_flag(list(sys.argv[1:] if argv is None else argv))
     set_command(["na23recon", *argv])
     try:
         args = parser.parse_args(argv)

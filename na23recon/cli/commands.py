@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..export import export_dicom, identity_for
 from ..export.deid import find_scan
 from ..io.scan_file import describe_scan_file, format_scan_description
+from ..pipeline.b0_step import b0map_file
 from ..pipeline.b1_step import b1map_file
 from ..pipeline.batch import run_batch
 from ..pipeline.config import RunOptions, load_run_config
@@ -73,9 +74,13 @@ def add_simulate(sub) -> None:
                    help="receive sensitivity (auto: helmet when --ncoil > 1)")
     p.add_argument("--flip-deg", type=float, default=90.0, help="flip angle (default: %(default)s)")
     p.add_argument("--double-angle", action="store_true", help="also write scan_2a.dat at twice the flip angle")
+    p.add_argument("--receive-reference", action="store_true", help="also write scan_ref.dat: the same scan "
+                   "received by the volume coil (for quantify --receive reference)")
     p.add_argument("--te-ms", type=float, default=0.3, help="echo time, excitation to first sample (default: %(default)s)")
     p.add_argument("--tr-ms", type=float, default=100.0, help="repetition time (default: %(default)s)")
     p.add_argument("--off-resonance-hz", type=float, default=0.0, help="global frequency offset (default: 0)")
+    p.add_argument("--readout-ms", type=float, default=None,
+                   help="TPI readout duration, ms (default: the fastest within the gradient limits)")
     p.add_argument("--seed", type=int, default=0, help="random seed for the noise")
     p.add_argument("--anat", action="store_true", help="also write the phantom's GM/WM/CSF probability maps and "
                    "atlas as a 1H scan sees them (anat_*.nii.gz, scanner coordinates)")
@@ -89,13 +94,14 @@ def add_simulate(sub) -> None:
 
 def run_simulate(args) -> int:
     res = simulate_to_folder(args.out, phantom=args.phantom, matrix=args.matrix, fov_mm=args.fov_mm,
-                             snr=args.snr, seed=args.seed, double_angle=args.double_angle, traj=args.traj,
+                             snr=args.snr, seed=args.seed, double_angle=args.double_angle,
+                             receive_reference=args.receive_reference, traj=args.traj,
                              ncoil=args.ncoil, undersampling=args.undersampling, b1_variation=args.b1_variation,
                              b1_model=args.b1_model, receive=args.receive, flip_deg=args.flip_deg,
                              te_ms=args.te_ms, tr_ms=args.tr_ms, off_resonance_hz=args.off_resonance_hz,
                              anat=args.anat or any(args.anat_offset_mm) or any(args.anat_rot_deg),
                              anat_voxel_mm=args.anat_voxel_mm, anat_offset_mm=tuple(args.anat_offset_mm),
-                             anat_rot_deg=tuple(args.anat_rot_deg))
+                             anat_rot_deg=tuple(args.anat_rot_deg), readout_ms=args.readout_ms)
     _print_outputs(res)
     return EXIT_OK
 
@@ -134,6 +140,26 @@ def run_b1map(args) -> int:
     with reduced_paths(from_args(OutputOptions, args).reduce_paths):
         res = b1map_file(args.scan_a, args.scan_2a, args.out, traj_path=args.traj, options=from_args(B1Options, args),
                          recon=from_args(ReconOptions, args), png=not args.no_png)
+    _print_outputs(res)
+    return EXIT_OK
+
+
+def add_b0map(sub) -> None:
+    p = sub.add_parser("b0map", help="B0 field map (Hz at 23Na) from a multi-echo scan or two scans at different TE")
+    p.add_argument("scans", nargs="+", metavar="SCAN", help="one multi-echo scan, or two scans of the same protocol at "
+                   "two echo times (twix or MRD)")
+    p.add_argument("--traj", default=None, help=TRAJ_HELP + " (its k; the echo times come from the scans)")
+    p.add_argument("-o", "--out", required=True, help="output field map .nii.gz (Hz at the sodium frequency)")
+    p.add_argument("--threshold", type=float, default=0.15,
+                   help="mask voxels below this fraction of the 99th percentile magnitude (default: %(default)s)")
+    p.add_argument("--smooth", type=float, default=1.0, help="Gaussian SD of the masked smoothing, voxels (default: 1)")
+    p.add_argument("--no-png", action="store_true", help="do not write the PNG montage")
+    p.set_defaults(func=run_b0map)
+
+
+def run_b0map(args) -> int:
+    res = b0map_file(args.scans, args.traj, args.out, threshold=args.threshold, smooth_vox=args.smooth,
+                     png=not args.no_png)
     _print_outputs(res)
     return EXIT_OK
 
@@ -200,7 +226,12 @@ def add_quantify(sub) -> None:
     p.add_argument("--vials", required=True, help="vials JSON (label, concentration_mM, medium)")
     p.add_argument("--vial-mask", default=None, help="vial label mask .nii.gz (default: detect the vials)")
     p.add_argument("--b1", default=None, help="B1 map .nii.gz (relative flip scale, from b1map)")
-    p.add_argument("--receive", default=None, help="relative receive map .nii.gz (default with --b1: reciprocity)")
+    p.add_argument("--receive-map", default=None, help="relative receive map .nii.gz, used as is (instead of "
+                   "--receive)")
+    p.add_argument("--receive-reference", default=None, metavar="SCAN_OR_IMAGE",
+                   help="the same object received by the volume coil: a reconstructed .nii.gz, or a twix/MRD scan "
+                   "(with --reference-traj) reconstructed with the image's recorded options (--receive reference)")
+    p.add_argument("--reference-traj", default=None, help="trajectory of a --receive-reference scan")
     p.add_argument("--labels", default=None, help="label image .nii.gz: ROI table <out>_roi.csv/.json")
     p.add_argument("--tissue-maps", nargs=3, default=None, metavar=("GM", "WM", "CSF"),
                    help="GM, WM, CSF probability maps from the 1H scan (any resolution, scanner coordinates): "
@@ -223,9 +254,10 @@ def run_quantify(args) -> int:
     with reduced_paths(from_args(OutputOptions, args).reduce_paths):
         res = quantify_file(args.image, args.out, args.vials, from_args(QuantOptions, args),
                             vial_mask_path=args.vial_mask, b1_path=args.b1, labels_path=args.labels,
-                            receive_path=args.receive, config_path=args.config, png=not args.no_png,
+                            receive_path=args.receive_map, config_path=args.config, png=not args.no_png,
                             tissue_map_paths=args.tissue_maps, atlas_path=args.atlas, atlas_table_path=args.atlas_table,
-                            anat_path=args.anat, psf_path=args.psf)
+                            anat_path=args.anat, psf_path=args.psf,
+                            reference_path=args.receive_reference, reference_traj_path=args.reference_traj)
     _print_outputs(res)
     return EXIT_OK
 
@@ -345,5 +377,5 @@ def run_info(args) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = [add_demo, add_simulate, add_traj, add_recon, add_info, add_b1map, add_quantify, add_run, add_batch,
+SUBCOMMANDS = [add_demo, add_simulate, add_traj, add_recon, add_info, add_b1map, add_b0map, add_quantify, add_run, add_batch,
                add_dicom]

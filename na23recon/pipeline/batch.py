@@ -1,7 +1,7 @@
 """Many scans: a manifest run on a local process pool (default) or on a Dask cluster.
 
 Manifest (`pipeline.config.read_manifest`: CSV with a header row, TOML with a `[[scan]]` table
-per scan, or JSON): `id,scan,traj` and optionally `b1_scan_a,b1_scan_2a,vials,vial_mask,labels`;
+per scan, or JSON): `id,scan,traj` and optionally `b1_scan_a,b1_scan_2a,vials,vial_mask,labels,receive_reference`;
 relative paths are relative to the manifest. Every scan runs `pipeline.run.process_scan` with the
 same `RunOptions` (all reconstruction, B1 and quantification options). Each scan's results go to
 `OUTROOT/<id>/`, with its log in `OUTROOT/<id>/log.txt`;

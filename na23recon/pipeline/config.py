@@ -26,7 +26,8 @@ from ..errors import InputError
 #: The 1H anatomy of a scan (`quantify --tissue-maps GM WM CSF --atlas --atlas-table --anat`).
 TISSUE_FIELDS = ("tissue_gm", "tissue_wm", "tissue_csf")
 ANATOMY_FIELDS = (*TISSUE_FIELDS, "atlas", "atlas_table", "anat")
-PATH_FIELDS = ("scan", "traj", "b1_scan_a", "b1_scan_2a", "vials", "vial_mask", "labels", *ANATOMY_FIELDS)
+PATH_FIELDS = ("scan", "traj", "b1_scan_a", "b1_scan_2a", "vials", "vial_mask", "labels", *ANATOMY_FIELDS,
+               "receive_reference")
 #: Optional BIDS labels of a manifest row (`batch --layout bids`): subject (default: the id) and session.
 LABEL_FIELDS = ("subject", "session")
 FIELDS = ("id", *PATH_FIELDS, *LABEL_FIELDS)
@@ -52,6 +53,7 @@ class Job:
     atlas: str | None = None
     atlas_table: str | None = None
     anat: str | None = None
+    receive_reference: str | None = None  # the volume-coil scan (or image) of the receive correction
     subject: str | None = None
     session: str | None = None
 
@@ -62,8 +64,10 @@ class Job:
         """InputError for a combination of inputs no step can use."""
         if bool(self.b1_scan_a) != bool(self.b1_scan_2a):
             raise InputError("a B1 map needs both b1_scan_a and b1_scan_2a")
-        if (self.vial_mask or self.labels or any(getattr(self, f) for f in ANATOMY_FIELDS)) and not self.vials:
-            raise InputError("vial_mask, labels and the anatomy (tissue maps, atlas) need a vials file to quantify TSC")
+        if (self.vial_mask or self.labels or self.receive_reference or any(getattr(self, f) for f in ANATOMY_FIELDS)) \
+                and not self.vials:
+            raise InputError("vial_mask, labels, receive_reference and the anatomy (tissue maps, atlas) need a vials "
+                             "file to quantify TSC")
         given = [f for f in TISSUE_FIELDS if getattr(self, f)]
         if given and len(given) != len(TISSUE_FIELDS):
             raise InputError(f"tissue maps need all of {', '.join(TISSUE_FIELDS)}; got {', '.join(given)}")
@@ -140,7 +144,8 @@ def load_config(path: str | os.PathLike, what: str) -> Any:
 
 def load_run_config(path: str | os.PathLike) -> tuple[Job, RunOptions, Path]:
     """Read a `na23recon run` config (TOML or JSON): [input] scan, traj, b1_scan_a, b1_scan_2a,
-    vials, vial_mask, labels, tissue_gm, tissue_wm, tissue_csf, atlas, atlas_table, anat
+    vials, vial_mask, labels, tissue_gm, tissue_wm, tissue_csf, atlas, atlas_table, anat,
+    receive_reference
     (relative to the config file); [recon], [quant], [b1] option tables;
     [output] dir. Returns (job, options, output folder)."""
     path = Path(path)

@@ -80,6 +80,8 @@ def _steps(job: Job, outdir: Path, opts: RunOptions, progress: bool | None) -> d
         res = quantify_file(outputs["recon"], outdir / "tsc.nii.gz", job.vials, opts.quant,
                             vial_mask_path=job.vial_mask, b1_path=b1, labels_path=job.labels,
                             tissue_map_paths=job.tissue_maps, atlas_path=job.atlas, atlas_table_path=job.atlas_table,
-                            anat_path=job.anat, psf_path=outputs.get("psf"))
+                            anat_path=job.anat, psf_path=outputs.get("psf"),
+                            reference_path=job.receive_reference, reference_traj_path=job.traj,
+                            reference_recon=opts.recon)
         outputs.update({f"tsc_{k}" if not k.startswith("tsc") else k: Path(v) for k, v in res.items()})
     return outputs

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import Image, QuantOptions
+from ..core import Image, QuantOptions, ReconOptions
 from ..core.atomic import staged_outputs
 from ..core.nifti import sidecar_path
 from ..errors import InputError
@@ -25,6 +25,7 @@ from ..quant.tsc import as_label_image
 from ..quant.vials import load_vials
 from ..report.figures import calibration_png, montage_png, overlay_png, tsc_png
 from .files import existing_file, nifti_inputs, nifti_stem, refuse_overwriting_inputs, step_outputs
+from .reference import load_reference
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,10 @@ def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vi
                   receive_path: str | os.PathLike | None = None, config_path: str | os.PathLike | None = None,
                   png: bool = True, tissue_map_paths: list | tuple | None = None,
                   atlas_path: str | os.PathLike | None = None, atlas_table_path: str | os.PathLike | None = None,
-                  anat_path: str | os.PathLike | None = None, psf_path: str | os.PathLike | None = None
-                  ) -> dict[str, Path]:
+                  anat_path: str | os.PathLike | None = None, psf_path: str | os.PathLike | None = None,
+                  reference_path: str | os.PathLike | None = None,
+                  reference_traj_path: str | os.PathLike | None = None,
+                  reference_recon: ReconOptions | None = None) -> dict[str, Path]:
     """TSC map (mM) `out_path`, `<stem>_sd` beside it, sidecars, with labels, tissue maps or an
     atlas `<stem>_roi.csv` / `.json` (per region: mean, SD, median, voxels, volume, SEs, and with
     the reconstruction's PSF the partial-volume corrected values; `<stem>_pvc.nii.gz` the RBV
@@ -123,11 +126,17 @@ def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vi
 
     tissue_map_paths: GM, WM, CSF probability maps (any grid, scanner coordinates); atlas_path /
     atlas_table_path: label image and its table; anat_path: the 1H image for `options.register`;
-    psf_path: the reconstruction's PSF (default: `<image stem>_psf.nii.gz` beside the image).
+    psf_path: the reconstruction's PSF (default: `<image stem>_psf.nii.gz` beside the image);
+    reference_path: the volume-coil scan or image for `--receive reference` (a raw scan is
+    reconstructed with `reference_recon` and `reference_traj_path`).
 
     Everything is checked and computed before anything is written; the outputs are written into a
     hidden folder beside `out_path` and moved into place together, the TSC map last, so a refusal
-    or a fault leaves none of them behind (batch resumption looks for the map)."""
+    or a fault leaves none of them behind (batch resumption looks for the map).
+
+    reference_path: the volume-coil reference of `options.receive` 'reference', an image or a
+    scan (with `reference_traj_path`) reconstructed with `reference_recon` (default: the image's
+    recorded reconstruction options; `pipeline.reference`)."""
     opts = options or QuantOptions()
     out_path = Path(out_path)
     folder, stem = nifti_stem(out_path)
@@ -136,7 +145,8 @@ def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vi
                                     "_roi.json", "_vials.nii.gz", "_vials.json", ".png", "_calibration.png", "_b1.png",
                                     "_pvc.nii.gz", "_pvc.json", "_regions.png", "_registration.png")),
         nifti_inputs([image_path, vials_path, vial_mask_path, b1_path, labels_path, receive_path, config_path,
-                      *(tissue_map_paths or ()), atlas_path, atlas_table_path, anat_path, psf_path]))
+                      *(tissue_map_paths or ()), atlas_path, atlas_table_path, anat_path, psf_path,
+                      reference_path]))
     relaxation = load_relaxation_config(config_path)
     vials = load_vials(vials_path, relaxation)
     image = Image.load(existing_file(image_path, "image"))
@@ -152,6 +162,8 @@ def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vi
     fractions = None
     if anatomy is not None and anatomy.tissue is not None:
         fractions = {n: anatomy.tissue.fractions[i] for i, n in enumerate(anatomy.tissue.presets)}
+    if reference_path is not None:
+        maps["reference"] = load_reference(reference_path, image, reference_traj_path, reference_recon)
     res = quantify(image, vials, opts, relaxation=relaxation, tissue_fractions=fractions, **maps)
     sets = [r for r in (anatomy.tissue, anatomy.atlas) if r is not None] if anatomy is not None else []
     if "labels" in maps:
@@ -164,7 +176,8 @@ def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vi
     warn_filled(image_path, [f for f in missing if f not in ("flip_deg", "tr_ms", "te_ms")])
     base = base_sidecar(inputs=[p for p in (image_path, vials_path, vial_mask_path, b1_path, labels_path,
                                             receive_path, config_path, *(tissue_map_paths or ()), atlas_path,
-                                            atlas_table_path, anat_path, psf_path) if p is not None])
+                                            atlas_table_path, anat_path, psf_path, reference_path,
+                                            reference_traj_path) if p is not None])
     block = acq.sidecar()
     aff = image.affine
     quant_info = dict(res.info, vials=[v.__dict__ for v in vials], unit="mM", method=METHOD, options=opts.to_dict())

@@ -15,6 +15,7 @@ import numpy as np
 from ..core import Acquisition, B1Options, Image, QuantOptions
 from ..errors import InputError
 from .b1 import double_angle
+from .receive import receive_for
 from .relax import check_acquisition
 from .tsc import TSCResult, as_label_image
 from .tsc import quantify as quantify_arrays
@@ -42,7 +43,8 @@ def acquisition_for(image: Image, options: QuantOptions) -> tuple[float, float, 
 
 def quantify(image: Image, vials: list[Vial], options: QuantOptions | None = None, vial_mask: Image | None = None,
              b1: Image | None = None, labels: Image | None = None, receive: Image | None = None,
-             relaxation: Mapping | None = None, tissue_fractions: Mapping[str, np.ndarray] | None = None) -> TSCResult:
+             relaxation: Mapping | None = None, tissue_fractions: Mapping[str, np.ndarray] | None = None,
+             reference: Image | None = None) -> TSCResult:
     """TSC map (mM) of a reconstructed sodium image, calibrated on reference vials.
 
     image: magnitude (x, y, z) or (x, y, z, echo) with its sidecar (TE, TR, flip); vials: from
@@ -52,6 +54,7 @@ def quantify(image: Image, vials: list[Vial], options: QuantOptions | None = Non
     relaxation: preset overrides {name: {t1_ms: ...}}; tissue_fractions: {preset: fraction map}
     (`quant.anatomy.tissue_regions`), each voxel's relaxation the fraction-weighted mix. Every map
     must lie on the image's grid.
+    reference: the volume-coil image of `options.receive` 'reference' (`quant.receive`).
 
     Returns TSCResult (tsc, sd float32 (x, y, z) mM; vial_mask; calibration; info). The info
     holds what was used (flip, TR, TE, noise, presets, calibration line).
@@ -71,11 +74,14 @@ def quantify(image: Image, vials: list[Vial], options: QuantOptions | None = Non
             maps[key] = as_label_image(maps[key], key.replace("_", " "))
     if opts.label_tissue and "labels" not in maps:
         raise InputError("--label-tissue needs a label image (--labels)")
-    return quantify_arrays(img.array, vials, flip, tr, te, vial_mask=maps.get("vial_mask"), b1=maps.get("b1"),
-                           receive=maps.get("receive"), reciprocity=opts.reciprocity, tissue=opts.tissue,
-                           labels=maps.get("labels"), label_tissue=opts.label_tissue, noise_sd=opts.noise_sd,
-                           intercept=opts.intercept, config=relaxation, vial_threshold=opts.vial_threshold,
-                           tissue_fractions=tissue_fractions)
+    r_field, reciprocity, r_info = receive_for(image, opts, reference, b1, receive)
+    res = quantify_arrays(img.array, vials, flip, tr, te, vial_mask=maps.get("vial_mask"), b1=maps.get("b1"),
+                          receive=maps.get("receive", r_field), reciprocity=reciprocity, tissue=opts.tissue,
+                          labels=maps.get("labels"), label_tissue=opts.label_tissue, noise_sd=opts.noise_sd,
+                          intercept=opts.intercept, config=relaxation, vial_threshold=opts.vial_threshold,
+                          tissue_fractions=tissue_fractions)
+    res.info["receive_correction"] = r_info
+    return res
 
 
 def b1_map(image_a: Image, image_2a: Image, options: B1Options | None = None) -> Image:

@@ -17,6 +17,7 @@ from ..core import ReconOptions
 from ..errors import InputError
 from . import coils
 from .adjoint import adjoint_recon
+from .offres import OffResNufft
 from .operators import make_nufft
 from .solvers import SenseProblem, cg_sense, cs_tv, cs_wavelet, decay_weights
 from .stack import StackNufft
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, shape: Sequence[int],
                        options: ReconOptions | None = None, noise: np.ndarray | None = None,
-                       t_s: np.ndarray | None = None, progress: bool | None = None) -> tuple[np.ndarray, dict]:
+                       t_s: np.ndarray | None = None, progress: bool | None = None,
+                       b0_hz: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Reconstruct echoes of multi-coil k-space into magnitude images (arrays in, arrays out).
 
     Args:
@@ -41,7 +43,10 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
             Uecker et al., MRM 2014); T2* of the decay-aware model; NUFFT tolerance eps.
         noise: (ncoil, n) noise-adjust samples; None: `coils.estimate_noise` from the outer k-space,
             checked for signal (no whitening when it holds signal).
-        t_s: (nsample,) or (nreadout, nsample) sample times in s from the echo (decay model).
+        t_s: (nsample,) or (nreadout, nsample) sample times in s from the echo (decay and B0 models).
+        b0_hz: the field map on the image grid (Hz at 23Na): the off-resonance model (`recon.offres`,
+            time segmentation, Sutton et al., IEEE TMI 2003) in the encoding of the iterative
+            methods, the conjugate-phase adjoint for 'adjoint'; the decay model joins it.
 
     Returns:
         (float32 image (*shape) or (*shape, necho), dict for the sidecar's `recon` block).
@@ -75,6 +80,20 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
     op = make_nufft(coord, shape, eps=eps)
     info["nufft"] = ("2D NUFFT per kz partition + DFT along z" if isinstance(op, StackNufft)
                      else f"{len(shape)}D NUFFT")
+    decay = None
+    t2s = opts.t2s_model
+    if t2s is not None:
+        if t_s is None:
+            raise InputError("the decay-aware model needs each sample's time: a trajectory file with 't'")
+        decay = decay_weights(t_s, t2s, frac_short=opts.frac_short)
+        info["decay_model"] = {"t2s_ms": t2s, "frac_short": opts.frac_short if isinstance(t2s, tuple) else None}
+    if b0_hz is not None:  # one operator for off-resonance and decay: d(t) multiplies the temporal basis
+        if t_s is None:
+            raise InputError("the off-resonance model (--b0-map) needs each sample's time: a trajectory file with 't'")
+        op = OffResNufft(op, coord, b0_hz, t_s, decay=decay, nseg=opts.b0_segments)
+        decay = None
+        info["b0_model"] = {**op.describe(), "map_range_hz": [float(np.min(b0_hz)), float(np.max(b0_hz))],
+                            "with_decay": t2s is not None}
     images = []
     if method == "adjoint":
 
@@ -91,13 +110,6 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
         mp = coils.estimate_maps(ksp[0], coord, dcf, shape, method=maps, eps=eps) if ksp.shape[1] > 1 else None
         info["maps"] = maps if mp is not None else "single coil"
         info["coil_combine"] = "sense"
-        decay = None
-        t2s = opts.t2s_model
-        if t2s is not None:
-            if t_s is None:
-                raise InputError("the decay-aware model needs each sample's time: a trajectory file with 't'")
-            decay = decay_weights(t_s, t2s, frac_short=opts.frac_short)
-            info["decay_model"] = {"t2s_ms": t2s, "frac_short": opts.frac_short if isinstance(t2s, tuple) else None}
         problem = SenseProblem(op, coord, mp, dcf, decay=decay)
         lam_rel, max_iter, tol = opts.lam_value, opts.iters_value, opts.tol
         sd_img = problem.image_noise_sd(noise_sd)

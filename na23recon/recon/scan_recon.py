@@ -21,6 +21,7 @@ from ..core import Image, ReconOptions, Scan, Trajectory
 from ..errors import InputError
 from ..traj.dcf import normalise_dcf
 from .app import reconstruct_arrays
+from .b0 import load_b0_map
 from .layout import default_dcf, kspace_layout
 
 log = logging.getLogger(__name__)
@@ -114,11 +115,14 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
         return k if sel is None else sel.apply(k, lead=1)
 
     coord = used.coord(geom.fov_mm)
+    # the field map on this grid (Hz at 23Na), resampled through the affines
+    b0 = None if opts.b0_map is None else load_b0_map(opts.b0_map, geom.affine(shape), shape, opts.b0_map_nucleus)
     images = []
-    for s in geom.slice_order().tolist():  # multi-slice 2D: one in-plane reconstruction per slice
+    for i, s in enumerate(geom.slice_order().tolist()):  # multi-slice 2D: one in-plane reconstruction per slice
         ksp = np.stack([echo_kspace(e, s) for e in echoes])
         image, info = reconstruct_arrays(ksp, coord, used.dcf, rshape, opts, noise=scan.noise,
-                                         t_s=used.sample_times(), progress=progress)
+                                         t_s=used.sample_times(), progress=progress,
+                                         b0_hz=None if b0 is None else (b0[:, :, i] if layout == "2d" else b0))
         images.append(image)
     image = images[0] if layout != "2d" else np.stack(images, axis=2)
     if nsl > 1:

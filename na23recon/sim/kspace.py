@@ -4,7 +4,8 @@ With each compartment's field written as a Fourier series on its support (`sim.f
 
     m_c(r, t) = sum_j 1_{E_j}(r) [w_j(t) h_jc(r) - w_p(t) h_pc(r)],   h_jc(r) = sum_m A_jmc e^{i 2 pi f_m . r}
 
-(p the parent of j, w_j(t) = C_j sat_j(a) decay_j(t), h_jc = B1 signal scale x coil c's
+(p the parent of j, w_j(t) = C_j sat_j(a) decay_j(t) exp(2 pi i f_j t) with f_j the compartment's
+off-resonance `b0_hz`, h_jc = B1 signal scale x coil c's
 sensitivity), the k-space of coil c is
 
     M_c(k, t) = sum_j sum_m F_j(k - f_m) [w_j(t) A_jmc - w_p(t) A_pmc]
@@ -140,7 +141,8 @@ def _as_k(k_per_m: np.ndarray) -> np.ndarray:
 def analytic_kspace(phantom: Phantom, k_per_m: np.ndarray, t_s: np.ndarray | float, tr_ms: float, flip_rad: float,
                     fields: FieldSet | None = None, chunk: int = 262144) -> np.ndarray:
     """Exact k-space (ncoil, ...) complex128 in mM m^3 at k (..., 3) 1/m and times t (broadcast to
-    k[..., 0]) s after excitation, under `fields` (default: uniform, one coil)."""
+    k[..., 0]) s after excitation, under `fields` (default: uniform, one coil). A compartment with
+    `b0_hz` f has the complex weight w_j(t) exp(2 pi i f t): piecewise-constant off-resonance, exact."""
     k = _as_k(k_per_m)
     shape = k.shape[:-1]
     kf = np.ascontiguousarray(k.reshape(-1, 3))
@@ -152,12 +154,15 @@ def analytic_kspace(phantom: Phantom, k_per_m: np.ndarray, t_s: np.ndarray | flo
     mf = np.einsum("jab,mb->jma", mats, f)
     phf = np.exp(2j * np.pi * (cen @ f.T))  # (ncomp, nterms)
     par = np.array([-1 if p is None else p for p in phantom.parents], np.int64)
+    hz = np.array([c.b0_hz for c in phantom.compartments], np.float64)
     coef = np.ascontiguousarray(fields.coef, dtype=np.complex128)
     out = np.zeros((fields.ncoil, kf.shape[0]), np.complex128)
     for a in range(0, kf.shape[0], chunk):
         b = min(a + chunk, kf.shape[0])
         t = tf[a:b]
         w = np.stack([c.conc_mM * c.saturation(tr_ms, flip_rad) * c.decay(t) for c in phantom.compartments])
+        if hz.any():  # each compartment's own off-resonance: its signal weight turns at b0_hz
+            w = w * np.exp(2j * np.pi * hz[:, None] * t[None])
         _accumulate(kf[a:b], np.ascontiguousarray(w), par, mats, cen, vol, kind, mf, phf, coef, out[:, a:b])
     return out.reshape((fields.ncoil,) + shape)
 

@@ -64,6 +64,8 @@ class Compartment:
     shape: str = "ellipsoid"
     """'ellipsoid' (semi-axes a, b, c) or 'cylinder' (elliptic cross-section a, b; half-length c along z)."""
     relaxation: str | None = None
+    b0_hz: float = 0.0
+    """Off-resonance of the compartment at the sodium frequency, Hz: its signal carries exp(2 pi i f t)."""
 
     def __post_init__(self) -> None:
         if self.shape not in ("ellipsoid", "cylinder"):
@@ -163,7 +165,8 @@ class Phantom:
     def truth(self, matrix: int | tuple[int, int, int], fov_mm: float | tuple, quantity: str = "conc",
               supersample: int = 1, rotation: np.ndarray | None = None, offset_mm=None) -> np.ndarray:
         """Voxelised ground truth (x, y, z): 'conc' (mM, partial-volume averaged with `supersample`^3
-        points per voxel) or 'label' (label of the voxel centre). rotation (3, 3) and offset_mm (3,):
+        points per voxel), 'label' (label of the voxel centre) or 'b0_hz' (the off-resonance of the
+        compartment that owns the voxel centre, 0 in the background). rotation (3, 3) and offset_mm (3,):
         the grid's voxel positions r map to phantom coordinates rotation @ r + offset_mm (an
         oblique, off-centre scan of a phantom that stays put; default: the phantom's own axes)."""
         rot = np.eye(3) if rotation is None else np.asarray(rotation, dtype=float)
@@ -171,8 +174,10 @@ class Phantom:
         r = self.voxel_centres_mm(matrix, fov_mm) @ rot.T + off
         if quantity == "label":
             return self.label_map(r)
+        if quantity == "b0_hz":
+            return np.array([c.b0_hz for c in self.compartments] + [0.0])[self.index_map(r)]
         if quantity != "conc":
-            raise ValueError(f"quantity must be 'conc' or 'label', got {quantity!r}")
+            raise ValueError(f"quantity must be 'conc', 'label' or 'b0_hz', got {quantity!r}")
         conc = np.array([c.conc_mM for c in self.compartments] + [0.0])
         fov = np.broadcast_to(np.asarray(fov_mm, dtype=float), (3,))
         n = np.broadcast_to(np.asarray(matrix, dtype=int), (3,))
@@ -265,6 +270,8 @@ def _compartment(cd: Mapping, table: Mapping[str, Relaxation], where: str) -> Co
     except TypeError as exc:
         raise InputError(f"bad compartment in {where}: {exc}") from None
     vals = [comp.conc_mM, comp.t1_ms, comp.t2s_short_ms, comp.t2s_long_ms, *comp.semi_axes_mm]
+    if not np.isfinite(comp.b0_hz) or abs(comp.b0_hz) > 1000:
+        raise InputError(f"compartment {comp.name!r} in {where}: b0_hz must be a number of Hz within +-1000")
     if not np.all(np.isfinite(vals)) or min(vals[1:]) <= 0 or comp.conc_mM < 0 or not 0 <= comp.frac_short <= 1:
         raise InputError(f"compartment {comp.name!r} in {where} has impossible parameters")
     return comp

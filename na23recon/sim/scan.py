@@ -76,6 +76,9 @@ class SimProtocol:
     off_resonance_hz: float = 0.0
     noise_correlation: float = 0.3
     field_order: int | None = None
+    readout_ms: float | None = None
+    """TPI only: the readout duration, ms, set through the twist gradient (None: the fastest the
+    scanner limits allow)."""
 
 
 TRAJECTORIES = ("radial", "dar", "tpi")
@@ -112,6 +115,8 @@ def make_trajectory(acq: SimProtocol) -> Trajectory:
     (evenly strided over the cones); the result then has no gradient `design`."""
     if acq.traj not in TRAJECTORIES:
         raise InputError(f"trajectory must be one of {', '.join(TRAJECTORIES)}, got {acq.traj!r}")
+    if acq.readout_ms is not None and acq.traj != "tpi":
+        raise InputError(f"readout_ms sets the TPI readout; the {acq.traj} readout follows from the matrix")
     if not np.isfinite(acq.undersampling) or acq.undersampling < 1:
         raise InputError(f"undersampling must be >= 1, got {acq.undersampling}")
     if acq.traj == "radial":
@@ -121,8 +126,13 @@ def make_trajectory(acq: SimProtocol) -> Trajectory:
 
         tr = dar_3d(acq.matrix, acq.fov_mm, undersampling=acq.undersampling, te_ms=acq.te_ms)
     else:
-
-        tr = tpi_3d(acq.matrix, acq.fov_mm, te_ms=acq.te_ms)
+        g = None
+        if acq.readout_ms is not None:  # the readout is ~ inversely proportional to the twist gradient
+            if not np.isfinite(acq.readout_ms) or not 0.5 <= acq.readout_ms <= 100:
+                raise InputError(f"readout_ms must be between 0.5 and 100, got {acq.readout_ms}")
+            probe = tpi_3d(acq.matrix, acq.fov_mm, g_mT_m=1.0).t[-1] * 1e3
+            g = probe / acq.readout_ms
+        tr = tpi_3d(acq.matrix, acq.fov_mm, te_ms=acq.te_ms, g_mT_m=g)
     kmax_per_m, k0_per_m = float(tr.design.kmax_per_m), float(tr.design.k0_per_m)
     if acq.traj == "tpi" and acq.undersampling > 1:
         n = tr.nreadout
@@ -281,10 +291,12 @@ def _cnoise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
 def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: int = 48, fov_mm: float = 240.0,
                        snr: float | None = None, seed: int = 0, double_angle: bool = False,
                        cache: dict | None = None, anat: bool = False, anat_voxel_mm: float = 1.0,
-                       anat_offset_mm=(0.0, 0.0, 0.0), anat_rot_deg=(0.0, 0.0, 0.0), **acq_kw) -> dict[str, Path]:
+                       anat_offset_mm=(0.0, 0.0, 0.0), anat_rot_deg=(0.0, 0.0, 0.0), receive_reference: bool = False,
+                       **acq_kw) -> dict[str, Path]:
     """Write a complete synthetic scan into `out`: scan.dat (twix), traj.npz (k 1/m, analytic dcf,
     t from excitation), truth_conc.nii.gz (mM), truth_labels.nii.gz, truth_b1.nii.gz (relative
-    flip scale of the B1+ model, 1.0 = nominal), vials.json and phantom.json (the protocol, the
+    flip scale of the B1+ model, 1.0 = nominal), truth_b0.nii.gz (the field, Hz at 23Na: each
+    compartment's `b0_hz` plus the global offset, on the scan's grid), vials.json and phantom.json (the protocol, the
     phantom, the fields and their fit residuals, the noise covariance).
 
     double_angle: also write scan_2a.dat at twice the flip angle (noise seed + 1), the pair the
@@ -293,6 +305,9 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
     sees them (`sim.anatomy.write_anatomy`: anat_gm/wm/csf.nii.gz, anat_atlas.nii.gz + .tsv,
     anat_motion.json) at `anat_voxel_mm`, the head moved by `anat_rot_deg` (about RAS x, y, z)
     and `anat_offset_mm` (RAS) between the scans.
+    receive_reference: also write scan_ref.dat, the same scan received by the transmit volume coil
+    (one channel, its receive field the B1+ model by reciprocity; noise seed + 2, the same SD per
+    channel), the reference of `quantify --receive reference`.
     acq_kw: the other `SimProtocol` fields (traj, te_ms, tr_ms, flip_deg, ncoil, undersampling,
     b1_variation, off_resonance_hz, ...). Returns the paths by name.
     """
@@ -305,7 +320,8 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
         raise InputError(f"a double-angle pair needs a flip angle below 90 degrees (2a < 180), got {acq.flip_deg}")
     scan, traj = simulate_scan(ph, acq, snr=snr, seed=seed, cache=cache)
     paths = {"scan": out / "scan.dat", "traj": out / "traj.npz", "truth": out / "truth_conc.nii.gz",
-             "labels": out / "truth_labels.nii.gz", "b1": out / "truth_b1.nii.gz", "vials": out / "vials.json",
+             "labels": out / "truth_labels.nii.gz", "b1": out / "truth_b1.nii.gz", "b0": out / "truth_b0.nii.gz",
+             "vials": out / "vials.json",
              "phantom": out / "phantom.json"}
     write_scan(paths["scan"], scan)
     sims = {"scan": traj["sim"]}
@@ -314,6 +330,12 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
         paths["scan_2a"] = out / "scan_2a.dat"
         write_scan(paths["scan_2a"], scan2)
         sims["scan_2a"] = traj2["sim"]
+    if receive_reference:
+        ref_acq = replace(acq, ncoil=1, receive="reciprocal")
+        scan_ref, traj_ref = simulate_scan(ph, ref_acq, snr=snr, seed=seed + 2, cache=cache)
+        paths["scan_ref"] = out / "scan_ref.dat"
+        write_scan(paths["scan_ref"], scan_ref)
+        sims["scan_ref"] = traj_ref["sim"]
     save_traj(paths["traj"], traj["traj"])
     shape = (matrix,) * 3
     affine = scan.acquisition.geometry.affine(shape)
@@ -330,6 +352,10 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
     b1map = b1(r) if b1 is not None else np.ones(shape)
     save_nifti(paths["b1"], b1map.astype(np.float32), affine, {
         **side, "unit": "relative flip scale (1.0 = nominal)", "b1_model": b1.describe() if b1 else None})
+    b0 = ph.truth(shape, fov_mm, "b0_hz", rotation=rot, offset_mm=offset_mm) + acq.off_resonance_hz
+    save_nifti(paths["b0"], b0.astype(np.float32), affine, {
+        **side, "unit": "Hz at the sodium frequency (signal ~ exp(2 pi i f t))",
+        "b0_hz": {c.name: c.b0_hz for c in ph.compartments}, "global_offset_hz": acq.off_resonance_hz})
     vials = [{"label": c.label, "concentration_mM": c.conc_mM, "medium": c.medium}
              for c in ph.compartments if c.medium is not None]
     write_text_atomic(paths["vials"], json.dumps({"vials": vials}, indent=2) + "\n")
