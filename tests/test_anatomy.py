@@ -164,7 +164,7 @@ def test_pvc_tissue_tsc_through_quantify(tmp_path):
     from na23recon.sim.scan import simulate_to_folder
 
     # 1 mm maps: coarser ones, interpolated at the sub-points, blur the fractions (GM/WM -12..-18% at 2.5 mm)
-    sim = simulate_to_folder(tmp_path / "sim", matrix=32, snr=30, anat=True)
+    sim = simulate_to_folder(tmp_path / "sim", matrix=48, snr=30, anat=True)
     recon = tmp_path / "recon.nii.gz"
     recon_file(sim["scan"], sim["traj"], recon, png=False, psf=True, psf_tissues=["gm", "wm", "csf", "agar2"])
     quantify_file(recon, tmp_path / "tsc.nii.gz", sim["vials"], png=False,
@@ -175,10 +175,11 @@ def test_pvc_tissue_tsc_through_quantify(tmp_path):
     truth = {"gm": 42.0, "csf": 145.0, "wm": (32.0 * (v_wm - v_vent - v_les) + 70.0 * v_les) / (v_wm - v_vent)}
     bias = {t: {k: 100 * (float(rows[t][k]) - truth[t]) / truth[t] for k in ("mean", "mean_pvc_gtm")} for t in truth}
     print("TSC bias % (no PVC, GTM):", {t: (round(b["mean"], 1), round(b["mean_pvc_gtm"], 1)) for t, b in bias.items()})
-    # 7.5 mm voxels: a vial is 2.7 voxels across and the CSF shell under one voxel thick
+    # 5 mm voxels: a vial is 4 voxels across (at 7.5 mm, 2.7, its size and value are not separable
+    # in the noise) and the CSF shell about one voxel thick
     assert abs(bias["gm"]["mean_pvc_gtm"]) < 4.0 and abs(bias["wm"]["mean_pvc_gtm"]) < 4.0
-    assert abs(bias["csf"]["mean_pvc_gtm"]) < 12.0
-    assert bias["gm"]["mean"] > 30.0  # without PVC (vials and tissue) GM reads far too high at this size
+    assert abs(bias["csf"]["mean_pvc_gtm"]) < 8.0
+    assert bias["gm"]["mean"] > 8.0  # without PVC (vials and tissue) GM reads too high at this size
     side = json.loads((tmp_path / "tsc_roi.json").read_text())
     vols = [v["volume_ml"] for v in side["vial_shapes"]]
-    np.testing.assert_allclose(vols, _vol(10, 10, 14), rtol=0.15)  # the phantom's vials, 20 x 28 mm
+    np.testing.assert_allclose(vols, _vol(10, 10, 14), rtol=0.2)  # the phantom's vials, 20 x 28 mm
