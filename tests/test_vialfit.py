@@ -62,3 +62,16 @@ def test_fit_recovers_a_vial_through_the_psf_in_magnitude_noise():
     assert plain.fractions.sum() < 0.95 * vol and plain.amplitude < 0.97 * amp
     # the mean of the detected voxels, what a calibration without PVC takes, reads well below
     assert mag[region].mean() < 0.9 * amp
+
+
+def test_a_listed_size_fixes_the_shape():
+    shape, centre, semi, amp, sd = (20, 20, 20), (9.4, 10.2, 9.8), (1.35, 1.3, 1.85), 30.0, 3.0
+    truth = _hard_ellipsoid(shape, centre, semi)
+    psf = gaussian_psf(1.6, 1.0, shape)
+    rng = np.random.default_rng(5)
+    clean = amp * convolve_psf(truth, psf, voxel_means=True)
+    mag = np.abs(clean + rng.normal(0, sd, shape) + 1j * rng.normal(0, sd, shape))
+    fit = fit_vial_shape(mag, clean > 0.5 * clean.max(), psf, label=1, noise_sd=sd, semi_vox=semi)
+    np.testing.assert_allclose(fit.semi_axes_vox, semi)
+    assert fit.volume_rel_sd == 0.0
+    assert fit.amplitude == pytest.approx(amp, rel=0.08)

@@ -130,7 +130,7 @@ def _crop_psf(psf: np.ndarray, half: np.ndarray) -> np.ndarray:
 
 def fit_vial_shape(image: np.ndarray, region: np.ndarray, psf: np.ndarray, label: int = 0,
                    kind: str = "ellipsoid", margin: int = MARGIN_VOX, exclude: np.ndarray | None = None,
-                   noise_sd=None) -> VialShape:
+                   noise_sd=None, semi_vox=None) -> VialShape:
     """Fit one vial's solid (centre, semi-axes, amplitude, background) to `image` around `region`.
 
     image: (x, y, z) intensity proportional to concentration (receive and relaxation corrected);
@@ -140,6 +140,9 @@ def fit_vial_shape(image: np.ndarray, region: np.ndarray, psf: np.ndarray, label
     Gaussian noise SD of the magnitude image (scalar or (x, y, z), image units): the model is
     then the expected magnitude (`rician_mean`), else the signal itself. Without it the noise
     floor, high at the vial's faint edge and absent at its bright centre, would shrink the fit.
+    semi_vox: the vial's known semi-axes (voxels; from its listed size): then only its centre,
+    amplitude and background are fitted (a vial under ~3 voxels across cannot tell its size from
+    its value in the noise).
     """
     img = np.asarray(image, np.float64)
     reg = np.asarray(region, bool)
@@ -177,9 +180,21 @@ def fit_vial_shape(image: np.ndarray, region: np.ndarray, psf: np.ndarray, label
     lb = np.concatenate([c0 - 0.5 * ext - 1, np.full(3, 0.5), [0.0], [-np.inf if sd is None else 0.0]])
     ub = np.concatenate([c0 + 0.5 * ext + 1, ext + 2.0, [np.inf], [np.inf]])
     p0 = np.clip(np.concatenate([c0, s0, [a0, b0]]), lb + 1e-6, ub - 1e-6)
-    sol = least_squares(resid, p0, bounds=(lb, ub), x_scale=np.concatenate([np.ones(6), [a0, a0]]),
-                        diff_step=1e-3, max_nfev=200)
-    p = sol.x
+    free = np.ones(8, bool)
+    if semi_vox is not None:
+        p0[3:6] = np.asarray(semi_vox, np.float64)
+        lb[3:6], ub[3:6] = p0[3:6] - 1e-9, p0[3:6] + 1e-9
+        free[3:6] = False
+
+    def resid_free(q):
+        full = p0.copy()
+        full[free] = q
+        return resid(full)
+
+    sol = least_squares(resid_free, p0[free], bounds=(lb[free], ub[free]), diff_step=1e-3, max_nfev=200,
+                        x_scale=np.concatenate([np.ones(6), [a0, a0]])[free])
+    p = p0.copy()
+    p[free] = sol.x
     full = np.zeros(img.shape, np.float32)
     # the fraction map over the whole window of the solid (it may reach beyond the fit window)
     r = np.ceil(p[3:6] + 1).astype(int)
@@ -189,11 +204,12 @@ def fit_vial_shape(image: np.ndarray, region: np.ndarray, psf: np.ndarray, label
                                                                          origin=tuple(flo))
     rms = float(np.sqrt(np.mean(sol.fun**2)) * a0)
     # the fitted volume's relative SD, from the parameters' covariance (J^T J)^-1 s^2
-    dof = max(sol.fun.size - p.size, 1)
+    dof = max(sol.fun.size - int(free.sum()), 1)
     try:
         cov = np.linalg.pinv(sol.jac.T @ sol.jac) * (2 * sol.cost / dof)
         gv = np.zeros(p.size)
         gv[3:6] = 1.0 / p[3:6]
+        gv = gv[free]
         vol_rel_sd = float(np.sqrt(max(gv @ cov @ gv, 0.0)))
     except np.linalg.LinAlgError:
         vol_rel_sd = float("nan")
