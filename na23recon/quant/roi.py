@@ -98,16 +98,18 @@ def _signal_regions(res: TSCResult, regions: Regions, vials: list[Vial], psf: PS
     return np.stack(out).astype(np.float64), psfs
 
 
-def vial_shapes(res: TSCResult, y: np.ndarray, sets: list[Regions], vials: list[Vial], psf: PSF) -> list[VialShape]:
+def vial_shapes(res: TSCResult, y: np.ndarray, sets: list[Regions], vials: list[Vial], psf: PSF,
+                sizes_vox: dict | None = None) -> list[VialShape]:
     """Each vial's solid fitted to y / W_medium through its medium's PSF (`quant.vialfit`), the
-    regions' voxels (any fraction above 1%) left out of the fits."""
+    regions' voxels (any fraction above 1%) left out of the fits; sizes_vox {label: semi-axes in
+    voxels} fixes the listed vials' sizes."""
     head = np.zeros(y.shape, dtype=bool)
     for regions in sets:
         head |= regions.fractions.sum(axis=0) > 0.01
     med = vials[0].medium if vials else None
     w = res.weights[med] if med is not None else 1.0
     return fit_vials(y / w, res.vial_mask, [v.label for v in vials], [_psf_for(psf, v.medium) for v in vials],
-                     exclude=head, noise_sd=_sd_y(res, y) / w)
+                     exclude=head, noise_sd=_sd_y(res, y) / w, sizes=sizes_vox)
 
 
 def _sd_y(res: TSCResult, y: np.ndarray) -> np.ndarray:
@@ -169,13 +171,14 @@ def pvc_calibration(res: TSCResult, vials: list[Vial], z: np.ndarray, se: np.nda
 
 
 def region_table(res: TSCResult, image: np.ndarray, sets: list[Regions], vials: list[Vial], voxel_ml: float,
-                 psf: PSF | None = None) -> tuple[list[dict], np.ndarray | None, dict]:
+                 psf: PSF | None = None, vial_sizes_mm: dict | None = None) -> tuple[list[dict], np.ndarray | None, dict]:
     """ROI rows (COLUMNS) of every region of `sets`, the RBV-corrected TSC map (mM; None without
     PVC) and a description of what was done.
 
     image: the magnitude image (x, y, z) the TSC map was made from; voxel_ml: one voxel's volume
     (mL); psf: the reconstruction's PSF (array centred at N//2 on the image's voxel size, or one per
-    preset {name: array}; None: no PVC).
+    preset {name: array}; None: no PVC); vial_sizes_mm: {label: (3,) semi-axes mm along the image
+    axes} of vials whose size is known (the rest are fitted).
     """
     img = np.asarray(image, dtype=np.float64)
     R = res.receive if res.receive is not None else np.ones_like(img)
@@ -189,7 +192,9 @@ def region_table(res: TSCResult, image: np.ndarray, sets: list[Regions], vials: 
     sd_tsc = res.sd_noise if res.sd_noise is not None else np.zeros_like(img)
     sd_y = sd_tsc * res.weight * cal.a if res.weight is not None else sd_tsc * cal.a
     rows, pvc_map = [], None
-    shapes = vial_shapes(res, y, sets, vials, psf) if do_pvc and any(len(r) for r in sets) else []
+    vox_mm = np.cbrt(voxel_ml * 1e3)
+    sizes = {k: np.asarray(v, np.float64) / vox_mm for k, v in (vial_sizes_mm or {}).items()}
+    shapes = vial_shapes(res, y, sets, vials, psf, sizes) if do_pvc and any(len(r) for r in sets) else []
     tissue = [r for r in sets if r.kind == "tissue"]
     cover = np.clip(tissue[0].fractions.sum(axis=0), 0.0, 1.0) if tissue and do_pvc else None
     if shapes:

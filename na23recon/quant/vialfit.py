@@ -218,9 +218,11 @@ def fit_vial_shape(image: np.ndarray, region: np.ndarray, psf: np.ndarray, label
 
 
 def fit_vials(image: np.ndarray, vial_mask: np.ndarray, labels: list[int], psfs: list[np.ndarray],
-              exclude: np.ndarray | None = None, kind: str = "ellipsoid", noise_sd=None) -> list[VialShape]:
+              exclude: np.ndarray | None = None, kind: str = "ellipsoid", noise_sd=None,
+              sizes: dict | None = None) -> list[VialShape]:
     """`fit_vial_shape` for each vial label of `vial_mask` (one PSF each); the other vials'
-    dilated regions and `exclude` are left out of each fit."""
+    dilated regions and `exclude` are left out of each fit; sizes {label: semi-axes (voxels)} fixes
+    the listed vials' sizes."""
     vm = np.asarray(vial_mask)
     out = []
     for lab, h in zip(labels, psfs):
@@ -228,5 +230,6 @@ def fit_vials(image: np.ndarray, vial_mask: np.ndarray, labels: list[int], psfs:
         ex = ndimage.binary_dilation(others, iterations=2)
         if exclude is not None:
             ex |= np.asarray(exclude, bool)
-        out.append(fit_vial_shape(image, vm == lab, h, lab, kind=kind, exclude=ex, noise_sd=noise_sd))
+        out.append(fit_vial_shape(image, vm == lab, h, lab, kind=kind, exclude=ex, noise_sd=noise_sd,
+                                  semi_vox=(sizes or {}).get(lab)))
     return out
