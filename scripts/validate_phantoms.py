@@ -16,6 +16,11 @@ noise differs). Methods are discovered at run time: a method the pipeline does n
 
     python scripts/validate_phantoms.py -o data-sim/out/validation            # full size
     python scripts/validate_phantoms.py -o /tmp/v --quick                      # CI size
+    python scripts/validate_phantoms.py -o OUT --anatomy [--traj ..] [--method ..] [--snr ..]
+
+`--anatomy` runs instead the tissue-class validation of scripts/validate_anatomy.py: the product's
+own `recon_file` + `quantify_file` (automatic vial detection, the vial and PVC calibrations, the
+simulated 1H tissue maps, the per-tissue PSF) and GM/WM/CSF TSC with and without PVC.
 
 Outputs: OUT/report.md, OUT/results.json, OUT/fig_<traj>_<method>_snr<snr>.png, and the
 simulated scans and reconstructions under OUT/runs/.
@@ -277,12 +282,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", action="append", default=None, help="repeat for several (default: all known)")
     p.add_argument("--b1-variation", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--anatomy", action="store_true", help="GM/WM/CSF TSC with and without PVC through quantify "
+                   "(scripts/validate_anatomy.py; matrix 64 unless --matrix)")
     p.add_argument("--t2s-ms", type=float, nargs="+", default=None, help="decay model of the iterative methods: "
                    "one T2* or short and long (ms); leaves out the adjoint")
     p.add_argument("--frac-short", type=float, default=None, help="short fraction with two T2* values")
     p.add_argument("--lam", type=float, default=None, help="regularisation (default: each method's)")
     p.add_argument("--readout-ms", type=float, default=None, help="TPI readout duration (default: the fastest)")
     a = p.parse_args(argv)
+    if a.anatomy:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import validate_anatomy
+
+        args = ["-o", a.out, "--matrix", str(a.matrix or 64), "--seed", str(a.seed)]
+        for flag, vals in (("--traj", a.traj), ("--method", a.method), ("--snr", a.snr)):
+            for v in vals or ():
+                args += [flag, str(v)]
+        return validate_anatomy.main(args)
     res = run(Path(a.out), quick=a.quick, phantom=a.phantom, methods=a.method or METHODS, trajs=a.traj,
               snrs=a.snr, matrix=a.matrix, b1_variation=a.b1_variation, seed=a.seed, readout_ms=a.readout_ms,
               recon_extra={k: v for k, v in (("t2s_ms", a.t2s_ms), ("frac_short", a.frac_short), ("lam", a.lam))

@@ -271,7 +271,8 @@ class ReconOptions(_Options):
                                  "sidecar) instead of refusing the scan", kind="bool")
     psf: bool = opt(False, "also write the point-spread function X_psf.nii.gz (the method applied to a point; "
                     "exact for adjoint and cg, the linear part for cs-*), FWHM in the sidecar's recon.psf", kind="bool")
-    psf_tissue: str = opt("gm", "relaxation preset whose T2* decay blurs the PSF, or 'none'", kind="str",
+    psf_tissue: str = opt("gm", "relaxation preset whose T2* decay blurs the PSF, or 'none'; several, comma-"
+                          "separated (gm,wm,csf,agar2), give a 4D PSF, one volume each", kind="str",
                           metavar="PRESET")
 
     def __post_init__(self) -> None:

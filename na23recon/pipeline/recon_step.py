@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from ..core import Image, ReconOptions
 from ..core.atomic import staged_outputs
@@ -21,7 +24,7 @@ from .inputs import load_scan_and_trajectory
 
 def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike | None, out_path: str | os.PathLike,
                options: ReconOptions | None = None, png: bool = True, progress: bool | None = None,
-               psf: bool | None = None) -> Path:
+               psf: bool | None = None, psf_tissues: list[str] | None = None) -> Path:
     """Reconstruct a twix or MRD scan with its trajectory into `out_path` (.nii.gz) + sidecar (+ PNG).
 
     The trajectory: a .npz/.npy, .mat/.txt/.csv (in `options.traj_units`) or Pulseq .seq file, or
@@ -33,7 +36,10 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike | None
     before anything is read; the image and its sidecar are written atomically.
 
     psf (default `options.psf`): also write `<stem>_psf.nii.gz`, the method's point-spread function
-    under the `options.psf_tissue` preset's T2* decay (`recon.psf`), its FWHM in `recon.psf`.
+    under the `options.psf_tissue` preset's T2* decay (`recon.psf`), its FWHM in `recon.psf`;
+    several presets (`psf_tissues`, default the comma-separated `options.psf_tissue`) give a 4D
+    PSF, one volume per preset, named in the sidecar's `psf.tissues` (what partial-volume
+    correction reads: each region blurred by its own T2*).
     """
     opts = options or ReconOptions()
     t0 = time.perf_counter()
@@ -46,7 +52,8 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike | None
     folder, stem = nifti_stem(out_path)
     inputs = [p for p in (scan_path, traj_path, opts.b0_map) if p is not None]
     psf = opts.psf if psf is None else psf
-    psf_decay = _psf_decay(opts.psf_tissue) if psf else None
+    tissues = list(psf_tissues) if psf_tissues else [t.strip() for t in opts.psf_tissue.split(",") if t.strip()]
+    decays = [_psf_decay(t) for t in tissues] if psf else []
     refuse_overwriting_inputs(step_outputs(folder, stem, (out_path.name[len(stem):], ".json", ".png")
                                            + (("_psf.nii.gz", "_psf.json") if psf else ())), inputs)
     scan, traj, source = load_scan_and_trajectory(scan_path, traj_path, opts)
@@ -57,12 +64,17 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike | None
         image.meta["recon"]["input_repairs"] = dict(scan.notes)
     psf_image = None
     if psf:
-        arr, info = point_spread_info(traj, opts, image.array.shape[:3], scan.acquisition.geometry.fov_mm,
-                                      t2s_ms=psf_decay)
-        info = {"file": f"{stem}_psf.nii.gz", "tissue": opts.psf_tissue, **info}
+        popts = _psf_options(opts, image.meta["recon"])
+        arrs, infos = zip(*(point_spread_info(traj, popts, image.array.shape[:3], scan.acquisition.geometry.fov_mm,
+                                              t2s_ms=d) for d in decays))
+        info = {"file": f"{stem}_psf.nii.gz", "tissue": ",".join(tissues), **infos[0]}
+        if len(tissues) > 1:
+            info.update(tissues=tissues, per_tissue=dict(zip(tissues, infos)))
+        arr = arrs[0] if len(arrs) == 1 else np.stack(arrs, axis=-1)
         image.meta["recon"]["psf"] = info
         psf_image = Image(arr, image.affine, {**base_sidecar(inputs=inputs), "acquisition": image.meta["acquisition"],
-                                              "recon": {"psf": info, "options": opts.to_dict()}})
+                                              "recon": {"psf": info, "options": opts.to_dict()},
+                                              **({"psf": {"tissues": tissues}} if len(tissues) > 1 else {})})
     image.meta["recon"]["seconds"] = round(time.perf_counter() - t0, 3)
     # image, sidecar and PNG appear together or not at all (a full disk leaves none of them)
     with staged_outputs(folder, stem) as tmp:
@@ -74,6 +86,16 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike | None
             montage_png(tmp / f"{stem}.png", arr, title=f"{display_name(scan_path, 'scan')}: {opts.method}")
         tmp.commit(last=[sidecar_path(out_path).name, out_path.name])
     return out_path
+
+
+def _psf_options(opts: ReconOptions, recon_meta: dict) -> ReconOptions:
+    """The options the PSF is made with: CG stopped early (the discrepancy principle, noise-dependent)
+    runs the reconstruction's own iteration count on the point, not the maximum (CG's first
+    iterate is a scaled adjoint: a sharper many-iteration PSF would over-correct)."""
+    if opts.method != "cg":
+        return opts
+    n = [int(s["iterations"]) for s in recon_meta.get("solver") or [] if isinstance(s, dict) and s.get("iterations")]
+    return replace(opts, iters=max(1, int(np.median(n)))) if n else opts
 
 
 def _psf_decay(tissue: str):

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..export import bids_prefix, export_dicom, identity_for
 from ..export.bids import bids_rename, figures_dir
 from ..provenance import reduced_paths, sha256_file
+from ..quant.vials import load_vials
 from ..report.html import html_report
 from .b1_step import b1map_file
 from .config import Job, RunOptions
@@ -55,10 +56,20 @@ def process_scan(job: Job, outdir: str | os.PathLike, options: RunOptions | None
     return outputs
 
 
+def psf_tissues(job: Job) -> list[str] | None:
+    """The presets of the PSF that quantification with anatomy needs: GM, WM, CSF and the vials'
+    media (None without anatomy: the `psf_tissue` option decides)."""
+    if not job.vials or (not job.tissue_maps and not job.atlas):
+        return None
+    return ["gm", "wm", "csf", *sorted({v.medium for v in load_vials(job.vials)})]
+
+
 def _steps(job: Job, outdir: Path, opts: RunOptions, progress: bool | None) -> dict[str, Path]:
-    # quantification follows: the PSF goes with the image (partial-volume correction needs it)
+    # quantification follows: the PSF goes with the image (partial-volume correction needs it), with
+    # anatomy one per tissue and vial medium
     outputs: dict[str, Path] = {"recon": recon_file(job.scan, job.traj, outdir / "recon.nii.gz", opts.recon,
-                                                    progress=progress, psf=opts.recon.psf or bool(job.vials))}
+                                                    progress=progress, psf=opts.recon.psf or bool(job.vials),
+                                                    psf_tissues=psf_tissues(job))}
     b1 = None
     if job.b1_scan_a:
         res = b1map_file(job.b1_scan_a, job.b1_scan_2a, outdir / "b1.nii.gz", traj_path=job.traj,

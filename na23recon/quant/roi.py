@@ -11,10 +11,14 @@ the number of independent resolution elements; 1 voxel each without a PSF), and 
 Partial-volume correction works on the receive-corrected signal y = S / R, which is linear in
 concentration: y = sum_r PSF * (f_r W_r) (a C_r + b), f_r the region's fraction, W_r the spoiled-GRE
 weight of its relaxation (the tissue preset; an atlas label takes the voxel's mix; the vials their
-medium, from the vial mask). Regional: the geometric transfer matrix (Rousset, Ma & Evans, J Nucl
-Med 1998) over the regions and the vials gives a C_r + b, hence C_r. Voxel-wise: region-based
+medium, their fraction maps fitted through the PSF by `quant.vialfit`, and the air around them).
+Regional: the geometric transfer matrix (Rousset, Ma & Evans, J Nucl Med 1998) over the regions,
+the vials and the air gives a C_r + b for every region and vial; the line through the vials' values
+(not the map's calibration on vial cores, which still hold partial volume) gives C_r. The GTM is
+solved for the expected magnitude (Rician, Gudbjartsson & Patz, Magn Reson Med 1995): a linear GTM
+would read the noise floor of faint voxels as signal. Voxel-wise: region-based
 voxel-wise correction (Thomas et al., Eur J Nucl Med Mol Imaging 2011) of y, divided by the
-voxel's weight and calibrated as the map is. Both through `quant.pvc` with the reconstruction's
+voxel's weight and calibrated with the same line. Both through `quant.pvc` with the reconstruction's
 own PSF.
 """
 
@@ -25,8 +29,9 @@ import logging
 import numpy as np
 
 from .anatomy import Regions
-from .pvc import gtm, rbv
-from .tsc import TSCResult
+from .pvc import rbv, spread_regions
+from .tsc import Calibration, TSCResult, fit_calibration
+from .vialfit import VialShape, fit_vials, rician_mean
 from .vials import Vial
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,9 @@ log = logging.getLogger(__name__)
 COLUMNS = ("region", "kind", "label", "voxels", "volume_ml", "mean", "sd", "median", "se_noise",
            "se_calibration", "se", "mean_pvc_gtm", "se_pvc_gtm", "mean_pvc_rbv")
 
+
+#: Fixed-point iterations of the GTM for the expected magnitude (`_gtm`).
+RICE_ITERS = 6
 
 PSF = np.ndarray | dict
 """One PSF array for every region, or {preset: PSF} (each region blurred by its tissue's T2*
@@ -49,60 +57,128 @@ def _psf_for(psf: PSF, preset: str | None) -> np.ndarray:
 
 
 def psf_volume(psf: PSF | None) -> float:
-    """Effective volume of a PSF in voxels, (sum |p|)^2 / sum p^2 (1 without a PSF)."""
+    """Effective volume of a PSF in voxels, (sum p)^2 / sum p^2 (1 without a PSF): white noise
+    filtered by p has voxel variance s^2 sum p^2 and a large region's mean s^2 (sum p)^2 / n, so
+    the mean's variance is the voxel variance times this over n. (The signed sum: |p| would count
+    the far, alternating ringing of a non-Cartesian PSF as correlation.)"""
     if psf is None:
         return 1.0
-    p = np.abs(np.asarray(_psf_for(psf, None), dtype=np.float64))
+    p = np.asarray(_psf_for(psf, None), dtype=np.float64)
     s2 = float(np.sum(p**2))
     return max(1.0, float(np.sum(p)) ** 2 / s2) if s2 > 0 else 1.0
 
 
-def _cal_se(res: TSCResult, t: float) -> float:
-    c = res.calibration
+def _cal_se(res: TSCResult | Calibration, t: float) -> float:
+    c = res.calibration if isinstance(res, TSCResult) else res
     var = (c.cov[1, 1] + t * t * c.cov[0, 0] + 2 * t * c.cov[0, 1]) / c.a**2
     return float(np.sqrt(max(var, 0.0)))
 
 
-def _signal_regions(res: TSCResult, regions: Regions, vials: list[Vial], psf: PSF) -> tuple[np.ndarray, list]:
-    """f_r W_r for each region, then each vial (mask x its medium's weight): (R + nvial, x, y, z),
-    and the PSF of each."""
+def _signal_regions(res: TSCResult, regions: Regions, vials: list[Vial], psf: PSF,
+                    shapes: list[VialShape], cover: np.ndarray | None = None) -> tuple[np.ndarray, list]:
+    """f_r W_r for each region, then each vial (its fitted fraction map x its medium's weight),
+    then, given the head's `cover` (the tissue fractions' sum), the air around head and vials:
+    (R + nvial [+ 1], x, y, z), and the PSF of each (air: none, a delta)."""
     out, psfs = [], []
     for r in range(len(regions)):
         preset = regions.presets[r]
         w = res.weights[preset] if preset is not None else res.weight
         out.append(regions.fractions[r] * w)
         psfs.append(_psf_for(psf, preset))
-    for v in vials:
-        out.append((res.vial_mask == v.label) * res.weights[v.medium])
+    for v, s in zip(vials, shapes):
+        out.append(s.fractions * res.weights[v.medium])
         psfs.append(_psf_for(psf, v.medium))
+    if cover is not None:
+        # the rest of the field of view: air, whose magnitude reads the noise floor (unblurred)
+        air = np.clip(1.0 - cover - sum(s.fractions for s in shapes), 0.0, 1.0)
+        out.append(air)
+        delta = np.zeros(np.shape(psfs[0]))
+        delta[tuple(n // 2 for n in delta.shape)] = 1.0
+        psfs.append(delta)
     return np.stack(out).astype(np.float64), psfs
 
 
-def _gtm_values(res: TSCResult, y: np.ndarray, g: np.ndarray, nreg: int, psf: list,
-                sd_y: np.ndarray, v_psf: float) -> tuple[np.ndarray, np.ndarray]:
-    """(C (nreg,) mM, noise SE (nreg,) mM) by the GTM over the regions g (the first nreg) and vials."""
-    z, G = gtm(y, g, psf)
-    z = np.asarray(z, dtype=np.float64)
-    c = res.calibration
-    conc = (z[:nreg] - c.b) / c.a
+def vial_shapes(res: TSCResult, y: np.ndarray, sets: list[Regions], vials: list[Vial], psf: PSF,
+                sizes_vox: dict | None = None) -> list[VialShape]:
+    """Each vial's solid fitted to y / W_medium through its medium's PSF (`quant.vialfit`), the
+    regions' voxels (any fraction above 1%) left out of the fits; sizes_vox {label: semi-axes in
+    voxels} fixes the listed vials' sizes."""
+    head = np.zeros(y.shape, dtype=bool)
+    for regions in sets:
+        head |= regions.fractions.sum(axis=0) > 0.01
+    med = vials[0].medium if vials else None
+    w = res.weights[med] if med is not None else 1.0
+    return fit_vials(y / w, res.vial_mask, [v.label for v in vials], [_psf_for(psf, v.medium) for v in vials],
+                     exclude=head, noise_sd=_sd_y(res, y) / w, sizes=sizes_vox)
+
+
+def _sd_y(res: TSCResult, y: np.ndarray) -> np.ndarray:
+    """The Gaussian noise SD of the magnitude image per voxel in y = S / R units."""
+    R = res.receive if res.receive is not None else 1.0
+    return np.broadcast_to(res.info.get("noise_sd", 0.0) / R, y.shape)
+
+
+def _gtm(y: np.ndarray, g: np.ndarray, psf: list, sd_y: np.ndarray, v_psf: float, floor_sd: np.ndarray | None = None,
+         iters: int = RICE_ITERS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GTM values z (R,) of every region of g (m = a C + b units), their noise SEs, and the image
+    the GTM was solved on (y less its magnitude noise bias).
+
+    floor_sd: the Gaussian noise SD of the magnitude y per voxel: the GTM is then solved for the
+    expected magnitude, rician_mean(sum_j z_j (g_j * h_j)), by fixed-point iteration on y less
+    the bias rician_mean(yhat) - yhat of the current synthetic image yhat (a linear GTM on a
+    magnitude image reads its noise floor, high in faint voxels and absent in bright ones, as
+    signal)."""
+    spread = spread_regions(g, psf)
+    wf = g.reshape(g.shape[0], -1)
+    ws = np.maximum(wf.sum(axis=1), 1e-30)
+    G = (wf @ spread.reshape(spread.shape[0], -1).T) / ws[:, None]
+    yc = y
+    for _ in range(iters if floor_sd is not None else 1):
+        z = np.linalg.lstsq(G, (wf @ yc.reshape(-1)) / ws, rcond=None)[0]
+        if floor_sd is None:
+            break
+        yhat = np.maximum(np.tensordot(z, spread, axes=1), 0.0)
+        yc = y - (rician_mean(yhat, floor_sd) - yhat)
     # noise: the regional means t = G z, var(t_i) = sum w^2 sd^2 / (sum w)^2 times the PSF volume
     var_t = np.array([np.sum(w**2 * sd_y**2) / max(np.sum(w), 1e-30) ** 2 * v_psf for w in g])
     try:
         Gi = np.linalg.inv(np.asarray(G, dtype=np.float64))
-        se = np.sqrt(np.maximum(np.diag(Gi @ np.diag(var_t) @ Gi.T), 0))[:nreg] / c.a
+        se = np.sqrt(np.maximum(np.diag(Gi @ np.diag(var_t) @ Gi.T), 0))
     except np.linalg.LinAlgError:
-        se = np.full(nreg, np.nan)
-    return conc, se
+        se = np.full(len(z), np.nan)
+    return z, se, yc
+
+
+def pvc_calibration(res: TSCResult, vials: list[Vial], z: np.ndarray, se: np.ndarray,
+                    floor_free: bool = False, shapes: list[VialShape] | None = None) -> Calibration:
+    """The vial line m = a C + b through the vials' GTM values z. Their SEs: the noise `se` and
+    the uncertainty of each vial's fitted volume (`shapes`), z scaling as 1 / volume.
+
+    floor_free: the GTM modelled the magnitude noise floor (expected magnitude, an air region),
+    so 0 mM reads 0: the line goes through 0 (b = 0). Otherwise the map's intercept rule (a
+    noise floor keeps its value and SE)."""
+    c0 = res.calibration
+    conc = np.array([v.concentration_mM for v in vials], dtype=np.float64)
+    se = np.where(np.isfinite(se) & (se > 0), se, np.nanmax(np.append(se, 1e-12)))
+    if shapes:
+        rel = np.array([s.volume_rel_sd if np.isfinite(s.volume_rel_sd) else 0.0 for s in shapes])
+        se = np.hypot(se, np.abs(z) * rel)
+    mode = "zero" if floor_free else c0.intercept
+    cal = fit_calibration(conc, z, se, mode, floor=c0.b, floor_se=float(np.sqrt(max(c0.cov[1, 1], 0.0))))
+    cal.points = [{"label": v.label, "concentration_mM": v.concentration_mM, "medium": v.medium,
+                   "mean": float(zi), "se": float(si)} for v, zi, si in zip(vials, z, se)]
+    return cal
 
 
 def region_table(res: TSCResult, image: np.ndarray, sets: list[Regions], vials: list[Vial], voxel_ml: float,
-                 psf: PSF | None = None) -> tuple[list[dict], np.ndarray | None, dict]:
+                 psf: PSF | None = None, vial_sizes_mm: dict | None = None) -> tuple[list[dict], np.ndarray | None, dict]:
     """ROI rows (COLUMNS) of every region of `sets`, the RBV-corrected TSC map (mM; None without
     PVC) and a description of what was done.
 
     image: the magnitude image (x, y, z) the TSC map was made from; voxel_ml: one voxel's volume
     (mL); psf: the reconstruction's PSF (array centred at N//2 on the image's voxel size, or one per
-    preset {name: array}; None: no PVC).
+    preset {name: array}; None: no PVC); vial_sizes_mm: {label: (3,) semi-axes mm along the image
+    axes} of vials whose size is known (the rest are fitted).
     """
     img = np.asarray(image, dtype=np.float64)
     R = res.receive if res.receive is not None else np.ones_like(img)
@@ -116,14 +192,31 @@ def region_table(res: TSCResult, image: np.ndarray, sets: list[Regions], vials: 
     sd_tsc = res.sd_noise if res.sd_noise is not None else np.zeros_like(img)
     sd_y = sd_tsc * res.weight * cal.a if res.weight is not None else sd_tsc * cal.a
     rows, pvc_map = [], None
+    vox_mm = np.cbrt(voxel_ml * 1e3)
+    sizes = {k: np.asarray(v, np.float64) / vox_mm for k, v in (vial_sizes_mm or {}).items()}
+    shapes = vial_shapes(res, y, sets, vials, psf, sizes) if do_pvc and any(len(r) for r in sets) else []
+    tissue = [r for r in sets if r.kind == "tissue"]
+    cover = np.clip(tissue[0].fractions.sum(axis=0), 0.0, 1.0) if tissue and do_pvc else None
+    if shapes:
+        vox = np.cbrt(voxel_ml * 1e3)
+        info["vial_shapes"] = [s.info([vox] * 3) for s in shapes]
     for regions in sets:
         gtm_c = gtm_se = None
         if do_pvc and len(regions):
-            g, psfs = _signal_regions(res, regions, vials, psf)
-            gtm_c, gtm_se = _gtm_values(res, y, g, len(regions), psfs, sd_y, v_psf)
+            nreg = len(regions)
+            g, psfs = _signal_regions(res, regions, vials, psf, shapes, cover)
+            z, z_se, yc = _gtm(y, g, psfs, sd_y, v_psf, _sd_y(res, y))
+            # vials and regions in one GTM; the calibration through the vials' corrected values
+            nv = nreg + len(vials)
+            cal_r = pvc_calibration(res, vials, z[nreg:nv], z_se[nreg:nv], floor_free=cover is not None,
+                                    shapes=shapes)
+            if cover is not None:
+                info["air_floor"] = float(z[nv])
+            gtm_c, gtm_se = (z[:nreg] - cal_r.b) / cal_r.a, z_se[:nreg] / cal_r.a
             if pvc_map is None:
-                y_pvc = np.asarray(rbv(y, g, psfs), dtype=np.float64)
-                pvc_map = ((y_pvc / res.weight - cal.b) / cal.a).astype(np.float32)
+                info["calibration_pvc"] = cal_r.as_dict()
+                y_pvc = np.asarray(rbv(yc, g, psfs, values=z), dtype=np.float64)
+                pvc_map = ((y_pvc / res.weight - cal_r.b) / cal_r.a).astype(np.float32)
                 info["rbv_regions"] = regions.kind
         for r in range(len(regions)):
             hard = regions.hard(r)
@@ -139,7 +232,7 @@ def region_table(res: TSCResult, image: np.ndarray, sets: list[Regions], vials: 
                            se_noise=se_noise, se_calibration=se_cal, se=float(np.hypot(se_noise, se_cal)))
             if gtm_c is not None:
                 row["mean_pvc_gtm"] = float(gtm_c[r])
-                row["se_pvc_gtm"] = float(np.hypot(gtm_se[r], _cal_se(res, float(gtm_c[r]))))
+                row["se_pvc_gtm"] = float(np.hypot(gtm_se[r], _cal_se(cal_r, float(gtm_c[r]))))
             if pvc_map is not None and n:
                 row["mean_pvc_rbv"] = float(pvc_map[hard].mean())
             rows.append({k: row.get(k) for k in COLUMNS})
