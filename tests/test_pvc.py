@@ -7,7 +7,7 @@ import pytest
 
 from na23recon.core import ReconOptions
 from na23recon.quant.pvc import gtm, rbv
-from na23recon.recon.psf import point_spread
+from na23recon.recon.psf import point_spread, psf_options
 from na23recon.recon.scan_recon import reconstruct
 from na23recon.sim.fractions import tissue_fractions
 from na23recon.sim.phantom import load_phantom
@@ -31,7 +31,9 @@ def _case(brain, traj_kind: str, method: str):
     scan, extra = simulate_scan(ph, acq)
     traj = extra["traj"]
     opts = ReconOptions(method=method)
-    img = reconstruct(scan, traj, opts).array
+    image = reconstruct(scan, traj, opts)
+    img = image.array
+    opts = psf_options(opts, image.meta["recon"])  # CG: the iterations the reconstruction ran
     comps = [next(c for c in ph.compartments if c.label == labs[0]) for labs in GROUPS.values()]
     # truth in image units: the signal weight at the echo (the first sample, k = 0)
     truth = np.array([c.conc_mM * float(c.saturation(acq.tr_ms, np.pi / 2) * c.decay(acq.te_ms * 1e-3))

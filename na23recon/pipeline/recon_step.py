@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from ..core.nifti import sidecar_path
 from ..errors import InputError
 from ..provenance import base_sidecar, display_name
 from ..quant.relax import PRESETS
-from ..recon.psf import point_spread_info
+from ..recon.psf import point_spread_info, psf_options
 from ..recon.scan_recon import reconstruct
 from ..report.figures import montage_png
 from .files import check_output_path, existing_file, nifti_stem, refuse_overwriting_inputs, step_outputs
@@ -64,7 +63,7 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike | None
         image.meta["recon"]["input_repairs"] = dict(scan.notes)
     psf_image = None
     if psf:
-        popts = _psf_options(opts, image.meta["recon"])
+        popts = psf_options(opts, image.meta["recon"])
         arrs, infos = zip(*(point_spread_info(traj, popts, image.array.shape[:3], scan.acquisition.geometry.fov_mm,
                                               t2s_ms=d) for d in decays))
         info = {"file": f"{stem}_psf.nii.gz", "tissue": ",".join(tissues), **infos[0]}
@@ -86,16 +85,6 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike | None
             montage_png(tmp / f"{stem}.png", arr, title=f"{display_name(scan_path, 'scan')}: {opts.method}")
         tmp.commit(last=[sidecar_path(out_path).name, out_path.name])
     return out_path
-
-
-def _psf_options(opts: ReconOptions, recon_meta: dict) -> ReconOptions:
-    """The options the PSF is made with: CG stopped early (the discrepancy principle, noise-dependent)
-    runs the reconstruction's own iteration count on the point, not the maximum (CG's first
-    iterate is a scaled adjoint: a sharper many-iteration PSF would over-correct)."""
-    if opts.method != "cg":
-        return opts
-    n = [int(s["iterations"]) for s in recon_meta.get("solver") or [] if isinstance(s, dict) and s.get("iterations")]
-    return replace(opts, iters=max(1, int(np.median(n)))) if n else opts
 
 
 def _psf_decay(tissue: str):

@@ -146,6 +146,17 @@ def point_spread_info(traj: Trajectory, options: ReconOptions | None, shape: Seq
     return psf, info
 
 
+
+def psf_options(opts: ReconOptions, recon_meta: dict) -> ReconOptions:
+    """The options a reconstruction's PSF is made with: CG stopped early (the discrepancy principle,
+    noise-dependent) runs the reconstruction's own iteration count (`recon_meta["solver"]`, the
+    sidecar's `recon` block) on the point, not the maximum (CG's first iterate is a scaled adjoint:
+    a sharper many-iteration PSF would over-correct)."""
+    if opts.method != "cg":
+        return opts
+    n = [int(s["iterations"]) for s in recon_meta.get("solver") or [] if isinstance(s, dict) and s.get("iterations")]
+    return replace(opts, iters=max(1, int(np.median(n)))) if n else opts
+
 def point_spread(traj: Trajectory, options: ReconOptions | None, shape: Sequence[int], fov_mm,
                  t2s_ms: Decay = None, frac_short: float | None = None, keep_complex: bool = False) -> np.ndarray:
     """The PSF of `options`' method for `traj` on the grid `shape` (x, y, z) over `fov_mm`.
