@@ -75,3 +75,21 @@ def test_a_listed_size_fixes_the_shape():
     np.testing.assert_allclose(fit.semi_axes_vox, semi)
     assert fit.volume_rel_sd == 0.0
     assert fit.amplitude == pytest.approx(amp, rel=0.08)
+
+
+def test_listed_sizes_take_the_detected_orientation():
+    """A listed cylinder's length goes along the axis its detected voxels spread along; a vial as
+    long as it is wide, or a sphere, is the same on every axis; an unlisted or unfound long vial is
+    left to the fit."""
+    from na23recon.quant.vialfit import listed_semi_axes_mm
+    from na23recon.quant.vials import Vial
+
+    mask = np.zeros((20, 20, 20), np.int32)
+    mask[4:7, 3:15, 4:7] = 11   # long along y
+    mask[12:15, 12:15, 12:15] = 12
+    vials = [Vial(11, 25.0, "agar2", diameter_mm=9.0, length_mm=36.0), Vial(12, 50.0, "agar2", diameter_mm=9.0),
+             Vial(13, 100.0, "agar2"), Vial(14, 150.0, "agar2", diameter_mm=9.0, length_mm=30.0)]
+    out = listed_semi_axes_mm(vials, mask, (3.0, 3.0, 3.0))
+    np.testing.assert_allclose(out[11], [4.5, 18.0, 4.5])
+    np.testing.assert_allclose(out[12], [4.5, 4.5, 4.5])
+    assert 13 not in out and 14 not in out

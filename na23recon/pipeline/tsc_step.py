@@ -22,6 +22,7 @@ from ..quant.images import METHOD, acquisition_for, quantify
 from ..quant.register import rotation_angle_deg
 from ..quant.roi import COLUMNS, region_table
 from ..quant.tsc import as_label_image
+from ..quant.vialfit import listed_semi_axes_mm
 from ..quant.vials import load_vials
 from ..report.figures import calibration_png, montage_png, overlay_png, tsc_png
 from .files import existing_file, nifti_inputs, nifti_stem, refuse_overwriting_inputs, step_outputs
@@ -168,9 +169,10 @@ def quantify_file(image_path: str | os.PathLike, out_path: str | os.PathLike, vi
     sets = [r for r in (anatomy.tissue, anatomy.atlas) if r is not None] if anatomy is not None else []
     if "labels" in maps:
         sets.append(label_regions(as_label_image(maps["labels"].echo(0).array, "label image")))
+    sizes = listed_semi_axes_mm(vials, res.vial_mask, image.voxel_mm) if sets else {}
     rows, pvc_map, roi_info = region_table(res, image.echo(opts.echo).array, sets, vials,
                                            float(np.prod(image.voxel_mm)) / 1e3,
-                                           psf) if sets else ([], None, {})
+                                           psf, vial_sizes_mm=sizes) if sets else ([], None, {})
     flip, tr, te, acq = acquisition_for(image, opts)
     _, missing = image.acquisition()
     warn_filled(image_path, [f for f in missing if f not in ("flip_deg", "tr_ms", "te_ms")])

@@ -233,3 +233,26 @@ def fit_vials(image: np.ndarray, vial_mask: np.ndarray, labels: list[int], psfs:
         out.append(fit_vial_shape(image, vm == lab, h, lab, kind=kind, exclude=ex, noise_sd=noise_sd,
                                   semi_vox=(sizes or {}).get(lab)))
     return out
+
+
+def listed_semi_axes_mm(vials: list, vial_mask: np.ndarray, voxel_mm) -> dict[int, np.ndarray]:
+    """{label: (3,) semi-axes in mm along the image axes} of the vials whose size the vials file
+    lists (`quant.vials.Vial` diameter_mm, length_mm): a sphere or a vial as long as it is wide is
+    the same along every axis; otherwise the vial's length lies along the image axis along which
+    its detected voxels (`vial_mask`) spread most (least for a vial shorter than it is wide)."""
+    out: dict[int, np.ndarray] = {}
+    vox = np.broadcast_to(np.asarray(voxel_mm, np.float64), (3,))
+    for v in vials:
+        if v.diameter_mm is None:
+            continue
+        d = float(v.diameter_mm) / 2.0
+        ln = float(v.length_mm) / 2.0 if v.length_mm is not None else d
+        semi = np.full(3, d)
+        idx = np.argwhere(np.asarray(vial_mask) == v.label)
+        if abs(ln - d) > 1e-9 and len(idx) > 1:
+            spread = np.var(idx * vox, axis=0)
+            semi[int(np.argmax(spread) if ln > d else np.argmin(spread))] = ln
+        elif abs(ln - d) > 1e-9:
+            continue  # not found: its orientation is unknown, the fit takes its size
+        out[v.label] = semi
+    return out
