@@ -58,6 +58,7 @@ def test_operator_matches_exact_nudft(t2s):
     ref = E.conj().T @ (w.ravel() * y)
     toep = A.normal(x, w).ravel()
     assert np.linalg.norm(toep - ref) / np.linalg.norm(ref) < 0.015
+    assert A.kernel_nuffts <= 2 * A.nseg - 1 < A.nseg * (A.nseg + 1) // 2  # low-rank pair weights
     A.toeplitz = False  # the per-pair kernels give the NUFFT pair's answer
     pair = A.normal(x, w).ravel()
     assert np.linalg.norm(toep - pair) / np.linalg.norm(pair) < 1e-3
