@@ -156,6 +156,7 @@ class OffResNufft:
         self.toeplitz = bool(toeplitz)
         self._kernels: tuple | None = None  # (weights key, kernels)
         self.kernel_nuffts = 0  # PSF NUFFTs the last kernel set took (the rank of the pair weights)
+        self.rank_tol = KERNEL_RANK_TOL  # 0: one PSF per segment pair (full rank)
         log.info("off-resonance model: %d time segments, interpolation error %.2g, field %.1f..%.1f Hz%s",
                  self.nseg, self.basis.error, float(np.min(fmap_hz)), float(np.max(fmap_hz)),
                  ", with decay" if decay is not None else "")
@@ -262,7 +263,7 @@ class OffResNufft:
         ev, vec = ev[::-1], vec[:, ::-1]
         tail = np.cumsum(ev[::-1])[::-1]  # tail[r]: energy left out when keeping r vectors
         total = max(float(tail[0]), 1e-300)
-        R = next((r for r in range(1, len(ev) + 1) if r == len(ev) or tail[r] <= KERNEL_RANK_TOL**2 * total),
+        R = next((r for r in range(1, len(ev) + 1) if r == len(ev) or tail[r] <= self.rank_tol**2 * total),
                  len(ev))
         V = vec[:, :R]
         prods = np.empty((R, M), np.complex64)
