@@ -30,7 +30,20 @@ def test_run_config_recon_and_report(sim, capsys):
     assert "data:image/png;base64," in html and "recon.nii.gz" in html
 
 
+def test_run_config_b0_map_relative_to_config(sim, monkeypatch):
+    """[recon] b0_map is a path relative to the config file (as the [input] paths), not to the cwd."""
+    cfg = sim / "b0.toml"
+    cfg.write_text('[input]\nscan = "s/scan.dat"\ntraj = "s/traj.npz"\n[recon]\nmatrix = 24\nmethod = "adjoint"\n'
+                   'b0_map = "s/truth_b0.nii.gz"\n[output]\ndir = "res-b0"\n')
+    monkeypatch.chdir(sim / "s")  # elsewhere: a cwd-relative reading would not find s/truth_b0.nii.gz
+    assert main(["run", str(cfg)]) == 0
+    side = json.loads((sim / "res-b0" / "recon.json").read_text())
+    assert side["recon"]["options"]["b0_map"] == str((sim / "s" / "truth_b0.nii.gz").resolve())
+    assert "b0_model" in side["recon"]
+
+
 @pytest.mark.parametrize("text,words", [
+    ('[input]\nscan = "s/scan.dat"\ntraj = "s/traj.npz"\n[recon]\nb0_map = "s/nope.nii.gz"\n', ["b0_map", "not found"]),
     ('[input]\nscan = "s/scan.dat"\n', ["scan and traj"]),
     ('[input]\nscan = "s/scan.dat"\ntraj = "s/none.npz"\n', ["traj", "not found"]),
     ('[input]\nscan = "s/scan.dat"\ntraj = "s/traj.npz"\nfoo = 1\n', ["unknown", "foo"]),

@@ -15,7 +15,7 @@ import io
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +177,11 @@ def load_run_config(path: str | os.PathLike) -> tuple[Job, RunOptions, Path]:
     job = Job(id=path.stem, **paths)
     job.check()
     options = RunOptions.from_sections(cfg, f"config {path.name}")
+    if options.recon.b0_map:  # a path in [recon] is relative to the config file, as the inputs are
+        b0 = (path.parent / options.recon.b0_map).resolve()
+        if not b0.is_file():
+            raise InputError(f"config {path.name}: [recon] b0_map not found: {b0}")
+        options = replace(options, recon=replace(options.recon, b0_map=str(b0)))
     odir = out.get("dir", path.stem + "-out")
     if not isinstance(odir, str) or not odir.strip():
         raise InputError(f"config {path.name} [output]: dir must be a folder name (a string), got {odir!r}")

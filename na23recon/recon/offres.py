@@ -25,7 +25,10 @@ Noll, Meyer, Pauly, Nishimura & Macovski, IEEE TMI 1991), and the weighted norma
 
 each T a Toeplitz operator with complex weights (Fessler, Lee, Olafsson, Shi & Noll, IEEE TSP
 2005): the kernels of the L(L+1)/2 pairs l <= l' (K_l'l = conj(K_ll')) are computed once per
-weight vector, and one application costs L padded forward FFTs and L inverse ones. The number of
+weight vector, from the PSFs of a low-rank basis of the pair weights w conj(d b_l) d b_l' (their
+leading singular vectors over the samples: the products of L interpolators span about 2L - 1
+difference frequencies, so about 2L - 1 PSF NUFFTs instead of L(L+1)/2), and one application
+costs L padded forward FFTs and L inverse ones. The number of
 segments L is the smallest whose worst relative RMS interpolation error over the readout is below
 `tol` (capped at `MAX_SEGMENTS`), or a given one.
 """
@@ -44,11 +47,13 @@ from ..threads import default_threads
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_SEGMENTS", "SegmentBasis", "segment_basis", "OffResNufft"]
+__all__ = ["KERNEL_RANK_TOL", "MAX_SEGMENTS", "SegmentBasis", "segment_basis", "OffResNufft"]
 
 MAX_SEGMENTS = 32
 _NBINS = 256
 _PSF_BATCH = 3
+KERNEL_RANK_TOL = 1e-5
+"""Relative energy (Frobenius) of the segment-pair weights that the low-rank kernel basis may leave out."""
 
 
 class SegmentBasis:
@@ -150,6 +155,8 @@ class OffResNufft:
         self.c = self.basis.spatial(fmap_hz)                       # (L, *shape)
         self.toeplitz = bool(toeplitz)
         self._kernels: tuple | None = None  # (weights key, kernels)
+        self.kernel_nuffts = 0  # PSF NUFFTs the last kernel set took (the rank of the pair weights)
+        self.rank_tol = KERNEL_RANK_TOL  # 0: one PSF per segment pair (full rank)
         log.info("off-resonance model: %d time segments, interpolation error %.2g, field %.1f..%.1f Hz%s",
                  self.nseg, self.basis.error, float(np.min(fmap_hz)), float(np.max(fmap_hz)),
                  ", with decay" if decay is not None else "")
@@ -207,27 +214,63 @@ class OffResNufft:
             return self._kernels[1]
         L, shape = self.nseg, self.shape
         pairs = [(i, j) for i in range(L) for j in range(i, L)]
+        coef, prods = self._product_basis(w, pairs)  # w conj(b_i) b_j ~ sum_r coef[pair, r] prods[r]
         big = tuple(2 * n for n in shape)
         threads = default_threads()
         op2 = Nufft(2.0 * self.coord.reshape(-1, len(shape)).astype(np.float64), big,
                     eps=min(float(getattr(self.op, "eps", 1e-3)), 1e-4), threads=threads)
         scale = np.float32(np.sqrt(float(np.prod(big))) / float(np.prod(shape)))
-        kern = {}
-        for p0 in range(0, len(pairs), _PSF_BATCH):  # a few at a time: each holds an oversampled (4N)^3 grid
-            wts = np.stack([(w * np.conj(self.b[i]) * self.b[j]).reshape(-1).astype(np.complex64)
-                            for i, j in pairs[p0:p0 + _PSF_BATCH]])
-            psf = op2.adjoint(wts)  # centred: index m <-> d = m - N
-            for p, h in enumerate(psf, start=p0):
+        base = []
+        for p0 in range(0, len(prods), _PSF_BATCH):  # a few at a time: each holds an oversampled (4N)^3 grid
+            psf = op2.adjoint(np.ascontiguousarray(prods[p0:p0 + _PSF_BATCH]))  # centred: m <-> d = m - N
+            for h in psf:
                 h = np.fft.ifftshift(h * scale)
                 for a, n in enumerate(shape):  # d = -N never enters the convolution
                     idx = [slice(None)] * len(shape)
                     idx[a] = n
                     h[tuple(idx)] = 0
-                kern[pairs[p]] = scipy.fft.fftn(h, workers=threads).astype(np.complex64)
+                base.append(scipy.fft.fftn(h, workers=threads).astype(np.complex64))
             del psf
         del op2
+        kern = {}
+        for p, pr in enumerate(pairs):
+            k = np.zeros_like(base[0])
+            for r, kr in enumerate(base):
+                if coef[p, r] != 0:
+                    k += np.complex64(coef[p, r]) * kr
+            kern[pr] = k
+        del base
         self._kernels = (key, kern)
+        self.kernel_nuffts = len(prods)
         return kern
+
+    def _product_basis(self, w: np.ndarray, pairs: list) -> tuple[np.ndarray, np.ndarray]:
+        """A low-rank basis of the pair weights P_p = w conj(b_i) b_j (p = (i, j), i <= j): (coef (npair,
+        R), prods (R, M) complex64) with P ~ coef @ prods, R the fewest left singular vectors that keep
+        all but KERNEL_RANK_TOL of P's energy (relative Frobenius). The products of L segment
+        interpolators span about 2L - 1 difference frequencies, so R ~ 2L - 1 < L (L + 1) / 2
+        PSF NUFFTs for the kernels."""
+        b = self.b.reshape(self.nseg, -1)
+        wf = np.broadcast_to(np.asarray(w, np.float32), self.coord_shape).reshape(-1)
+        ii = np.array([i for i, _ in pairs])
+        jj = np.array([j for _, j in pairs])
+        M, step = b.shape[1], 1 << 16
+        gram = np.zeros((len(pairs), len(pairs)), np.complex128)
+        for m0 in range(0, M, step):  # the Gram matrix P P^H, chunk by chunk
+            pc = (wf[m0:m0 + step] * np.conj(b[ii, m0:m0 + step]) * b[jj, m0:m0 + step]).astype(np.complex128)
+            gram += pc @ pc.conj().T
+        ev, vec = np.linalg.eigh(gram)
+        ev, vec = ev[::-1], vec[:, ::-1]
+        tail = np.cumsum(ev[::-1])[::-1]  # tail[r]: energy left out when keeping r vectors
+        total = max(float(tail[0]), 1e-300)
+        R = next((r for r in range(1, len(ev) + 1) if r == len(ev) or tail[r] <= self.rank_tol**2 * total),
+                 len(ev))
+        V = vec[:, :R]
+        prods = np.empty((R, M), np.complex64)
+        for m0 in range(0, M, step):
+            pc = wf[m0:m0 + step] * np.conj(b[ii, m0:m0 + step]) * b[jj, m0:m0 + step]
+            prods[:, m0:m0 + step] = V.conj().T.astype(np.complex64) @ pc
+        return V, prods
 
     def _apply_kernels(self, kern: dict, x: np.ndarray) -> np.ndarray:
         ndim, L, threads = len(self.shape), self.nseg, default_threads()
