@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import numpy as np
 import pytest
@@ -18,8 +17,6 @@ from na23recon.core import Image, QuantOptions, ReconOptions
 from na23recon.errors import InputError
 from na23recon.pipeline.recon_step import recon_file
 from na23recon.quant.receive import default_mode, n4_sensitivity, receive_field, reference_sensitivity
-
-os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 
 def _blocks(n: int = 24) -> tuple[np.ndarray, np.ndarray]:
