@@ -76,6 +76,9 @@ def add_simulate(sub) -> None:
     p.add_argument("--te-ms", type=float, default=0.3, help="echo time, excitation to first sample (default: %(default)s)")
     p.add_argument("--tr-ms", type=float, default=100.0, help="repetition time (default: %(default)s)")
     p.add_argument("--off-resonance-hz", type=float, default=0.0, help="global frequency offset (default: 0)")
+    p.add_argument("--gradient-delay-us", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("DX", "DY", "DZ"),
+                   help="gradient delays along read, phase, partition (us): k-space at the delayed positions, "
+                        "the trajectory file nominal (default: 0 0 0)")
     p.add_argument("--seed", type=int, default=0, help="random seed for the noise")
     p.set_defaults(func=run_simulate)
 
@@ -85,7 +88,8 @@ def run_simulate(args) -> int:
                              snr=args.snr, seed=args.seed, double_angle=args.double_angle, traj=args.traj,
                              ncoil=args.ncoil, undersampling=args.undersampling, b1_variation=args.b1_variation,
                              b1_model=args.b1_model, receive=args.receive, flip_deg=args.flip_deg,
-                             te_ms=args.te_ms, tr_ms=args.tr_ms, off_resonance_hz=args.off_resonance_hz)
+                             te_ms=args.te_ms, tr_ms=args.tr_ms, off_resonance_hz=args.off_resonance_hz,
+                             gradient_delay_us=tuple(args.gradient_delay_us))
     _print_outputs(res)
     return EXIT_OK
 

@@ -23,6 +23,8 @@ INTERCEPTS = ("fit", "zero", "noise-floor")
 B1_FITS = ("poly", "smooth", "none")
 TRAJ_UNITS = ("per_m", "kmax", "kmax_half")
 MAX_POLY_ORDER = 6
+#: Largest gradient delay accepted (us); `traj.delay.MAX_DELAY_US` is the same limit.
+MAX_GRADIENT_DELAY_US = 100.0
 
 # Defaults from scripts/sweep_defaults.py: single-coil brain phantom, matrix 48 (64 was too slow on
 # the shared cores), full sampling, seed 0, radial / DA-radial / TPI x SNR 10, 20, 40; NRMSE of TSC
@@ -242,6 +244,12 @@ class ReconOptions(_Options):
                           "are 1/m", kind="str", choices=TRAJ_UNITS)
     zero_bad_samples: bool = opt(False, "set non-finite or absurdly large raw samples to 0 (counted in the "
                                  "sidecar) instead of refusing the scan", kind="bool")
+    gradient_delay_us: tuple[float, ...] | None = opt(None, "known gradient delays along the read, phase and "
+                                                      "partition axes, us: k(t) -> k(t - d) per axis",
+                                                      kind="floats", metavar="D", default_text="none")
+    estimate_delay: bool = opt(False, "estimate the per-axis gradient delays from the data (RING for full-diameter "
+                               "spokes, a data-consistency search for centre-out readouts) and correct them",
+                               kind="bool")
 
     def __post_init__(self) -> None:
         self._coerce()
@@ -254,6 +262,16 @@ class ReconOptions(_Options):
         _in_range("frac_short", self.frac_short, 0, 1)
         _in_range("rep", self.rep, 0)
         _in_range("echo", self.echo, 0)
+        if self.gradient_delay_us is not None:
+            if len(self.gradient_delay_us) != 3:
+                raise InputError(f"--gradient-delay-us takes three delays (read, phase, partition), got "
+                                 f"{len(self.gradient_delay_us)}")
+            if any(abs(v) > MAX_GRADIENT_DELAY_US for v in self.gradient_delay_us):
+                raise InputError(f"--gradient-delay-us {list(self.gradient_delay_us)}: a delay beyond "
+                                 f"+-{MAX_GRADIENT_DELAY_US:g} us is not a scanner's (are the values in us?)")
+            if self.estimate_delay:
+                raise InputError("--gradient-delay-us and --estimate-delay exclude each other: give the delays or "
+                                 "estimate them")
         if self.method != "adjoint" and self.coil_combine not in (None, "sense"):
             raise InputError(f"--coil-combine {self.coil_combine} applies to the adjoint method only: "
                              f"{self.method} combines coils through the SENSE model")
