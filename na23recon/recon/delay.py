@@ -109,6 +109,8 @@ def ring_delay(ksp: np.ndarray, k: np.ndarray, t: np.ndarray, npairs: int = 1500
     spacing along each spoke; t the sample times (s). `half_width` samples either side of the
     centre are searched, band-limited interpolation `factor` times finer."""
     nro, ns, ndim = k.shape
+    if half_width is None:  # one coil's complex values can agree at a spurious pair of points
+        half_width = 4 if ksp.shape[0] > 1 else 2
     direction = k[:, -1] - k[:, 0]
     n = direction / np.linalg.norm(direction, axis=-1, keepdims=True)
     pos = np.einsum("rsi,ri->rs", k, n)  # signed position along each spoke, 1/m
