@@ -34,6 +34,7 @@ for p in (ROOT, ROOT / "scripts"):
 import validate_phantoms as vp  # noqa: E402
 
 from na23recon.core import ReconOptions  # noqa: E402
+from na23recon.core.nifti import sidecar_path  # noqa: E402
 from na23recon.core.options import DEFAULT_ITERS, DEFAULT_LAM  # noqa: E402
 from na23recon.pipeline.recon_step import recon_file  # noqa: E402
 from na23recon.sim.phantom import load_phantom  # noqa: E402
@@ -63,9 +64,11 @@ def sweep(out: Path, matrix: int = 48, snrs=(10.0, 20.0, 40.0), trajs=("radial",
                 recon_file(sim["scan"], sim["traj"], path, opts, png=False)
                 sec = time.perf_counter() - t0
                 res = vp.evaluate_run(sim, path, ph, vp.ACQ, 0.0)
+                solver = json.loads(sidecar_path(path).read_text())["recon"].get("solver") or [{}]
+                ran = solver[0].get("iterations")
                 bias = {c: res["compartments"][c]["bias_pct"] for c in LABELS if c in res["compartments"]}
                 rows.append({"traj": traj, "snr": snr, "method": method, "lam": lam,
-                             "iters": opts.iters_value, "nrmse": res["nrmse"], "bias": bias, "seconds": round(sec, 1)})
+                             "iters": opts.iters_value, "ran": ran, "nrmse": res["nrmse"], "bias": bias, "seconds": round(sec, 1)})
                 path.unlink(missing_ok=True)
     (out / "sweep.json").write_text(json.dumps(rows, indent=1) + "\n")
     return rows
@@ -73,13 +76,13 @@ def sweep(out: Path, matrix: int = 48, snrs=(10.0, 20.0, 40.0), trajs=("radial",
 
 def table(rows: list[dict]) -> str:
     adj = {(r["traj"], r["snr"]): r["nrmse"] for r in rows if r["method"] == "adjoint"}
-    head = ["traj", "SNR", "method", "lam", "iters", "NRMSE", "vs adj"] + [f"{c} bias %" for c in LABELS] + ["s"]
+    head = ["traj", "SNR", "method", "lam", "iters (ran)", "NRMSE", "vs adj"] + [f"{c} bias %" for c in LABELS] + ["s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         d = r["nrmse"] - adj[(r["traj"], r["snr"])]
         mark = " *" if r["method"] != "adjoint" and r["lam"] == DEFAULT_LAM.get(r["method"]) else ""
         cells = [r["traj"], f"{r['snr']:g}", r["method"], "-" if r["lam"] is None else f"{r['lam']:g}{mark}",
-                 str(r["iters"]) if r["method"] != "adjoint" else "-", f"{r['nrmse']:.4f}", f"{d:+.4f}"]
+                 f"{r['iters']} ({r.get('ran')})" if r["method"] != "adjoint" else "-", f"{r['nrmse']:.4f}", f"{d:+.4f}"]
         cells += [f"{r['bias'][c]:+.1f}" if c in r["bias"] else "n/a" for c in LABELS] + [f"{r['seconds']:g}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -43,7 +43,8 @@ def test_b1map_then_quantify(files, capsys):
     for name in ("TSC_sd.json", "TSC_roi.csv", "TSC_roi.json", "TSC.png", "TSC_calibration.png", "TSC_vials.nii.gz"):
         assert (d / name).exists(), name
     rows = list(csv.DictReader((d / "TSC_roi.csv").open()))
-    assert list(rows[0]) == ["label", "mean", "sd", "median", "voxels"]
+    assert list(rows[0]) == ["region", "kind", "label", "voxels", "volume_ml", "mean", "sd", "median", "se_noise",
+                             "se_calibration", "se", "mean_pvc_gtm", "se_pvc_gtm", "mean_pvc_rbv"]
     wm = next(r for r in rows if r["label"] == "3")
     assert abs(float(wm["median"]) - 32.0) < 2.0
     m = ndimage.binary_erosion(lab == 2)

@@ -51,7 +51,7 @@ def test_sense_operators_adjoint_and_normal(case):
 
 def test_cg_sense_residuals_decrease_monotonically(case):
     n = case.n
-    img, info = reconstruct(case.kspace, case.coord, case.dcf, (n,) * 3, method="cg", iters=12, tol=0,
+    img, info = reconstruct(case.kspace, case.coord, case.dcf, (n,) * 3, method="cg", iters=12, tol=0, discrepancy=0,
                             noise=case.noise)
     res = info["solver"][0]["residuals"]
     assert len(res) == 12
@@ -83,6 +83,43 @@ def test_cs_tv_beats_adjoint(case):
     print(f"NRMSE 32^3: adjoint {e_adj:.3f}, cs-tv {e_tv:.3f}, cs-wavelet {e_wav:.3f}")
     assert e_tv <= 0.7 * e_adj
     assert e_wav < e_adj
+
+
+def test_cg_default_unfolds_undersampled_multicoil(case):
+    """On 3.5x undersampled 8-coil data the discrepancy rule lets CG iterate past the adjoint
+    (the noise share of the misfit is far below the aliasing's) and CG beats the adjoint."""
+    e_adj, _, _ = _errors(case, "adjoint")
+    e_cg, _, info = _errors(case, "cg")
+    stop = info["solver"][0]["stop"]
+    print(f"NRMSE 32^3 SNR 20: adjoint {e_adj:.3f}, cg {e_cg:.3f} after {info['solver'][0]['iterations']} it")
+    assert info["solver"][0]["iterations"] >= 2 and stop["rule"] == "discrepancy"
+    assert e_cg < 0.75 * e_adj
+
+
+def test_cg_default_equals_adjoint_on_full_single_coil(tmp_path):
+    """Fully sampled one-coil DA-radial at SNR 10 (analytic k-space, CLI): the DCF adjoint already
+    fits the data to the noise, so the default CG stops at its first iterate (the scaled adjoint)
+    and is never worse than the adjoint, where CG run to convergence is."""
+    from na23recon.cli import main
+    from na23recon.core.nifti import load_nifti, sidecar_path
+    from na23recon.sim.scan import simulate_to_folder
+
+    sim = simulate_to_folder(tmp_path / "sim", matrix=24, snr=10, traj="dar")
+    truth = load_nifti(sim["truth"])[0]
+    head = truth > 0
+    err = {}
+    for name, extra in (("adjoint", []), ("cg", ["--method", "cg"]),
+                        ("cg-no-rule", ["--method", "cg", "--discrepancy", "0"])):
+        out = tmp_path / f"{name}.nii.gz"
+        assert main(["recon", str(sim["scan"]), "--traj", str(sim["traj"]), "-o", str(out), "--no-png", *extra]) == 0
+        err[name] = nrmse(load_nifti(out)[0], truth, head)
+    import json
+
+    side = json.loads(sidecar_path(tmp_path / "cg.nii.gz").read_text())["recon"]["solver"][0]
+    print(err, side["iterations"], side["stop"]["misfit"], side["stop"]["misfit_target"])
+    assert side["stop"]["stopped_by_discrepancy"] and side["iterations"] <= 2
+    assert err["cg"] <= err["adjoint"] * (1 + 1e-4)
+    assert err["cg-no-rule"] > err["adjoint"]
 
 
 def test_multi_echo_reuses_operators(case):
@@ -169,7 +206,14 @@ def test_cli_iterative_methods_write_residual_log(sim_scan, tmp_path, method):
     side = json.loads(out.with_name(f"{method}.json").read_text())
     rec = side["recon"]
     assert rec["method"] == method and rec["noise"]["source"] == "noise-adjust scan"
-    assert len(rec["solver"][0]["residuals"]) == 4
+    solver = rec["solver"][0]
+    assert len(solver["residuals"]) == solver["iterations"]
+    if method == "cg":  # 3x undersampled at SNR 20: the misfit meets the noise's share within the 4
+        stop = solver["stop"]
+        assert stop["stopped_by_discrepancy"] and solver["iterations"] < 4
+        assert stop["misfit"][-1] <= stop["misfit_target"] < stop["misfit"][-2]
+    else:
+        assert solver["iterations"] == 4
 
 
 @pytest.mark.parametrize("extra", [["--method", "sart"], ["--method", "cs-tv", "--lam", "-1"],
@@ -276,3 +320,27 @@ def test_cs_tv_converges_to_reference_solution():
     # the TV solution is not the least-squares one (the regulariser is active)
     ls = np.linalg.lstsq(E, y.ravel(), rcond=None)[0].reshape(prob.shape)
     assert np.linalg.norm(ls - ref) / np.linalg.norm(ref) > 20 * err
+
+
+@pytest.mark.parametrize("tau", [1.0, 1.15])
+def test_cg_discrepancy_stops_at_first_iterate_within_noise(tau):
+    """The discrepancy rule against the dense E: the CG iterate it returns is the first whose exact
+    misfit ||E x_k - y||^2 is at most tau * 2 sigma^2 ncoil M, and it is that iterate."""
+    prob, E, y, _ = _dense_problem()
+    sigma = 0.05
+    target = tau * 2 * sigma**2 * y.size
+    misfits, iterates = [], []
+    for k in range(1, 30):
+        xk, _ = cg_sense(prob, y, lam=0.0, max_iter=k, tol=0)
+        iterates.append(xk)
+        misfits.append(float(np.linalg.norm(E @ xk.ravel() - y.ravel()) ** 2))
+    first = next(k for k, m in enumerate(misfits, 1) if m <= target)
+    assert 1 < first < 29, misfits
+    x, info = cg_sense(prob, y, lam=0.0, max_iter=100, tol=0, noise_sd=sigma, discrepancy=tau)
+    assert info.iterations == first and info.stop["stopped_by_discrepancy"]
+    assert info.stop["misfit_target"] == pytest.approx(target, rel=1e-6)
+    assert info.stop["misfit"][-1] == pytest.approx(misfits[first - 1], rel=1e-3)
+    assert np.allclose(x, iterates[first - 1], rtol=0, atol=1e-5 * np.abs(x).max())
+    # without a noise estimate (noiseless data) the rule is off and CG runs to its tolerance
+    _, full = cg_sense(prob, y, lam=0.0, max_iter=100, tol=0, noise_sd=0.0, discrepancy=tau)
+    assert full.iterations == 100 and full.stop is None

@@ -80,6 +80,13 @@ def add_simulate(sub) -> None:
                    help="gradient delays along read, phase, partition (us): k-space at the delayed positions, "
                         "the trajectory file nominal (default: 0 0 0)")
     p.add_argument("--seed", type=int, default=0, help="random seed for the noise")
+    p.add_argument("--anat", action="store_true", help="also write the phantom's GM/WM/CSF probability maps and "
+                   "atlas as a 1H scan sees them (anat_*.nii.gz, scanner coordinates)")
+    p.add_argument("--anat-voxel-mm", type=float, default=1.0, help="voxel of the --anat maps (default: %(default)s)")
+    p.add_argument("--anat-offset-mm", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("X", "Y", "Z"),
+                   help="head shift (RAS mm) between the sodium and the 1H scan (implies --anat)")
+    p.add_argument("--anat-rot-deg", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("A", "B", "C"),
+                   help="head rotation (deg about RAS x, y, z, about the head centre) between the scans (implies --anat)")
     p.set_defaults(func=run_simulate)
 
 
@@ -89,6 +96,9 @@ def run_simulate(args) -> int:
                              ncoil=args.ncoil, undersampling=args.undersampling, b1_variation=args.b1_variation,
                              b1_model=args.b1_model, receive=args.receive, flip_deg=args.flip_deg,
                              te_ms=args.te_ms, tr_ms=args.tr_ms, off_resonance_hz=args.off_resonance_hz,
+                             anat=args.anat or any(args.anat_offset_mm) or any(args.anat_rot_deg),
+                             anat_voxel_mm=args.anat_voxel_mm, anat_offset_mm=tuple(args.anat_offset_mm),
+                             anat_rot_deg=tuple(args.anat_rot_deg),
                              gradient_delay_us=tuple(args.gradient_delay_us))
     _print_outputs(res)
     return EXIT_OK
@@ -196,6 +206,15 @@ def add_quantify(sub) -> None:
     p.add_argument("--b1", default=None, help="B1 map .nii.gz (relative flip scale, from b1map)")
     p.add_argument("--receive", default=None, help="relative receive map .nii.gz (default with --b1: reciprocity)")
     p.add_argument("--labels", default=None, help="label image .nii.gz: ROI table <out>_roi.csv/.json")
+    p.add_argument("--tissue-maps", nargs=3, default=None, metavar=("GM", "WM", "CSF"),
+                   help="GM, WM, CSF probability maps from the 1H scan (any resolution, scanner coordinates): "
+                        "per-voxel relaxation mix, per-tissue ROI table with partial-volume correction")
+    p.add_argument("--atlas", default=None, help="atlas label image from the 1H scan (any resolution): ROI table "
+                                                 "per label")
+    p.add_argument("--atlas-table", default=None, help="label names of --atlas: TSV/CSV id,name or a FreeSurfer LUT")
+    p.add_argument("--anat", default=None, help="the 1H image (T1w) the maps come from, for --register")
+    p.add_argument("--psf", default=None, help="the reconstruction's PSF .nii.gz for partial-volume correction "
+                                               "(default: <image>_psf.nii.gz beside the image)")
     p.add_argument("--config", default=None, help='JSON {"relaxation": {preset: {t1_ms: ..}}} overrides')
     p.add_argument("-o", "--out", required=True, help="output TSC map .nii.gz (mM)")
     add_options(p, QuantOptions, title="quantification")
@@ -208,7 +227,9 @@ def run_quantify(args) -> int:
     with reduced_paths(from_args(OutputOptions, args).reduce_paths):
         res = quantify_file(args.image, args.out, args.vials, from_args(QuantOptions, args),
                             vial_mask_path=args.vial_mask, b1_path=args.b1, labels_path=args.labels,
-                            receive_path=args.receive, config_path=args.config, png=not args.no_png)
+                            receive_path=args.receive, config_path=args.config, png=not args.no_png,
+                            tissue_map_paths=args.tissue_maps, atlas_path=args.atlas, atlas_table_path=args.atlas_table,
+                            anat_path=args.anat, psf_path=args.psf)
     _print_outputs(res)
     return EXIT_OK
 
@@ -233,7 +254,8 @@ def _add_step_options(p, suppress: bool = False) -> None:
 def add_run(sub) -> None:
     p = sub.add_parser("run", help="one scan end to end from a TOML/JSON config (recon, B1, TSC, QC report)")
     p.add_argument("config", help="TOML or JSON: [input] scan, traj, b1_scan_a, b1_scan_2a, vials, vial_mask, "
-                                  "labels; [recon], [b1], [quant] options (as the command-line options, "
+                                  "labels, tissue_gm, tissue_wm, tissue_csf, atlas, atlas_table, anat; [recon], "
+                                  "[b1], [quant] options (as the command-line options, "
                                   "with '_' for '-'); [output] dir")
     p.add_argument("-o", "--out", default=None, help="output folder (default: the config's [output] dir)")
     _add_step_options(p, suppress=True)
@@ -254,7 +276,8 @@ def run_run(args) -> int:
 
 def add_batch(sub) -> None:
     p = sub.add_parser("batch", help="process the scans of a manifest (process pool or Dask cluster)")
-    p.add_argument("manifest", help="CSV (id,scan,traj[,b1_scan_a,b1_scan_2a,vials,vial_mask,labels]), TOML or JSON; "
+    p.add_argument("manifest", help="CSV (id,scan,traj[,b1_scan_a,b1_scan_2a,vials,vial_mask,labels,tissue_gm,"
+                                    "tissue_wm,tissue_csf,atlas,atlas_table,anat]), TOML or JSON; "
                                     "scan: twix or ISMRMRD .h5; traj: " + TRAJ_HELP.split(": ", 1)[1])
     p.add_argument("-o", "--out", required=True, help="output root: results in OUT/<id>/, OUT/summary.csv")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: cores / threads, capped by memory)")

@@ -37,16 +37,19 @@ MAX_GRADIENT_DELAY_US = 100.0
 # CS-wavelet 0.5 with 10 iterations: 0.006-0.044 below the adjoint on all nine, GM/WM bias at most
 # +11/+12% (radial SNR 10); at 30 iterations every lambda of 0.1-4 loses to the adjoint on radial
 # (0.5: +0.018/+0.023/+0.019) as the iterates approach the noisier weighted least-squares solution.
-# CG: Tikhonov weight relative to ||E^H W E|| ~ 1. 3: within -0.003..+0.002 of the adjoint
-# everywhere (it approaches the adjoint as the weight grows: 0.1 was +0.032 on DA-radial SNR 10,
-# 10 is +0.0003..+0.0008 there); no weight beats the DCF adjoint on fully sampled DA-radial with one
-# coil. On the 8-coil 3.5x undersampled radial case (tests/_multicoil.py, matrix 32) CG 3 gives
-# image NRMSE 0.320 (SNR 10) and 0.266 (SNR 40) against the adjoint's 0.571 and 0.349 (10: 0.325,
-# 0.284; 1: 0.322, 0.248). CG converges in 5 iterations at these weights (15 gives the same).
+# CG: Tikhonov weight 0.1 (relative to ||E^H W E|| ~ 1) with the discrepancy stopping rule
+# (ReconOptions.discrepancy, recon/solvers.cg_sense). Run to 15 iterations no weight beat the DCF
+# adjoint on fully sampled single-coil DA-radial (3: +0.0023 at SNR 10; 10: +0.0003..+0.0008): the
+# adjoint already fits those data to the noise, so with the rule CG stops at its first iterate (the
+# scaled adjoint) and equals it in all nine cells (0.01, 0.1, 0.3 alike; 0.3 then runs on at SNR 40,
+# +0.0031 on DA-radial). On the 8-coil 3.5x undersampled radial case (tests/_multicoil.py, matrix
+# 32) the default gives image NRMSE 0.334 / 0.259 / 0.241 at SNR 10 / 20 / 40 after 1 / 2 / 15
+# iterations (at 40 the Tikhonov shrinkage alone keeps the misfit above the noise's share), against
+# the adjoint's 0.572 / 0.420 / 0.353 and weight 3 without the rule 0.324 / 0.274 / 0.271.
 # CG with the decay-aware model ("cg+decay") keeps 0.1: the weight that undoes the T2* blur (8-coil
 # case, T2* 4 ms over a 3.9 ms readout, SNR 200: NRMSE against the decay-free recon 0.083 at 0.1,
 # 0.151 at 0.3, 0.219 at 1, 0.255 at 3, plain CG 0.18); not swept at SNR 10-40.
-DEFAULT_LAM = {"cg": 3.0, "cg+decay": 0.1, "cs-tv": 0.35, "cs-wavelet": 0.5}
+DEFAULT_LAM = {"cg": 0.1, "cg+decay": 0.1, "cs-tv": 0.35, "cs-wavelet": 0.5}
 DEFAULT_ITERS = {"cg": 15, "cs-tv": 30, "cs-wavelet": 10}
 
 
@@ -225,6 +228,9 @@ class ReconOptions(_Options):
     iters: int | None = opt(None, "maximum iterations", kind="int",
                             default_text=", ".join(f"{k} {v}" for k, v in DEFAULT_ITERS.items()))
     tol: float = opt(1e-4, "stopping tolerance (CG: relative residual; CS: relative image change)", kind="float")
+    discrepancy: float = opt(1.0, "cg: stop at the first iterate that fits the data to within TAU times the noise's "
+                             "expected misfit (discrepancy principle; needs a noise estimate); 0: off",
+                             kind="float", metavar="TAU")
     eps: float = opt(1e-3, "NUFFT tolerance", kind="float")
     coil_compress: int | None = opt(None, "SVD-compress to N virtual coils", kind="int", metavar="N",
                                     default_text="keep all")
@@ -250,6 +256,10 @@ class ReconOptions(_Options):
     estimate_delay: bool = opt(False, "estimate the per-axis gradient delays from the data (RING for full-diameter "
                                "spokes, a data-consistency search for centre-out readouts) and correct them",
                                kind="bool")
+    psf: bool = opt(False, "also write the point-spread function X_psf.nii.gz (the method applied to a point; "
+                    "exact for adjoint and cg, the linear part for cs-*), FWHM in the sidecar's recon.psf", kind="bool")
+    psf_tissue: str = opt("gm", "relaxation preset whose T2* decay blurs the PSF, or 'none'", kind="str",
+                          metavar="PRESET")
 
     def __post_init__(self) -> None:
         self._coerce()
@@ -257,6 +267,7 @@ class ReconOptions(_Options):
         _in_range("lam", self.lam, 0)
         _in_range("iters", self.iters, 1, 10000)
         _in_range("tol", self.tol, 0)
+        _in_range("discrepancy", self.discrepancy, 0, 100)
         _in_range("eps", self.eps, 1e-7, 0.1)
         _in_range("coil_compress", self.coil_compress, 1)
         _in_range("frac_short", self.frac_short, 0, 1)
@@ -325,6 +336,8 @@ class QuantOptions(_Options):
     noise_sd: float | None = opt(None, "image noise SD", kind="float", default_text="from the background")
     vial_threshold: float | None = opt(None, "least smoothed peak of a detected vial (corrected units)",
                                        kind="float", default_text="6 background SDs")
+    register: bool = opt(False, "rigidly register the 1H anatomy (tissue maps, atlas, --anat) to the sodium image "
+                         "(SimpleITK, mutual information) instead of trusting the affines alone", kind="bool")
 
     def __post_init__(self) -> None:
         self._coerce()

@@ -20,12 +20,12 @@ LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
 #: our output stem -> BIDS entities and suffix after sub/ses/acq
 STEMS = {"recon": "desc-recon_PDw", "b1": "desc-B1_TB1map", "b1_a": "flip-1_desc-recon_PDw",
          "b1_2a": "flip-2_desc-recon_PDw", "tsc": "desc-TSC_PDmap", "tsc_sd": "desc-TSCsd_PDmap",
-         "tsc_vials": "desc-vials_dseg"}
+         "tsc_vials": "desc-vials_dseg", "tsc_pvc": "desc-TSCpvc_PDmap"}
 IGNORE = ["logs/", "dicom/", "figures/", "summary.csv"]
 #: what each map is (the sidecar's Description)
 DESCRIPTIONS = {"recon": "23Na image (arbitrary units)", "B1": "B1+ map, relative flip scale (1 = nominal)",
                 "TSC": "tissue sodium concentration, mM", "TSCsd": "standard deviation of the TSC, mM",
-                "vials": "reference vial labels"}
+                "vials": "reference vial labels", "TSCpvc": "TSC, partial-volume corrected (RBV), mM"}
 
 
 def check_label(value: str, what: str) -> str:

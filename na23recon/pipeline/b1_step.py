@@ -70,7 +70,8 @@ def b1map_file(scan_a: str | os.PathLike, scan_2a: str | os.PathLike, out_path: 
     with staged_outputs(folder, stem) as tmp:
         images = []
         for tag, p, is_nii in (("a", scan_a, nii_a), ("2a", scan_2a, nii_2a)):
-            path = Path(p) if is_nii else recon_file(p, traj_path, tmp / f"{stem}_{tag}.nii.gz", recon, png=False)
+            path = Path(p) if is_nii else recon_file(p, traj_path, tmp / f"{stem}_{tag}.nii.gz", recon, png=False,
+                                                                 psf=False)
             images.append(Image.load(path))
         m = b1_map(images[0], images[1], opts)
         _, missing = images[0].acquisition()

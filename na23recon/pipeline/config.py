@@ -23,7 +23,10 @@ from ..core import B1Options, QuantOptions, ReconOptions
 from ..core.options import OutputOptions
 from ..errors import InputError
 
-PATH_FIELDS = ("scan", "traj", "b1_scan_a", "b1_scan_2a", "vials", "vial_mask", "labels")
+#: The 1H anatomy of a scan (`quantify --tissue-maps GM WM CSF --atlas --atlas-table --anat`).
+TISSUE_FIELDS = ("tissue_gm", "tissue_wm", "tissue_csf")
+ANATOMY_FIELDS = (*TISSUE_FIELDS, "atlas", "atlas_table", "anat")
+PATH_FIELDS = ("scan", "traj", "b1_scan_a", "b1_scan_2a", "vials", "vial_mask", "labels", *ANATOMY_FIELDS)
 #: Optional BIDS labels of a manifest row (`batch --layout bids`): subject (default: the id) and session.
 LABEL_FIELDS = ("subject", "session")
 FIELDS = ("id", *PATH_FIELDS, *LABEL_FIELDS)
@@ -43,6 +46,12 @@ class Job:
     vials: str | None = None
     vial_mask: str | None = None
     labels: str | None = None
+    tissue_gm: str | None = None
+    tissue_wm: str | None = None
+    tissue_csf: str | None = None
+    atlas: str | None = None
+    atlas_table: str | None = None
+    anat: str | None = None
     subject: str | None = None
     session: str | None = None
 
@@ -53,8 +62,16 @@ class Job:
         """InputError for a combination of inputs no step can use."""
         if bool(self.b1_scan_a) != bool(self.b1_scan_2a):
             raise InputError("a B1 map needs both b1_scan_a and b1_scan_2a")
-        if (self.vial_mask or self.labels) and not self.vials:
-            raise InputError("vial_mask and labels need a vials file to quantify TSC")
+        if (self.vial_mask or self.labels or any(getattr(self, f) for f in ANATOMY_FIELDS)) and not self.vials:
+            raise InputError("vial_mask, labels and the anatomy (tissue maps, atlas) need a vials file to quantify TSC")
+        given = [f for f in TISSUE_FIELDS if getattr(self, f)]
+        if given and len(given) != len(TISSUE_FIELDS):
+            raise InputError(f"tissue maps need all of {', '.join(TISSUE_FIELDS)}; got {', '.join(given)}")
+
+    @property
+    def tissue_maps(self) -> list[str] | None:
+        """[GM, WM, CSF] map paths, or None."""
+        return [getattr(self, f) for f in TISSUE_FIELDS] if self.tissue_gm else None
 
 
 @dataclass(frozen=True)
@@ -123,7 +140,8 @@ def load_config(path: str | os.PathLike, what: str) -> Any:
 
 def load_run_config(path: str | os.PathLike) -> tuple[Job, RunOptions, Path]:
     """Read a `na23recon run` config (TOML or JSON): [input] scan, traj, b1_scan_a, b1_scan_2a,
-    vials, vial_mask, labels (relative to the config file); [recon], [quant], [b1] option tables;
+    vials, vial_mask, labels, tissue_gm, tissue_wm, tissue_csf, atlas, atlas_table, anat
+    (relative to the config file); [recon], [quant], [b1] option tables;
     [output] dir. Returns (job, options, output folder)."""
     path = Path(path)
     cfg = load_config(path, "config")

@@ -56,8 +56,9 @@ def process_scan(job: Job, outdir: str | os.PathLike, options: RunOptions | None
 
 
 def _steps(job: Job, outdir: Path, opts: RunOptions, progress: bool | None) -> dict[str, Path]:
+    # quantification follows: the PSF goes with the image (partial-volume correction needs it)
     outputs: dict[str, Path] = {"recon": recon_file(job.scan, job.traj, outdir / "recon.nii.gz", opts.recon,
-                                                    progress=progress)}
+                                                    progress=progress, psf=opts.recon.psf or bool(job.vials))}
     b1 = None
     if job.b1_scan_a:
         res = b1map_file(job.b1_scan_a, job.b1_scan_2a, outdir / "b1.nii.gz", traj_path=job.traj,
@@ -66,6 +67,8 @@ def _steps(job: Job, outdir: Path, opts: RunOptions, progress: bool | None) -> d
         outputs.update({f"b1_{k}" if not k.startswith("b1") else k: Path(v) for k, v in res.items()})
     if job.vials:
         res = quantify_file(outputs["recon"], outdir / "tsc.nii.gz", job.vials, opts.quant,
-                            vial_mask_path=job.vial_mask, b1_path=b1, labels_path=job.labels)
+                            vial_mask_path=job.vial_mask, b1_path=b1, labels_path=job.labels,
+                            tissue_map_paths=job.tissue_maps, atlas_path=job.atlas, atlas_table_path=job.atlas_table,
+                            anat_path=job.anat, psf_path=outputs.get("psf"))
         outputs.update({f"tsc_{k}" if not k.startswith("tsc") else k: Path(v) for k, v in res.items()})
     return outputs

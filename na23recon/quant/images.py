@@ -42,14 +42,16 @@ def acquisition_for(image: Image, options: QuantOptions) -> tuple[float, float, 
 
 def quantify(image: Image, vials: list[Vial], options: QuantOptions | None = None, vial_mask: Image | None = None,
              b1: Image | None = None, labels: Image | None = None, receive: Image | None = None,
-             relaxation: Mapping | None = None) -> TSCResult:
+             relaxation: Mapping | None = None, tissue_fractions: Mapping[str, np.ndarray] | None = None) -> TSCResult:
     """TSC map (mM) of a reconstructed sodium image, calibrated on reference vials.
 
     image: magnitude (x, y, z) or (x, y, z, echo) with its sidecar (TE, TR, flip); vials: from
     `quant.vials.load_vials`; vial_mask: label image of the vials (None: detected); b1: relative
     flip scale map (1.0 nominal); labels: ROI labels (per-label relaxation presets through
     `options.label_tissue`); receive: relative receive map (default with a B1 map: reciprocity);
-    relaxation: preset overrides {name: {t1_ms: ...}}. Every map must lie on the image's grid.
+    relaxation: preset overrides {name: {t1_ms: ...}}; tissue_fractions: {preset: fraction map}
+    (`quant.anatomy.tissue_regions`), each voxel's relaxation the fraction-weighted mix. Every map
+    must lie on the image's grid.
 
     Returns TSCResult (tsc, sd float32 (x, y, z) mM; vial_mask; calibration; info). The info
     holds what was used (flip, TR, TE, noise, presets, calibration line).
@@ -72,7 +74,8 @@ def quantify(image: Image, vials: list[Vial], options: QuantOptions | None = Non
     return quantify_arrays(img.array, vials, flip, tr, te, vial_mask=maps.get("vial_mask"), b1=maps.get("b1"),
                            receive=maps.get("receive"), reciprocity=opts.reciprocity, tissue=opts.tissue,
                            labels=maps.get("labels"), label_tissue=opts.label_tissue, noise_sd=opts.noise_sd,
-                           intercept=opts.intercept, config=relaxation, vial_threshold=opts.vial_threshold)
+                           intercept=opts.intercept, config=relaxation, vial_threshold=opts.vial_threshold,
+                           tissue_fractions=tissue_fractions)
 
 
 def b1_map(image_a: Image, image_2a: Image, options: B1Options | None = None) -> Image:

@@ -33,6 +33,8 @@ B1_CLIP = (0.2, 3.0)  # flip scales outside this are not physical: extrapolated 
 #: A B1 map outside B1_CLIP in more than this fraction of the object is refused (not a flip-scale map).
 B1_BAD_FRACTION = 0.1
 INT32_MAX = np.iinfo(np.int32).max
+#: Voxels whose tissue fractions sum below this take the default preset (no tissue there).
+MIN_FRACTION = 1e-3
 
 
 def as_label_image(arr: np.ndarray, what: str) -> np.ndarray:
@@ -117,13 +119,20 @@ def fit_calibration(conc_mM: np.ndarray, m: np.ndarray, se: np.ndarray, intercep
 
 @dataclass
 class TSCResult:
-    """tsc, sd: float32 (x, y, z) in mM; vial_mask: int32 (x, y, z); calibration; info (what was done)."""
+    """tsc, sd: float32 (x, y, z) in mM; vial_mask: int32 (x, y, z); calibration; info (what was done).
+    weight: the signal weight W of each voxel (its relaxation mix, float64 (x, y, z)); weights: W
+    of each preset used {name: (x, y, z)}; receive: R (x, y, z); sd_noise: the image noise part of
+    `sd` (mM). So m = image / (R W) and TSC = (m - b) / a."""
 
     tsc: np.ndarray
     sd: np.ndarray
     vial_mask: np.ndarray
     calibration: Calibration
     info: dict
+    weight: np.ndarray | None = None
+    weights: dict = field(default_factory=dict)
+    receive: np.ndarray | None = None
+    sd_noise: np.ndarray | None = None
 
 
 def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float, te_ms: float,
@@ -131,15 +140,19 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
              receive: np.ndarray | None = None, reciprocity: bool = True, tissue: str = "gm",
              labels: np.ndarray | None = None, label_tissue: Mapping[int, str] | None = None,
              noise_sd: float | None = None, intercept: str = "fit", config: Mapping | None = None,
-             vial_threshold: float | None = None, core_depth_vox: float = 1.0) -> TSCResult:
+             vial_threshold: float | None = None, core_depth_vox: float = 1.0,
+             tissue_fractions: Mapping[str, np.ndarray] | None = None) -> TSCResult:
     """TSC map (mM) and its SD from a magnitude sodium image and reference vials.
 
     image: (x, y, z) magnitude; vials: from the vials file; flip_deg / tr_ms / te_ms: the nominal
     acquisition. vial_mask: int (x, y, z) holding the vials' labels, or None to detect them
     (quant/vials.py). b1: relative flip scale (x, y, z), 1.0 nominal (None: uniform). receive:
     relative receive map; default with `reciprocity` is R = b1 (transmit-receive coil).
-    tissue: relaxation preset for every voxel, or per label with `labels` (int (x, y, z)) and
-    `label_tissue` {label: preset}; labels not listed use `tissue`. noise_sd: Gaussian noise SD of
+    tissue: relaxation preset of voxels without another (below); tissue_fractions {preset:
+    fraction (x, y, z)} (GM, WM, CSF maps from the 1H scan): each voxel's weight is the
+    fraction-weighted mix sum f_t W_t / sum f_t of those presets' weights; `labels` (int (x, y, z))
+    with `label_tissue` {label: preset} sets the preset of the listed labels' voxels; the vials'
+    voxels take their medium's weight. noise_sd: Gaussian noise SD of
     the image (default: estimated from the background). intercept: 'fit' | 'zero' | 'noise-floor'.
     config: relaxation preset overrides (quant/relax.py). core_depth_vox: each vial is averaged over its
     central voxels, those within this depth of its deepest point (quant/vials.py `vial_core`:
@@ -150,7 +163,9 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
         raise InputError(f"quantify needs a 3D image (x, y, z), got shape {img.shape}")
     if not np.all(np.isfinite(img)):
         raise InputError(f"image has {int(np.sum(~np.isfinite(img)))} non-finite voxels (NaN/inf)")
-    for name, arr in (("vial mask", vial_mask), ("B1 map", b1), ("receive map", receive), ("label image", labels)):
+    fracs = {k: np.asarray(v, dtype=np.float64) for k, v in (tissue_fractions or {}).items()}
+    for name, arr in (("vial mask", vial_mask), ("B1 map", b1), ("receive map", receive), ("label image", labels),
+                      *((f"{k} fraction map", v) for k, v in fracs.items())):
         if arr is not None and np.shape(arr) != img.shape:
             raise InputError(f"{name} shape {tuple(np.shape(arr))} differs from the image's {img.shape}")
     if b1 is not None and not np.all(np.isfinite(b1)):
@@ -232,6 +247,13 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
 
     w_t = weight(tissue)
     used = {tissue}
+    weights = {tissue: w_t, **w_media}
+    if fracs:
+        total = sum(fracs.values())
+        num = sum(f * weights.setdefault(k, weight(k)) for k, f in fracs.items())
+        has = total > MIN_FRACTION
+        w_t = np.where(has, num / np.where(has, total, 1.0), w_t)
+        used |= set(fracs)
     if label_tissue:
         if labels is None:
             raise InputError("a per-label tissue mapping needs a label image")
@@ -239,16 +261,27 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
         for lab_id, preset in label_tissue.items():
             sel = lab == int(lab_id)
             if sel.any():
-                w_t = np.where(sel, weight(preset), w_t)
+                w_t = np.where(sel, weights.setdefault(preset, weight(preset)), w_t)
                 used.add(preset)
+    for v in vials:  # the vials read their own concentration
+        sel = vmask == v.label
+        w_t = np.where(sel, w_media[v.medium], w_t)
     mt = img / (R * w_t)
     tsc = (mt - cal.b) / cal.a
     var_m = (noise_sd / (R * w_t)) ** 2
     var = (var_m + cal.cov[1, 1] + tsc**2 * cal.cov[0, 0] + 2 * tsc * cal.cov[0, 1]) / cal.a**2
     info.update(tissue=tissue, label_tissue={str(k_): v_ for k_, v_ in (label_tissue or {}).items()},
+                relaxation=("fraction-weighted mix of " + ", ".join(sorted(fracs)) + f" (elsewhere {tissue})"
+                            if fracs else f"preset {tissue} for every tissue voxel"
+                            + (" (label presets where given)" if label_tissue else "")) + "; vials: their medium",
                 calibration=cal.as_dict())
+    if not fracs and not label_tissue:
+        log.info("one relaxation preset (%s) for every tissue voxel: give tissue maps (GM, WM, CSF) for a per-"
+                 "voxel mix", tissue)
     return TSCResult(tsc=tsc.astype(np.float32), sd=np.sqrt(np.maximum(var, 0)).astype(np.float32),
-                     vial_mask=vmask, calibration=cal, info=info)
+                     vial_mask=vmask, calibration=cal, info=info, weight=w_t,
+                     weights={k: np.broadcast_to(v, img.shape) for k, v in weights.items()}, receive=R,
+                     sd_noise=np.sqrt(var_m / cal.a**2).astype(np.float32))
 
 
 def _check_b1_in_object(b1: np.ndarray, obj: np.ndarray) -> None:

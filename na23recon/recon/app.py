@@ -105,7 +105,8 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
         logs = []
         for e, k in enumerate(ksp):
             if method == "cg":
-                x, lg = cg_sense(problem, k, lam=lam_rel, max_iter=max_iter, tol=tol, progress=progress)
+                x, lg = cg_sense(problem, k, lam=lam_rel, max_iter=max_iter, tol=tol, progress=progress,
+                                 noise_sd=noise_sd, discrepancy=opts.discrepancy or None)
             elif method == "cs-tv":
                 x, lg = cs_tv(problem, k, lam=lam_rel * sd_img, max_iter=max_iter, tol=tol, progress=progress)
             else:

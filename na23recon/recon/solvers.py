@@ -84,11 +84,14 @@ class IterLog:
     lam: float = 0.0
     lam_relative: float | None = None
     seconds: float = 0.0
+    stop: dict | None = None
+    """CG's discrepancy stopping rule: tau, the misfit target, the misfit per iteration."""
 
     def as_dict(self) -> dict:
         return {"method": self.method, "iterations": self.iterations, "max_iter": self.max_iter, "tol": self.tol,
                 "converged": self.converged, "lambda": self.lam, "lambda_relative_to_noise": self.lam_relative,
-                "residuals": [float(f"{r:.6g}") for r in self.residuals], "seconds": round(self.seconds, 3)}
+                "residuals": [float(f"{r:.6g}") for r in self.residuals], "seconds": round(self.seconds, 3),
+                **({"stop": self.stop} if self.stop else {})}
 
 
 class SenseProblem:
@@ -139,6 +142,11 @@ class SenseProblem:
         """1/2 y^H W y (the objective at x = 0)."""
         return 0.5 * float(np.sum(self.w[None] * np.abs(np.asarray(y, np.complex128)) ** 2))
 
+    def noise_misfit(self, noise_sd: float) -> float:
+        """Expected ||W^1/2 n||^2 of white k-space noise n with SD `noise_sd` per real/imaginary
+        part over all coils: 2 noise_sd^2 ncoil sum(W)."""
+        return float(2.0 * noise_sd ** 2 * self.ncoil * np.sum(self.w, dtype=np.float64))
+
     def image_noise_sd(self, noise_sd: float) -> float:
         """SD (real part) of the noise in E^H W y for k-space noise SD `noise_sd` (real part, white)."""
         n = float(np.prod(self.shape))
@@ -178,11 +186,16 @@ class _LoggedCG(sp.alg.ConjugateGradient):
     logged without an extra operator application (sigpy does not update r on its last step).
     """
 
-    def __init__(self, A, b: np.ndarray, x: np.ndarray, c: float, max_iter: int, tol: float) -> None:
+    def __init__(self, A, b: np.ndarray, x: np.ndarray, c: float, max_iter: int, tol: float,
+                 lam: float = 0.0, stop_misfit: float | None = None) -> None:
         self.bnorm = max(_norm(b), 1e-30)
         super().__init__(A, b, x, max_iter=max_iter, tol=tol * self.bnorm)  # sigpy's tol is absolute
         self.f = float(c) - 0.5 * (_vdot(x, b).real + _vdot(x, self.r).real)
         self.objective: list[float] = []
+        self.misfit: list[float] = []
+        self.lam = float(lam)
+        self.stop_misfit = stop_misfit
+        self.stopped_by_discrepancy = False
 
     def _update(self) -> None:
         rr = float(self.rzold)
@@ -190,6 +203,13 @@ class _LoggedCG(sp.alg.ConjugateGradient):
         if not self.not_positive_definite:
             self.f -= 0.5 * float(self.alpha) * rr
             self.objective.append(self.f)
+            # ||W^1/2(Ex - y)||^2 = 2 f - lam ||x||^2 (one image-sized norm, no operator)
+            self.misfit.append(max(2.0 * self.f - self.lam * _norm(self.x) ** 2, 0.0))
+            if self.stop_misfit is not None and self.misfit[-1] <= self.stop_misfit:
+                self.stopped_by_discrepancy = True
+
+    def _done(self) -> bool:
+        return self.stopped_by_discrepancy or super()._done()
 
 
 # ----------------------------------------------------------------------------------- TV
@@ -271,23 +291,38 @@ def _run(alg: sp.alg.Alg, desc: str, progress: bool | None) -> float:
 
 
 def cg_sense(problem: SenseProblem, y: np.ndarray, lam: float = 0.0, max_iter: int = 20, tol: float = 1e-4,
-             x0: np.ndarray | None = None, progress: bool | None = None) -> tuple[np.ndarray, IterLog]:
+             x0: np.ndarray | None = None, progress: bool | None = None, noise_sd: float | None = None,
+             discrepancy: float | None = None) -> tuple[np.ndarray, IterLog]:
     """CG-SENSE (Pruessmann et al. 2001): x = argmin 1/2 ||W^1/2(E x - y)||^2 + lam/2 ||x||^2.
 
     y: (ncoil, nreadout, nsample) k-space; lam: Tikhonov weight, absolute (E^H W E ~ I, so lam is
-    relative to 1). Returns (complex64 image (*shape), IterLog with the relative weighted residual
-    sqrt(2 objective / y^H W y) per iteration).
+    relative to 1). From x = 0 the first CG iterate is the scaled DCF adjoint E^H W y; later ones
+    sharpen the PSF and unfold aliasing but also amplify noise. With `noise_sd` (k-space noise SD
+    per real/imaginary part after whitening) and `discrepancy` = tau, the iteration stops at the
+    first iterate whose weighted data misfit ||W^1/2(E x - y)||^2 is at most tau times the noise's
+    expected share 2 noise_sd^2 ncoil sum(W): Morozov's discrepancy principle as the stopping rule
+    of CG for ill-posed problems (Hanke, Conjugate Gradient Type Methods for Ill-Posed Problems,
+    Longman 1995), so the data are never fitted closer than their noise. Returns (complex64 image
+    (*shape), IterLog with the relative weighted residual sqrt(2 objective / y^H W y) per
+    iteration and, when the rule is on, the misfit target and whether it stopped the iteration).
     """
     b = problem.rhs(y)
     c = problem.data_energy(y)
     x = np.zeros(problem.shape, np.complex64) if x0 is None else np.asarray(x0, np.complex64).copy()
     A = problem.N if not lam else problem.N + lam * sp.linop.Identity(problem.shape)
-    alg = _LoggedCG(A, b, x, c, max_iter=max_iter, tol=tol)
+    target = None
+    if discrepancy is not None and noise_sd is not None and noise_sd > 0:
+        target = float(discrepancy) * problem.noise_misfit(noise_sd)
+    alg = _LoggedCG(A, b, x, c, max_iter=max_iter, tol=tol, lam=float(lam), stop_misfit=target)
     secs = _run(alg, "CG-SENSE", progress)
     res = [float(np.sqrt(max(2 * o, 0.0) / max(2 * c, 1e-30))) for o in alg.objective]
     # alg.resid is ||b - A x|| before the last step when max_iter ran out: `converged` errs on no
     logd = IterLog("cg", iterations=alg.iter, max_iter=max_iter, tol=tol, residuals=res, lam=float(lam),
-                   converged=bool(alg.resid <= tol * alg.bnorm), seconds=secs)
+                   converged=bool(alg.resid <= tol * alg.bnorm or alg.stopped_by_discrepancy), seconds=secs)
+    if target is not None:
+        logd.stop = {"rule": "discrepancy", "tau": float(discrepancy), "misfit_target": target,
+                     "misfit": [float(f"{m:.6g}") for m in alg.misfit],
+                     "stopped_by_discrepancy": alg.stopped_by_discrepancy}
     return alg.x, logd
 
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from scipy import ndimage
 
 from ..core.atomic import atomic_path
 from ..core.trajectory import Trajectory
@@ -25,7 +27,8 @@ from ..errors import InputError
 if TYPE_CHECKING:
     from ..quant.tsc import Calibration
 
-__all__ = ["calibration_png", "delay_png", "delay_text", "montage_png", "new_figure", "save_png", "trajectory_png", "tsc_png"]
+__all__ = ["calibration_png", "delay_png", "delay_text", "montage_png", "new_figure", "overlay_png", "save_png",
+           "trajectory_png", "tsc_png"]
 
 
 def new_figure(figsize: tuple[float, float]) -> Figure:
@@ -238,3 +241,54 @@ def delay_png(path: str | os.PathLike, info: dict) -> Path:
     ax.set_title(delay_text(info), fontsize=8)
     fig.tight_layout()
     return save_png(fig, path, dpi=90)
+
+
+def _centre_slices(a: np.ndarray, centre: tuple[int, int, int]) -> list[np.ndarray]:
+    """Axial, coronal and sagittal slices through `centre` (x, y, z), each shown x/y/.. right, up."""
+    x, y, z = centre
+    return [a[:, :, z].T, a[:, y, :].T, a[x, :, :].T]
+
+
+def overlay_png(path: str | os.PathLike, background: np.ndarray, contours: list[tuple[np.ndarray, str, str]],
+                title: str = "", edges: np.ndarray | None = None, vmax: float | None = None,
+                unit: str = "") -> str:
+    """Three orthogonal slices through the centre of mass of `background` (x, y, z) with, over it,
+    the 0.5 contour of each (map, colour, name) of `contours` and, with `edges`, the edges
+    (gradient magnitude above its 90th percentile) of that image in red. For registration
+    checks (the 1H image's edges over the sodium image) and regions over the TSC map.
+    Returns the path (str)."""
+    bg = np.asarray(background, dtype=np.float32)
+    if bg.ndim != 3:
+        raise ValueError(f"overlay needs a 3D image (x, y, z), got shape {bg.shape}")
+    pos = np.clip(bg, 0, None)
+    centre = tuple(int(round(c)) for c in ndimage.center_of_mass(pos)) if pos.sum() > 0 else \
+        tuple(n // 2 for n in bg.shape)
+    vmax = float(np.percentile(bg, 99.5)) or 1.0 if vmax is None else vmax
+    fig = new_figure((11, 4.0))
+    axes = fig.subplots(1, 3)
+    edge_slices = None
+    if edges is not None:
+        e = np.asarray(edges, dtype=np.float32)
+        g = np.sqrt(sum(ndimage.sobel(e, axis=i) ** 2 for i in range(3)))
+        thr = np.percentile(g[g > 0], 90) if np.any(g > 0) else 1.0
+        edge_slices = _centre_slices(np.ma.masked_less(g, thr), centre)
+    im = None
+    for i, ax in enumerate(axes):
+        im = ax.imshow(_centre_slices(bg, centre)[i], origin="lower", cmap="gray", vmin=0, vmax=vmax)
+        if edge_slices is not None:
+            ax.imshow(edge_slices[i], origin="lower", cmap="autumn", alpha=0.8)
+        for arr, colour, _name in contours:
+            sl = _centre_slices(np.asarray(arr, dtype=np.float32), centre)[i]
+            if sl.max() >= 0.5 > sl.min():
+                ax.contour(sl, levels=[0.5], colors=[colour], linewidths=0.9)
+        ax.set_title(("axial", "coronal", "sagittal")[i], fontsize=8)
+        ax.axis("off")
+    if contours:
+        axes[0].legend(handles=[Line2D([], [], color=c, label=n) for _, c, n in contours], fontsize=7,
+                       loc="lower left")
+    if im is not None:
+        fig.colorbar(im, ax=list(axes), shrink=0.8, label=unit)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    save_png(fig, path, dpi=80)
+    return str(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import json
 import os
@@ -30,6 +31,8 @@ def html_report(path: str | os.PathLike, title: str, outputs: Mapping[str, str |
     for name, p in outputs.items():
         p = Path(p)
         pngs = [p] if p.suffix == ".png" else []
+        if p.suffix == ".csv" and p.exists():
+            parts.append(f"<h2>{html.escape(str(name))}: {html.escape(p.name)}</h2>" + _csv_table(p))
         if p.name.endswith((".nii.gz", ".nii")):
             side = sidecar_path(p)
             pngs += sorted(p.parent.glob(side.stem + "*.png"))
@@ -49,3 +52,13 @@ def html_report(path: str | os.PathLike, title: str, outputs: Mapping[str, str |
             parts.append(f"<h3>{html.escape(png.name)}</h3><img src='data:image/png;base64,{b64}'>")
     write_text_atomic(path, "\n".join(parts) + "\n")
     return str(path)
+
+
+def _csv_table(path: Path, max_rows: int = 300) -> str:
+    """An HTML table of a CSV file (the ROI table), every cell escaped."""
+    rows = list(csv.reader(path.read_text().splitlines()))[:max_rows + 1]
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+    return f"<table border='1' style='border-collapse:collapse;font-size:12px'><tr>{head}</tr>{body}</table>"

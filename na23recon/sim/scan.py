@@ -32,6 +32,7 @@ from ..traj.dcf import dcf_analytic, dcf_radial_shells, normalise_dcf
 from ..traj.delay import check_delays, delayed_k
 from ..traj.radial import radial_for_matrix
 from ..traj.tpi import tpi_3d
+from .anatomy import write_anatomy
 from .coils import HelmetArray
 from .fields import B1Model, head_radii_mm
 from .kspace import analytic_kspace, build_fields
@@ -288,7 +289,8 @@ def _cnoise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
 
 def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: int = 48, fov_mm: float = 240.0,
                        snr: float | None = None, seed: int = 0, double_angle: bool = False,
-                       cache: dict | None = None, **acq_kw) -> dict[str, Path]:
+                       cache: dict | None = None, anat: bool = False, anat_voxel_mm: float = 1.0,
+                       anat_offset_mm=(0.0, 0.0, 0.0), anat_rot_deg=(0.0, 0.0, 0.0), **acq_kw) -> dict[str, Path]:
     """Write a complete synthetic scan into `out`: scan.dat (twix), traj.npz (k 1/m, analytic dcf,
     t from excitation), truth_conc.nii.gz (mM), truth_labels.nii.gz, truth_b1.nii.gz (relative
     flip scale of the B1+ model, 1.0 = nominal), vials.json and phantom.json (the protocol, the
@@ -296,6 +298,10 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
 
     double_angle: also write scan_2a.dat at twice the flip angle (noise seed + 1), the pair the
     double-angle B1 map needs (Insko & Bolinger, J Magn Reson A 1993; choose tr_ms >> T1 for it).
+    anat: also write the phantom's GM/WM/CSF probability maps and atlas as a 1H scan of the visit
+    sees them (`sim.anatomy.write_anatomy`: anat_gm/wm/csf.nii.gz, anat_atlas.nii.gz + .tsv,
+    anat_motion.json) at `anat_voxel_mm`, the head moved by `anat_rot_deg` (about RAS x, y, z)
+    and `anat_offset_mm` (RAS) between the scans.
     acq_kw: the other `SimProtocol` fields (traj, te_ms, tr_ms, flip_deg, ncoil, undersampling,
     b1_variation, off_resonance_hz, ...). Returns the paths by name.
     """
@@ -336,6 +342,9 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
     vials = [{"label": c.label, "concentration_mM": c.conc_mM, "medium": c.medium}
              for c in ph.compartments if c.medium is not None]
     write_text_atomic(paths["vials"], json.dumps({"vials": vials}, indent=2) + "\n")
+    if anat:
+        where = acq.slice_position_mm if acq.phantom_position_mm is None else acq.phantom_position_mm
+        paths.update(write_anatomy(out, ph, where, anat_voxel_mm, anat_offset_mm, anat_rot_deg, side))
     write_text_atomic(paths["phantom"], json.dumps({
         "phantom": ph.name, "acquisition": acq.__dict__, "snr": snr, "seed": seed, "trajectory": dict(traj["traj"].meta),
         "simulation": sims, "compartments": [c.__dict__ for c in ph.compartments]},
