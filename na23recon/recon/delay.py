@@ -209,30 +209,45 @@ class _ConsistencyCost:
         self.nsamples = int(self.y.size)
         self.calls = 0
         self.x0: np.ndarray | None = None
+        self.decay = True
 
     def solve(self, d_us: np.ndarray, iters: int) -> tuple[float, np.ndarray]:
         """(J(d), the images) after `iters` CG iterations from `x0` (zero when None)."""
         self.calls += 1
         coord = (delayed_k(self.traj, d_us) * self.fov_m).astype(np.float32)
         op = Nufft(coord, self.shape, eps=self.eps)
-        b = op.adjoint(self.y * self.w)
-        x = np.zeros_like(b) if self.x0 is None else self.x0.copy()
-        r = b - op.normal(x, weights=self.w) - self.mu * x if self.x0 is not None else b.copy()
-        p = r.copy()
-        rr = _dots(r, r)
-        for _ in range(iters):  # CG on (A^H W A + mu) x = A^H W y, all coils at once
-            ap = op.normal(p, weights=self.w) + self.mu * p
-            alpha = rr / np.maximum(_dots(p, ap), 1e-300)
-            x += _scale(alpha, p)
-            r -= _scale(alpha, ap)
-            rr_new = _dots(r, r)
-            p = r + _scale(rr_new / np.maximum(rr, 1e-300), p)
-            rr = rr_new
-        res = op.forward(x) - self.y
+        x = _cg(op, self.y, self.w, self.mu, None if self.x0 is None else self.x0.copy(), iters)
+        f = op.forward(x)
+        if self.decay:  # a complex scale per sample time shared by all readouts and coils: part of
+            # the T2* decay along the readout, which a delay otherwise absorbs
+            a = np.sum(self.w * np.conj(f) * self.y, axis=(0, 1)) / np.maximum(
+                np.sum(self.w * np.abs(f) ** 2, axis=(0, 1)), 1e-300)
+            f = f * np.where(np.abs(a) > 1e-6 * np.abs(a).max(), a, 1.0)
+        res = f - self.y
         return float(np.sum(self.w * np.abs(res) ** 2)), x
 
     def __call__(self, d_us: np.ndarray) -> float:
         return self.solve(d_us, self.iters)[0]
+
+
+def _cg(op: Nufft, y: np.ndarray, w: np.ndarray, mu: float, x: np.ndarray | None, iters: int) -> np.ndarray:
+    """`iters` CG iterations on (A^H W A + mu) x = A^H W y, all coils at once, from x (or 0)."""
+    b = op.adjoint(y * w)
+    if x is None:
+        x, r = np.zeros_like(b), b.copy()
+    else:
+        r = b - op.normal(x, weights=w) - mu * x
+    p = r.copy()
+    rr = _dots(r, r)
+    for _ in range(iters):
+        ap = op.normal(p, weights=w) + mu * p
+        alpha = rr / np.maximum(_dots(p, ap), 1e-300)
+        x = x + _scale(alpha, p)
+        r = r - _scale(alpha, ap)
+        rr_new = _dots(r, r)
+        p = r + _scale(rr_new / np.maximum(rr, 1e-300), p)
+        rr = rr_new
+    return x
 
 
 def _fov_m(fov_mm, ndim: int) -> np.ndarray:
