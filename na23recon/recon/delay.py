@@ -41,6 +41,7 @@ from ..nufft import Nufft
 from ..traj.dcf import normalise_dcf
 from ..traj.delay import MAX_DELAY_US, delay_trajectory, delayed_k, readout_times
 from .coils import coil_compress
+from .solvers import decay_weights
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ SEARCH_US = 15.0
 MAX_READOUTS = 3000
 #: Disjoint readout subsets whose estimates give the data-consistency uncertainty.
 NSUBSETS = 4
+#: Decay along the readout in the estimator's image model when the user gives none (--t2s-ms):
+#: ((short, long) T2* in ms, short fraction), grey matter of Riemer et al. (NMR Biomed 2018).
+DEFAULT_T2S = ((3.9, 26.3), 0.6)
 #: Virtual coils kept for the estimation.
 MAX_VCOILS = 4
 
@@ -78,7 +82,7 @@ def _compress(ksp: np.ndarray) -> np.ndarray:
 
 
 def estimate_gradient_delay(ksp: np.ndarray, traj: Trajectory, fov_mm, dwell_s: float | None = None,
-                            eps: float = 1e-3) -> dict:
+                            eps: float = 1e-3, t2s=DEFAULT_T2S) -> dict:
     """Per-axis gradient delays (us) of the scan whose k-space is `ksp` (ncoil, nreadout, nsample)
     on the nominal `traj` (k in 1/m, dcf, t). Returns a dict for the sidecar: method, delay_us,
     sd_us (one per axis of k), and what the estimator saw (pairs, cost curves)."""
@@ -90,7 +94,7 @@ def estimate_gradient_delay(ksp: np.ndarray, traj: Trajectory, fov_mm, dwell_s: 
     if is_full_diameter(traj.k):
         res = ring_delay(ksp, traj.k, t)
     else:
-        res = consistency_delay(ksp, traj, fov_mm, t, eps=eps)
+        res = consistency_delay(ksp, traj, fov_mm, t, eps=eps, t2s=t2s)
     res["seconds"] = round(time.perf_counter() - t0, 2)
     log.info("gradient delays (%s): %s us +- %s", res["method"], np.round(res["delay_us"], 2).tolist(),
              np.round(res["sd_us"], 2).tolist())
@@ -195,7 +199,7 @@ class _ConsistencyCost:
     differences between delays to rounding."""
 
     def __init__(self, ksp: np.ndarray, traj: Trajectory, fov_mm, t: np.ndarray, matrix: int, grid: int,
-                 cg_iters: int = 30, mu: float = 1e-6, eps: float = 1e-4) -> None:
+                 cg_iters: int = 30, mu: float = 1e-6, eps: float = 1e-4, t2s=None) -> None:
         self.fov_m = _fov_m(fov_mm, traj.ndim)
         r = np.sqrt(np.sum((traj.k * self.fov_m) ** 2, axis=-1))
         ns = int(np.sum(np.max(r, axis=0) <= matrix / 2))
@@ -212,20 +216,22 @@ class _ConsistencyCost:
         self.nsamples = int(self.y.size)
         self.calls = 0
         self.x0: np.ndarray | None = None
-        self.decay = False  # a per-sample-time scale: degenerate with the delay at matrix 64 (5.4 us for 8)
+        tt = np.broadcast_to(np.asarray(self.traj.t, dtype=np.float64), self.y.shape[1:])
+        # the decay along the readout, d(t) = 1 at the readout start (None: no decay)
+        self.decay = None if t2s is None else decay_weights(tt, *t2s).astype(np.float64)
 
     def solve(self, d_us: np.ndarray, iters: int) -> tuple[float, np.ndarray]:
         """(J(d), the images) after `iters` CG iterations from `x0` (zero when None)."""
         self.calls += 1
         coord = (delayed_k(self.traj, d_us) * self.fov_m).astype(np.float32)
         op = Nufft(coord, self.shape, eps=self.eps)
-        x = _cg(op, self.y, self.w, self.mu, None if self.x0 is None else self.x0.copy(), iters)
-        f = op.forward(x)
-        if self.decay:  # a complex scale per sample time shared by all readouts and coils: part of
-            # the T2* decay along the readout, which a delay otherwise absorbs
-            a = np.sum(self.w * np.conj(f) * self.y, axis=(0, 1)) / np.maximum(
-                np.sum(self.w * np.abs(f) ** 2, axis=(0, 1)), 1e-300)
-            f = f * np.where(np.abs(a) > 1e-6 * np.abs(a).max(), a, 1.0)
+        x0 = None if self.x0 is None else self.x0.copy()
+        if self.decay is None:
+            x = _cg(op, self.y, self.w, self.mu, x0, iters)
+            f = op.forward(x)
+        else:  # y = d(t) A x: weights w d^2 on the data y / d
+            x = _cg(op, self.y / self.decay, self.w * self.decay ** 2, self.mu, x0, iters)
+            f = op.forward(x) * self.decay
         res = f - self.y
         return float(np.sum(self.w * np.abs(res) ** 2)), x
 
@@ -295,7 +301,7 @@ def _newton(cost: _ConsistencyCost, d: np.ndarray, h: float, curves: list | None
 
 def consistency_delay(ksp: np.ndarray, traj: Trajectory, fov_mm, t: np.ndarray, eps: float = 1e-3,
                       matrix: int = DC_MATRIX, search_us: float = SEARCH_US, xtol_us: float = 0.05,
-                      max_readouts: int = MAX_READOUTS, nsubsets: int = NSUBSETS) -> dict:
+                      max_readouts: int = MAX_READOUTS, nsubsets: int = NSUBSETS, t2s=DEFAULT_T2S) -> dict:
     """Delays (us) per axis of k that make a low-resolution image most consistent with the data
     (see the module docstring): a coarse grid of 7 points over +-`search_us` per axis, then
     Newton steps on a quadratic model of J (central differences at 2, 1, 0.5 us, the images
@@ -311,7 +317,7 @@ def consistency_delay(ksp: np.ndarray, traj: Trajectory, fov_mm, t: np.ndarray, 
     keep = np.unique(np.linspace(0, traj.nreadout - 1, min(traj.nreadout, max_readouts)).round().astype(int))
     tk = t[keep] if t.ndim == 2 else t
     sub = Trajectory(k=traj.k[keep], t=tk, dcf=None if traj.dcf is None else traj.dcf[keep])
-    cost = _ConsistencyCost(ksp[:, keep], sub, fov, tk, matrix, grid_n)
+    cost = _ConsistencyCost(ksp[:, keep], sub, fov, tk, matrix, grid_n, t2s=t2s)
     ndim = traj.ndim
     d = np.zeros(ndim)
     curves: list[list[list[float]]] = [[] for _ in range(ndim)]
@@ -343,7 +349,7 @@ def consistency_delay(ksp: np.ndarray, traj: Trajectory, fov_mm, t: np.ndarray, 
         part = np.arange(s, keep.size, nsubsets)
         tp = tk[part] if tk.ndim == 2 else tk
         c = _ConsistencyCost(ksp[:, keep[part]], Trajectory(k=sub.k[part], t=tp, dcf=None if sub.dcf is None
-                                                            else sub.dcf[part]), fov, tp, matrix, grid_n)
+                                                            else sub.dcf[part]), fov, tp, matrix, grid_n, t2s=t2s)
         c.x0 = cost.x0
         step, _, _ = _newton(c, d, 0.5)
         subsets.append((d + step).tolist())
