@@ -328,7 +328,11 @@ def consistency_delay(ksp: np.ndarray, traj: Trajectory, fov_mm, t: np.ndarray, 
     d = np.zeros(ndim)
     curves: list[list[list[float]]] = [[] for _ in range(ndim)]
     grid = np.linspace(-search_us, search_us, 7)
-    for i in range(ndim):  # coarse: each axis on a grid (the others at their current value)
+    vals = [cost(np.full(ndim, v)) for v in grid]  # a common start: all axes equal (with the T2*
+    d[:] = grid[int(np.argmin(vals))]  # decay in the model an axis searched with the others at 0
+    # can fall into a local minimum: radial, matrix 32, x = -10 for 2 us)
+    for i in list(range(ndim)) * 2:  # coarse: each axis on a grid (the others at their current
+        # value), two sweeps
         vals = []
         for v in grid:
             dd = d.copy()
