@@ -309,7 +309,8 @@ def consistency_delay(ksp: np.ndarray, traj: Trajectory, fov_mm, t: np.ndarray, 
                       matrix: int = DC_MATRIX, search_us: float = SEARCH_US, xtol_us: float = 0.05,
                       max_readouts: int = MAX_READOUTS, nsubsets: int = NSUBSETS, t2s=DEFAULT_T2S) -> dict:
     """Delays (us) per axis of k that make a low-resolution image most consistent with the data
-    (see the module docstring): a coarse grid of 7 points over +-`search_us` per axis, then
+    (see the module docstring): the best common delay of all axes on a grid of 7 points over
+    +-`search_us`, two sweeps of that grid per axis, then
     Newton steps on a quadratic model of J (central differences at 2, 1, 0.5 us, the images
     warm-started from the one converged at the current estimate) until a step is below `xtol_us`.
     At most `max_readouts` readouts (evenly strided) are used. Uncertainty: the spread of one
