@@ -81,6 +81,9 @@ def add_simulate(sub) -> None:
     p.add_argument("--off-resonance-hz", type=float, default=0.0, help="global frequency offset (default: 0)")
     p.add_argument("--readout-ms", type=float, default=None,
                    help="TPI readout duration, ms (default: the fastest within the gradient limits)")
+    p.add_argument("--gradient-delay-us", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("DX", "DY", "DZ"),
+                   help="gradient delays along read, phase, partition (us): k-space at the delayed positions, "
+                        "the trajectory file nominal (default: 0 0 0)")
     p.add_argument("--seed", type=int, default=0, help="random seed for the noise")
     p.add_argument("--anat", action="store_true", help="also write the phantom's GM/WM/CSF probability maps and "
                    "atlas as a 1H scan sees them (anat_*.nii.gz, scanner coordinates)")
@@ -101,7 +104,8 @@ def run_simulate(args) -> int:
                              te_ms=args.te_ms, tr_ms=args.tr_ms, off_resonance_hz=args.off_resonance_hz,
                              anat=args.anat or any(args.anat_offset_mm) or any(args.anat_rot_deg),
                              anat_voxel_mm=args.anat_voxel_mm, anat_offset_mm=tuple(args.anat_offset_mm),
-                             anat_rot_deg=tuple(args.anat_rot_deg), readout_ms=args.readout_ms)
+                             anat_rot_deg=tuple(args.anat_rot_deg), readout_ms=args.readout_ms,
+                             gradient_delay_us=tuple(args.gradient_delay_us))
     _print_outputs(res)
     return EXIT_OK
 

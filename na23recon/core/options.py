@@ -25,6 +25,8 @@ TRAJ_UNITS = ("per_m", "kmax", "kmax_half")
 B0_NUCLEI = ("23Na", "1H")
 RECEIVE_MODES = ("n4", "reference", "reciprocal", "none")
 MAX_POLY_ORDER = 6
+#: Largest gradient delay accepted (us); `traj.delay.MAX_DELAY_US` is the same limit.
+MAX_GRADIENT_DELAY_US = 100.0
 
 # Defaults from scripts/sweep_defaults.py: single-coil brain phantom, matrix 48 (64 was too slow on
 # the shared cores), full sampling, seed 0, radial / DA-radial / TPI x SNR 10, 20, 40; NRMSE of TSC
@@ -269,6 +271,12 @@ class ReconOptions(_Options):
                           "are 1/m", kind="str", choices=TRAJ_UNITS)
     zero_bad_samples: bool = opt(False, "set non-finite or absurdly large raw samples to 0 (counted in the "
                                  "sidecar) instead of refusing the scan", kind="bool")
+    gradient_delay_us: tuple[float, ...] | None = opt(None, "known gradient delays along the read, phase and "
+                                                      "partition axes, us: k(t) -> k(t - d) per axis",
+                                                      kind="floats", metavar="D", default_text="none")
+    estimate_delay: bool = opt(False, "estimate the per-axis gradient delays from the data (RING for full-diameter "
+                               "spokes, a data-consistency search for centre-out readouts) and correct them",
+                               kind="bool")
     psf: bool = opt(False, "also write the point-spread function X_psf.nii.gz (the method applied to a point; "
                     "exact for adjoint and cg, the linear part for cs-*), FWHM in the sidecar's recon.psf", kind="bool")
     psf_tissue: str = opt("gm", "relaxation preset whose T2* decay blurs the PSF, or 'none'; several, comma-"
@@ -299,6 +307,16 @@ class ReconOptions(_Options):
         _in_range("b0_segments", self.b0_segments, 1, 32)
         if self.b0_map == "":
             raise InputError("--b0-map needs a file name")
+        if self.gradient_delay_us is not None:
+            if len(self.gradient_delay_us) != 3:
+                raise InputError(f"--gradient-delay-us takes three delays (read, phase, partition), got "
+                                 f"{len(self.gradient_delay_us)}")
+            if any(abs(v) > MAX_GRADIENT_DELAY_US for v in self.gradient_delay_us):
+                raise InputError(f"--gradient-delay-us {list(self.gradient_delay_us)}: a delay beyond "
+                                 f"+-{MAX_GRADIENT_DELAY_US:g} us is not a scanner's (are the values in us?)")
+            if self.estimate_delay:
+                raise InputError("--gradient-delay-us and --estimate-delay exclude each other: give the delays or "
+                                 "estimate them")
         if self.method != "adjoint" and self.coil_combine not in (None, "sense"):
             raise InputError(f"--coil-combine {self.coil_combine} applies to the adjoint method only: "
                              f"{self.method} combines coils through the SENSE model")

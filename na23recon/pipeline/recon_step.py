@@ -16,7 +16,7 @@ from ..provenance import base_sidecar, display_name
 from ..quant.relax import PRESETS
 from ..recon.psf import point_spread_info, psf_options
 from ..recon.scan_recon import reconstruct
-from ..report.figures import montage_png
+from ..report.figures import delay_png, montage_png
 from .files import check_output_path, existing_file, nifti_stem, refuse_overwriting_inputs, step_outputs
 from .inputs import load_scan_and_trajectory
 
@@ -83,6 +83,8 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike | None
         if png:
             arr = image.array if image.array.ndim == 3 else image.array[..., 0]
             montage_png(tmp / f"{stem}.png", arr, title=f"{display_name(scan_path, 'scan')}: {opts.method}")
+            if image.meta["recon"].get("gradient_delay"):
+                delay_png(tmp / f"{stem}_delay.png", image.meta["recon"]["gradient_delay"])
         tmp.commit(last=[sidecar_path(out_path).name, out_path.name])
     return out_path
 

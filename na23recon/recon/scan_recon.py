@@ -22,6 +22,7 @@ from ..errors import InputError
 from ..traj.dcf import normalise_dcf
 from .app import reconstruct_arrays
 from .b0 import load_b0_map
+from .delay import gradient_delay_step
 from .layout import default_dcf, kspace_layout
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,14 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
     else:
         w, dcf_source = default_dcf(traj.coord(geom.fov_mm), layout, rshape)
         traj = traj.with_dcf(w)
+
+    def delay_kspace() -> np.ndarray:  # one echo (the chosen or the first), repetitions averaged, slice 0
+        data = scan.data[..., :scan.nreadout // nsl, :]
+        e = opts.echo or 0
+        return data[opts.rep, e] if opts.rep is not None else data[:, e].mean(axis=0)
+
+    traj, delay_info = gradient_delay_step(traj, delay_kspace, opts, geom.fov_mm,
+                                           None if acq.dwell_us is None else acq.dwell_us * 1e-6)
     if layout == "3d":
         used, sel = traj.crop(n, geom.fov_mm)
     elif n < base:  # the in-plane disc of the smaller matrix; partitions stay
@@ -144,6 +153,7 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
             "repetitions": {"in_scan": nrep, "used": [opts.rep] if opts.rep is not None else list(range(nrep)),
                             "combined": "single" if opts.rep is not None or nrep == 1 else "k-space mean"},
             **({"interpolated": interpolated} if interpolated else {}),
+            **({"gradient_delay": delay_info} if delay_info else {}),
             "options": opts.to_dict(),
             "seconds": round(time.perf_counter() - t0, 3),
         },

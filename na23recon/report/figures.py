@@ -1,4 +1,5 @@
-"""QC figures as PNG: image montages, the TSC map, the vial calibration, a generated trajectory.
+"""QC figures as PNG: image montages, the TSC map, the vial calibration, a generated trajectory,
+the gradient-delay estimate.
 
 Each figure is a `matplotlib.figure.Figure` drawn on its own Agg canvas
 (`matplotlib.backends.backend_agg.FigureCanvasAgg`): this module never imports `matplotlib.pyplot`
@@ -26,7 +27,8 @@ from ..errors import InputError
 if TYPE_CHECKING:
     from ..quant.tsc import Calibration
 
-__all__ = ["calibration_png", "montage_png", "new_figure", "overlay_png", "save_png", "trajectory_png", "tsc_png"]
+__all__ = ["calibration_png", "delay_png", "delay_text", "montage_png", "new_figure", "overlay_png", "save_png",
+           "trajectory_png", "tsc_png"]
 
 
 def new_figure(figsize: tuple[float, float]) -> Figure:
@@ -200,6 +202,43 @@ def trajectory_png(path: str | os.PathLike, tr: Trajectory, n_show: int = 12) ->
     ax.set_xlabel("|k| (1/m)")
     ax.set_ylabel("relative")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_png(fig, path, dpi=90)
+
+
+def delay_text(info: dict) -> str:
+    """One line on the gradient delays of a reconstruction (`recon.gradient_delay`)."""
+    axes = info.get("axes", ["read", "phase", "partition"])
+    d = info.get("applied_us", [])
+    if info.get("source") != "estimated":
+        return "gradient delays applied (given): " + ", ".join(f"{a} {v:.2f} us" for a, v in zip(axes, d))
+    sd = info.get("sd_us", [float("nan")] * len(d))
+    return (f"gradient delays estimated ({info.get('method')}) and applied: "
+            + ", ".join(f"{a} {v:.2f} +- {s:.2f} us" for a, v, s in zip(axes, d, sd)))
+
+
+def delay_png(path: str | os.PathLike, info: dict) -> Path:
+    """The gradient-delay estimate: the data-consistency cost along each axis (relative to its
+    minimum) or, for RING, the estimates with their standard errors. Written atomically."""
+    fig = new_figure((7, 3.5))
+    ax = fig.add_subplot(1, 1, 1)
+    axes = info.get("axes", ["read", "phase", "partition"])
+    curves = info.get("cost_curves")
+    if curves:
+        for a, c, d in zip(axes, curves, info["applied_us"]):
+            c = np.asarray(c, dtype=np.float64)
+            if c.size:
+                ax.plot(c[:, 0], c[:, 1] / c[:, 1].min(), ".-", ms=3, label=f"{a}: {d:.2f} us")
+        ax.set_xlabel("delay (us)")
+        ax.set_ylabel("data-consistency cost / min")
+        ax.legend(fontsize=8)
+    else:
+        x = np.arange(len(info["applied_us"]))
+        ax.errorbar(x, info["applied_us"], yerr=info.get("sd_us"), fmt="o", capsize=4)
+        ax.set_xticks(x, axes[:x.size])
+        ax.set_ylabel("delay (us)")
+        ax.axhline(0, color="0.6", lw=0.6)
+    ax.set_title(delay_text(info), fontsize=8)
     fig.tight_layout()
     return save_png(fig, path, dpi=90)
 

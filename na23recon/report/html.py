@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..core.atomic import write_text_atomic
 from ..core.nifti import sidecar_path
+from .figures import delay_text
 
 __all__ = ["html_report"]
 
@@ -39,6 +40,9 @@ def html_report(path: str | os.PathLike, title: str, outputs: Mapping[str, str |
             if side.exists():
                 meta = json.loads(side.read_text())
                 keep = {k: meta[k] for k in SIDECAR_KEYS if k in meta}
+                delay = (meta.get("recon") or {}).get("gradient_delay")
+                if isinstance(delay, dict) and delay.get("applied_us"):
+                    parts.append(f"<p>{html.escape(delay_text(delay))}</p>")
                 parts.append(f"<pre>{html.escape(json.dumps(keep, indent=1)[:4000])}</pre>")
         for png in pngs:
             if png in seen or not png.exists():

@@ -29,6 +29,7 @@ from ..io.twix import write_scan
 from ..provenance import base_sidecar
 from ..traj.dar import dar_3d
 from ..traj.dcf import dcf_analytic, dcf_radial_shells, normalise_dcf
+from ..traj.delay import check_delays, delayed_k
 from ..traj.radial import radial_for_matrix
 from ..traj.tpi import tpi_3d
 from .anatomy import write_anatomy
@@ -50,6 +51,9 @@ class SimProtocol:
     off_resonance_hz: a global frequency offset, applied as exp(i 2 pi df t) with t from excitation.
     noise_correlation: rho of the coil noise covariance (`sim.coils.HelmetArray.noise_covariance`).
     field_order: total degree of the field series (None: 3 for B1, 4 with coils).
+    gradient_delay_us: per-axis delays (read, phase, partition), us: the k-space is evaluated at
+        k_i(t - d_i) (`traj.delay.delayed_k`, through the gradient waveform), the trajectory file
+        keeps the nominal k.
     """
     matrix: int = 48
     fov_mm: float = 240.0
@@ -79,6 +83,7 @@ class SimProtocol:
     readout_ms: float | None = None
     """TPI only: the readout duration, ms, set through the twist gradient (None: the fastest the
     scanner limits allow)."""
+    gradient_delay_us: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 TRAJECTORIES = ("radial", "dar", "tpi")
@@ -171,7 +176,8 @@ def simulate_kspace(phantom: Phantom, traj: Trajectory, acq: SimProtocol,
     t_exc = traj.t[None, :] if traj.t.ndim == 1 else traj.t
     flip = np.deg2rad(acq.flip_deg if flip_deg is None else flip_deg)
     rot, offset_mm = image_to_phantom(acq)
-    k = traj.k if np.array_equal(rot, np.eye(3)) else traj.k @ rot.T
+    k = delayed_k(traj, acq.gradient_delay_us) if np.any(acq.gradient_delay_us) else traj.k
+    k = k if np.array_equal(rot, np.eye(3)) else k @ rot.T
     y = analytic_kspace(phantom, k, t_exc, acq.tr_ms, flip, fields)
     if offset_mm.any():
         y = y * np.exp(2j * np.pi * (k @ (offset_mm * 1e-3)))
@@ -229,6 +235,8 @@ def simulate_scan(phantom: Phantom, acq: SimProtocol, snr: float | None = None, 
         raise InputError(f"ncoil must be between 1 and 64, got {acq.ncoil}")
     if not (np.isfinite(acq.te_ms) and acq.te_ms >= 0 and np.isfinite(acq.tr_ms) and acq.tr_ms > 0):
         raise InputError(f"TE must be >= 0 and TR > 0 ms, got TE {acq.te_ms}, TR {acq.tr_ms}")
+    acq = replace(acq, gradient_delay_us=tuple(float(v) for v in check_delays(acq.gradient_delay_us, 3,
+                                                                                "gradient delay (us)")))
     flip = acq.flip_deg if flip_deg is None else float(flip_deg)
     if not 0 < flip < 180:
         raise InputError(f"flip angle must be in (0, 180) degrees, got {flip}")
@@ -248,6 +256,7 @@ def simulate_scan(phantom: Phantom, acq: SimProtocol, snr: float | None = None, 
                              "period_mm": fields.basis.period_m * 1e3},
             "field_fit_residual": {c.name: round(float(r), 5) for c, r in zip(phantom.compartments, fields.residual)},
             "off_resonance_hz": acq.off_resonance_hz,
+            "gradient_delay_us": list(acq.gradient_delay_us),
         }
         if cache is not None:
             cache[key] = (traj, y, rx, sim_info)
