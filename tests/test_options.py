@@ -137,3 +137,16 @@ def test_cli_refuses_a_bad_option_value_with_exit_2(capsys):
                  "--coil-combine", "sos"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "applies to the adjoint method only" in err[0]
+
+
+def test_old_receive_map_spelling_still_works(capsys):
+    """`--receive R.nii.gz` (a receive map, before --receive took a correction mode) is read as
+    `--receive-map`; correction modes pass through unchanged."""
+    from na23recon.cli import _old_receive_flag
+
+    assert _old_receive_flag(["quantify", "x.nii.gz", "--receive", "r.nii.gz"]) == \
+        ["quantify", "x.nii.gz", "--receive-map", "r.nii.gz"]
+    assert _old_receive_flag(["quantify", "--receive=r.nii.gz"]) == ["quantify", "--receive-map=r.nii.gz"]
+    assert "--receive-map" in capsys.readouterr().err
+    for mode in ("n4", "reference", "reciprocal", "none"):
+        assert _old_receive_flag(["quantify", "--receive", mode]) == ["quantify", "--receive", mode]
