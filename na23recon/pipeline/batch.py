@@ -329,16 +329,18 @@ def run_batch(manifest: str | os.PathLike, outroot: str | os.PathLike, options: 
         if on_result:
             on_result(r)
 
-    old_term = signal.getsignal(signal.SIGTERM)
+    # both signals get our own handler, whatever a library imported on the way did to SIGINT's
+    old_handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def _on_term(signum, frame):
         raise _Interrupted()
 
     interrupted = False
     try:
-        signal.signal(signal.SIGTERM, _on_term)
+        for s in old_handlers:
+            signal.signal(s, _on_term)
     except ValueError:  # not the main thread: no signal handling
-        old_term = None
+        old_handlers = {}
     try:
         if dask:
             run_dask(functools.partial(run_job, layout=layout), jobs, outroot, options, dask, w, t, record)
@@ -348,8 +350,8 @@ def run_batch(manifest: str | os.PathLike, outroot: str | os.PathLike, options: 
     except (KeyboardInterrupt, _Interrupted):
         interrupted = True
     finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+        for s, h in old_handlers.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
         bar.close()
         ordered = [results.get(j.id) or Result(j.id, "skipped", 0.0, "interrupted" if interrupted else "not run")
                    for j in jobs]
