@@ -54,8 +54,8 @@ def make_bart_case(folder: Path, n: int = 32, undersampling: float = 1.0, fov_mm
     truth into `folder`; returns paths and arrays (truth (n, n, n) float, sens (n, n, n, ncoil)).
 
     noise: SD of complex Gaussian noise added to every channel's k-space samples (real and imaginary
-    parts each noise / sqrt 2), relative to the RMS of the volume coil's samples; independent draws
-    for the two scans (and written to ks_array, so `bart_pics` sees the same data)."""
+    parts each noise / sqrt 2), relative to the RMS of that scan's samples (all channels); independent
+    draws for the two scans, written back to the CFL files so `bart_pics` sees the same data."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tr = radial_for_matrix(n, fov_mm, undersampling=undersampling)
@@ -72,10 +72,10 @@ def make_bart_case(folder: Path, n: int = 32, undersampling: float = 1.0, fov_mm
     save_traj(out["traj"], tr)
     scale = 1.0 / float(np.sqrt(float(n) ** 3))
     rng = np.random.default_rng(seed)
-    sd = noise * float(np.sqrt(np.mean(np.abs(read_cfl(folder / "ks_volume")) ** 2)))
     for name, nc in (("array", ncoil), ("volume", 1)):
-        if sd > 0:
+        if noise > 0:
             k = read_cfl(folder / f"ks_{name}")
+            sd = noise * float(np.sqrt(np.mean(np.abs(k) ** 2)))
             k = k + (sd / np.sqrt(2)) * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape))
             write_cfl(folder / f"ks_{name}", k)
         k = _squeeze(read_cfl(folder / f"ks_{name}"), 4)[0]  # (nsample, nreadout, ncoil)

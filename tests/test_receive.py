@@ -47,7 +47,7 @@ def test_reference_ratio_recovers_the_shading():
 def test_n4_flattens_a_smooth_bias():
     obj, shade = _blocks()
     img = obj * shade
-    r, info = n4_sensitivity(img)
+    r, info = n4_sensitivity(img, (8.0, 8.0, 8.0))  # 192 mm across: 3 spans of 60 mm
     core = ndimage.binary_erosion(np.isclose(obj, 1.0), iterations=1)
     before = np.ptp(img[core]) / img[core].mean()
     after = np.ptp((img / r)[core]) / (img / r)[core].mean()
@@ -74,22 +74,24 @@ def test_default_mode_and_refusals(caplog):
 
 # --- BART's analytic 8-coil Shepp-Logan --------------------------------------------------------
 
-def _bart_errors(tmp_path, n: int, undersampling: float, methods=("adjoint",), pics: bool = False) -> dict:
-    case = make_bart_case(tmp_path, n, undersampling)
+def _bart_errors(tmp_path, n: int, undersampling: float, methods=("adjoint",), pics: bool = False,
+                 noise: float = 0.0) -> dict:
+    case = make_bart_case(tmp_path, n, undersampling, noise=noise)
+    vox = (240.0 / n,) * 3
     truth = case["truth_image"]
     out = {}
     for m in methods:
         opts = ReconOptions(method=m)
         arr = Image.load(recon_file(case["array"], case["traj"], tmp_path / f"a_{m}.nii.gz", opts, png=False)).array
         vol = Image.load(recon_file(case["volume"], case["traj"], tmp_path / f"v_{m}.nii.gz", opts, png=False)).array
-        r_ref, _ = receive_field("reference", arr, vol)
-        r_n4, _ = receive_field("n4", arr)
+        r_ref, _ = receive_field("reference", arr, vol, smooth_vox=QuantOptions().receive_smooth_mm / vox[0])
+        r_n4, _ = receive_field("n4", arr, voxel_mm=vox)
         out[m] = {"volume": roi_error(vol, truth)[0], "none": roi_error(arr, truth)[0],
                   "reference": roi_error(arr / r_ref, truth)[0], "n4": roi_error(arr / r_n4, truth)[0],
                   "rois": roi_error(arr, truth)[1]}
     if pics:
         out["bart_pics_true_maps"] = roi_error(bart_pics(case, tmp_path), truth)[0]
-    print(f"BART 8-coil n={n} undersampling {undersampling}: {json.dumps(out)}")
+    print(f"BART 8-coil n={n} undersampling {undersampling} noise {noise}: {json.dumps(out)}")
     return out
 
 
