@@ -19,7 +19,10 @@ in the centre. Four ways to take it out, chosen by `QuantOptions.receive`:
   filled sulci all look alike to it), it needs a mask that holds the object (Otsu here) and the
   reference vials (small objects at the edge of the FOV, where the array's field is steepest, are
   corrected only as well as a coarse B-spline mesh follows them), and it assumes few intensity
-  classes: use the reference scan when there is one.
+  classes: use the reference scan when there is one. The B-spline span is a size in mm over the
+  object's bounding box (`QuantOptions.receive_n4_mm`), fitted at one level: a mesh finer than the
+  object's features (N4's default multi-level refinement, or a span of a few voxels) bends the field
+  into them and flattens their contrast, which a linear calibration with an offset hides.
 - 'reciprocal': a single-channel transmit-receive coil receives with its transmit field (Hoult,
   Concepts Magn Reson 2000), R = k_B1 (`quant.b1.receive_sensitivity`); R = 1 without a B1 map.
 - 'none': R = 1.
@@ -178,10 +181,11 @@ def default_mode(ncoil: int | None, has_reference: bool) -> str:
     (or an image that does not say); 'none' for an array without a reference, with a warning.
 
     Not N4 for the array: it helps on an object without vials (BART's 8-coil Shepp-Logan, worst
-    ROI error 7.9% -> 2.4-6.8%), but with reference vials outside the head, where a helmet array's
-    field is steepest, it left the vial calibration as wrong as no correction (32 loops, brain
-    phantom: compartments off by 58-130% either way), and a correction that silently changes
-    concentrations is worse than visible shading and a poor calibration R^2."""
+    ROI error 7.6-8.3% -> 1.3-2.8%, though its field is still 3-7% off in the small ellipsoids),
+    but with reference vials outside the head, where a helmet array's field is steepest, it left
+    the vial calibration as wrong as no correction (32 loops, brain phantom: compartments off by
+    58-130% either way), and a correction that silently changes concentrations is worse than
+    visible shading and a poor calibration R^2."""
     if has_reference:
         return "reference"
     if ncoil is None or ncoil <= 1:
