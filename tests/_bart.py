@@ -49,9 +49,13 @@ def _squeeze(a: np.ndarray, keep: int) -> np.ndarray:
 
 
 def make_bart_case(folder: Path, n: int = 32, undersampling: float = 1.0, fov_mm: float = 240.0,
-                   ncoil: int = 8) -> dict:
+                   ncoil: int = 8, noise: float = 0.0, seed: int = 0) -> dict:
     """Write array.dat (ncoil channels), volume.dat (one uniform coil), traj.npz and BART's
-    truth into `folder`; returns paths and arrays (truth (n, n, n) float, sens (n, n, n, ncoil))."""
+    truth into `folder`; returns paths and arrays (truth (n, n, n) float, sens (n, n, n, ncoil)).
+
+    noise: SD of complex Gaussian noise added to every channel's k-space samples (real and imaginary
+    parts each noise / sqrt 2), relative to the RMS of that scan's samples (all channels); independent
+    draws for the two scans, written back to the CFL files so `bart_pics` sees the same data."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tr = radial_for_matrix(n, fov_mm, undersampling=undersampling)
@@ -67,7 +71,13 @@ def make_bart_case(folder: Path, n: int = 32, undersampling: float = 1.0, fov_mm
            "sens_cfl": folder / "sens"}
     save_traj(out["traj"], tr)
     scale = 1.0 / float(np.sqrt(float(n) ** 3))
+    rng = np.random.default_rng(seed)
     for name, nc in (("array", ncoil), ("volume", 1)):
+        if noise > 0:
+            k = read_cfl(folder / f"ks_{name}")
+            sd = noise * float(np.sqrt(np.mean(np.abs(k) ** 2)))
+            k = k + (sd / np.sqrt(2)) * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape))
+            write_cfl(folder / f"ks_{name}", k)
         k = _squeeze(read_cfl(folder / f"ks_{name}"), 4)[0]  # (nsample, nreadout, ncoil)
         data = (np.transpose(k, (2, 1, 0)) * scale)[None, None].astype(np.complex64)
         acq = Acquisition(nucleus="23Na", b0_T=7.0, te_ms=(0.3,), tr_ms=100.0, flip_deg=90.0, dwell_us=10.0,
