@@ -39,13 +39,19 @@ def test_rician_mean_against_monte_carlo():
     assert float(rician_mean(np.array([5.0]), 0.0)[0]) == 5.0
 
 
-def test_fit_recovers_a_vial_through_the_psf_in_magnitude_noise():
-    shape, centre, semi, amp, sd = (24, 24, 24), (11.6, 12.3, 11.8), (2.7, 2.6, 3.7), 30.0, 3.0
+def _noisy_vial(shape, centre, semi, seed, amp=30.0, sd=3.0):
+    """A hard ellipsoid of amplitude amp blurred by a Gaussian PSF, its magnitude in complex noise:
+    (truth, psf, clean, magnitude)."""
     truth = _hard_ellipsoid(shape, centre, semi)
     psf = gaussian_psf(1.6, 1.0, shape)
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     clean = amp * convolve_psf(truth, psf, voxel_means=True)
-    mag = np.abs(clean + rng.normal(0, sd, shape) + 1j * rng.normal(0, sd, shape))
+    return truth, psf, clean, np.abs(clean + rng.normal(0, sd, shape) + 1j * rng.normal(0, sd, shape))
+
+
+def test_fit_recovers_a_vial_through_the_psf_in_magnitude_noise():
+    shape, centre, semi, amp, sd = (24, 24, 24), (11.6, 12.3, 11.8), (2.7, 2.6, 3.7), 30.0, 3.0
+    truth, psf, clean, mag = _noisy_vial(shape, centre, semi, 3, amp, sd)
     region = clean > 0.5 * amp
     fit = fit_vial_shape(mag, region, psf, label=1, noise_sd=sd)
     vol = 4 / 3 * np.pi * np.prod(semi)
@@ -66,11 +72,7 @@ def test_fit_recovers_a_vial_through_the_psf_in_magnitude_noise():
 
 def test_a_listed_size_fixes_the_shape():
     shape, centre, semi, amp, sd = (20, 20, 20), (9.4, 10.2, 9.8), (1.35, 1.3, 1.85), 30.0, 3.0
-    truth = _hard_ellipsoid(shape, centre, semi)
-    psf = gaussian_psf(1.6, 1.0, shape)
-    rng = np.random.default_rng(5)
-    clean = amp * convolve_psf(truth, psf, voxel_means=True)
-    mag = np.abs(clean + rng.normal(0, sd, shape) + 1j * rng.normal(0, sd, shape))
+    truth, psf, clean, mag = _noisy_vial(shape, centre, semi, 5, amp, sd)
     fit = fit_vial_shape(mag, clean > 0.5 * clean.max(), psf, label=1, noise_sd=sd, semi_vox=semi)
     np.testing.assert_allclose(fit.semi_axes_vox, semi)
     assert fit.volume_rel_sd == 0.0
