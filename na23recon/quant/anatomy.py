@@ -29,14 +29,13 @@ from scipy import ndimage
 from ..core import Image
 from ..errors import InputError
 from .register import Registration, rigid_register
+from .resample import resample_average, resample_labels
 from .tsc import as_label_image
 
 log = logging.getLogger(__name__)
 
 #: Tissue classes of `--tissue-maps`, in their order, with the relaxation preset each takes.
 TISSUES = ("gm", "wm", "csf")
-#: Largest sub-sampling per axis (a sodium voxel averaged over at most MAX_SUB^3 points).
-MAX_SUB = 8
 #: A region's voxels in the ROI table: those it fills at least this much.
 HARD_FRACTION = 0.5
 #: Probability maps a little above 1 (rounding, interpolation by the segmenter) are accepted and clipped.
@@ -66,67 +65,6 @@ class Regions:
     def hard(self, r: int) -> np.ndarray:
         """Voxels region r fills at least HARD_FRACTION of (bool, x, y, z)."""
         return self.fractions[r] >= HARD_FRACTION
-
-
-def _sub_offsets(dst_vox: np.ndarray, src_vox: float) -> list[np.ndarray]:
-    s = np.clip(np.ceil(dst_vox / max(src_vox, 1e-6) - 1e-6).astype(int), 1, MAX_SUB)
-    axes = [(np.arange(n) + 0.5) / n - 0.5 for n in s]
-    return [np.array([a, b, c]) for a in axes[0] for b in axes[1] for c in axes[2]]
-
-
-def _voxel_map(src_affine: np.ndarray, dst_affine: np.ndarray, world: np.ndarray | None) -> np.ndarray:
-    """4x4: sodium voxel index -> source voxel index (world: sodium RAS -> source RAS)."""
-    w = np.eye(4) if world is None else np.asarray(world, dtype=np.float64)
-    return np.linalg.inv(src_affine) @ w @ dst_affine
-
-
-def resample_average(src: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray,
-                     dst_shape: tuple[int, int, int], world: np.ndarray | None = None) -> np.ndarray:
-    """Box average of `src` ((x, y, z) or (n, x, y, z) maps) over each voxel of the destination grid.
-
-    world: 4x4 mapping destination RAS mm to source RAS mm (None: the same world). Outside the
-    source: 0. Returns float32 ((n,) + dst_shape)."""
-    arr = np.asarray(src, dtype=np.float32)
-    stack = arr[None] if arr.ndim == 3 else arr
-    M = _voxel_map(src_affine, dst_affine, world)
-    src_vox = float(np.min(np.linalg.norm(src_affine[:3, :3], axis=0)))
-    dst_vox = np.linalg.norm(dst_affine[:3, :3], axis=0)
-    idx = np.indices(dst_shape, dtype=np.float64).reshape(3, -1)
-    out = np.zeros((stack.shape[0], int(np.prod(dst_shape))), dtype=np.float64)
-    offs = _sub_offsets(dst_vox, src_vox)
-    for off in offs:
-        p = M[:3, :3] @ (idx + off[:, None]) + M[:3, 3:4]
-        for i in range(stack.shape[0]):
-            out[i] += ndimage.map_coordinates(stack[i], p, order=1, mode="constant", cval=0.0, prefilter=False)
-    out /= len(offs)
-    out = out.reshape((stack.shape[0],) + tuple(dst_shape)).astype(np.float32)
-    return out[0] if arr.ndim == 3 else out
-
-
-def resample_labels(labels: np.ndarray, ids: list[int], src_affine: np.ndarray, dst_affine: np.ndarray,
-                    dst_shape: tuple[int, int, int], world: np.ndarray | None = None) -> np.ndarray:
-    """Fraction of each label of `ids` in each destination voxel: float32 (len(ids),) + dst_shape,
-    counted over the sub-points (nearest label at each)."""
-    lab = np.asarray(labels)
-    lut = {int(v): i for i, v in enumerate(ids)}
-    # index of each source voxel's label in `ids`, len(ids) for others (background, unlisted)
-    codes = np.full(lab.shape, len(ids), dtype=np.int32)
-    for v, i in lut.items():
-        codes[lab == v] = i
-    M = _voxel_map(src_affine, dst_affine, world)
-    src_vox = float(np.min(np.linalg.norm(src_affine[:3, :3], axis=0)))
-    dst_vox = np.linalg.norm(dst_affine[:3, :3], axis=0)
-    nvox = int(np.prod(dst_shape))
-    idx = np.indices(dst_shape, dtype=np.float64).reshape(3, -1)
-    counts = np.zeros(nvox * (len(ids) + 1), dtype=np.float64)
-    offs = _sub_offsets(dst_vox, src_vox)
-    base = np.arange(nvox) * (len(ids) + 1)
-    for off in offs:
-        p = M[:3, :3] @ (idx + off[:, None]) + M[:3, 3:4]
-        c = ndimage.map_coordinates(codes, p, order=0, mode="constant", cval=len(ids), prefilter=False)
-        counts += np.bincount(base + c, minlength=counts.size)
-    frac = counts.reshape(nvox, len(ids) + 1)[:, :len(ids)].T / len(offs)
-    return frac.reshape((len(ids),) + tuple(dst_shape)).astype(np.float32)
 
 
 def load_label_table(path: str | os.PathLike) -> dict[int, str]:
