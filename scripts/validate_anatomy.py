@@ -122,6 +122,7 @@ def main(argv=None) -> int:
     p.add_argument("--offset-mm", type=float, nargs=3, default=(0.0, 0.0, 0.0))
     p.add_argument("--rot-deg", type=float, nargs=3, default=(0.0, 0.0, 0.0))
     p.add_argument("--register", action="store_true")
+    p.add_argument("--anat-voxel-mm", type=float, default=1.0, help="voxel of the simulated 1H maps (mm)")
     a = p.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
     for traj in a.traj or ["radial", "dar", "tpi"]:
         for snr in a.snr or [20.0, 40.0]:
             d = out / f"{traj}_snr{snr:g}"
-            sim = simulate_to_folder(d, matrix=a.matrix, snr=snr, seed=a.seed, traj=traj, anat=True,
+            sim = simulate_to_folder(d, matrix=a.matrix, snr=snr, seed=a.seed, traj=traj, anat=True, anat_voxel_mm=a.anat_voxel_mm,
                                      anat_offset_mm=a.offset_mm, anat_rot_deg=a.rot_deg, cache=cache, **ACQ)
             motion = np.array(json.loads(Path(sim["anat_motion"]).read_text())["matrix"])
             for method in a.method or ["adjoint", "cg", "cs-tv"]:
