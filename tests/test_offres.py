@@ -248,7 +248,7 @@ def _b0_case(tmp, matrix, methods, max_err, min_gain, map_voxel_mm, min_gain_fin
         print(f"{method}: max |error| {e_no:.2f}% -> {e_map:.2f}% (grid map) -> {e_fine:.2f}% (fine map); NRMSE "
               f"{n_no:.4f} -> {n_map:.4f} ({100 * (1 - n_map / n_no):.0f}% lower) -> {n_fine:.4f} "
               f"({100 * (1 - n_fine / n_no):.0f}% lower); errors with the fine map {np.round(err, 2)}")
-        assert e_map < max_err and e_map < e_no and e_fine < max_err_fine
+        assert e_map < max_err and e_map < e_no and e_fine < max_err_fine and e_fine < e_map
         assert n_map < (1 - min_gain) * n_no
         assert n_fine < (1 - min_gain_fine) * n_no and n_fine < n_map
     return out
@@ -256,8 +256,12 @@ def _b0_case(tmp, matrix, methods, max_err, min_gain, map_voxel_mm, min_gain_fin
 
 def test_b0_map_cli_small(tmp_path):
     """CI size (matrix 24, 10 mm voxels, the fine map at 2.5 mm: 4^3 sub-voxel frequencies per voxel):
-    the true map lowers the compartment error and the NRMSE, the fine map's intravoxel model more."""
-    _b0_case(tmp_path, 24, ("cg", "cs-tv"), max_err=4.0, min_gain=0.15, map_voxel_mm=2.5, min_gain_fine=0.5)
+    the true map lowers the compartment error and the NRMSE, the fine map's intravoxel model more.
+    Measured: NRMSE 0.198 / 0.117 / 0.077 (cg), 0.197 / 0.127 / 0.078 (cs-tv) for no map / grid map /
+    fine map; worst compartment error 15.2 / 3.2 / 2.7% (cg), 15.1 / 3.9 / 3.3% (cs-tv: the 5-voxel
+    spheres' partial volume at this size)."""
+    _b0_case(tmp_path, 24, ("cg", "cs-tv"), max_err=4.0, min_gain=0.15, map_voxel_mm=2.5, min_gain_fine=0.5,
+             max_err_fine=3.5)
 
 
 @pytest.mark.slow
