@@ -62,7 +62,10 @@ def main(argv=None) -> int:
     p.add_argument("--snr", type=float, default=None)
     p.add_argument("--methods", default="cg,cs-tv")
     p.add_argument("--readout-ms", type=float, default=15.0)
+    p.add_argument("--recon-args", default="", help="more recon options for every run, e.g. '--discrepancy 0'")
     p.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
+    p.add_argument("--reuse", action="store_true", help="reuse the scans an earlier run with the same --out, "
+                   "matrix, SNR and readout left there")
     a = p.parse_args(argv)
     conc = {c.label: c.conc_mM for c in load_phantom("offres").compartments}
     with tempfile.TemporaryDirectory() as tmpd:
@@ -74,14 +77,16 @@ def main(argv=None) -> int:
         (tmp / "onres.json").write_text(json.dumps(d))
         sim_args = ["--traj", "tpi", "--matrix", str(a.matrix), "--readout-ms", str(a.readout_ms), "--tr-ms", "300",
                     *(["--snr", str(a.snr)] if a.snr else [])]
-        assert cli(["simulate", "offres", "-o", str(tmp / "sim"), *sim_args, "--b0-map-voxel-mm", str(a.map_voxel_mm)]) == 0
-        assert cli(["simulate", str(tmp / "onres.json"), "-o", str(tmp / "onres"), *sim_args]) == 0
+        if not (a.reuse and (tmp / "sim" / "truth_b0_fine.nii.gz").is_file() and (tmp / "onres" / "scan.dat").is_file()):
+            assert cli(["simulate", "offres", "-o", str(tmp / "sim"), *sim_args, "--b0-map-voxel-mm",
+                        str(a.map_voxel_mm)]) == 0
+            assert cli(["simulate", str(tmp / "onres.json"), "-o", str(tmp / "onres"), *sim_args]) == 0
         sim = tmp / "sim"
         cases = [("on-resonance floor", tmp / "onres", []), ("no map", sim, []),
                  ("grid map", sim, ["--b0-map", str(sim / "truth_b0.nii.gz")]),
                  (f"fine map ({a.map_voxel_mm:g} mm)", sim, ["--b0-map", str(sim / "truth_b0_fine.nii.gz")])]
         print(f"TPI matrix {a.matrix}, readout {a.readout_ms} ms, SNR {a.snr or 'none'}, offres phantom "
-              f"(-40..+40 Hz); one linear calibration per reconstruction")
+              f"(-40..+40 Hz); one linear calibration per reconstruction; recon options {a.recon_args or 'defaults'}")
         print(f"{'method':<7} {'case':<22} {'max err %':>9} {'NRMSE':>7} {'interior':>8} {'edge':>7} {'seg':>4} "
               f"{'recon s':>8}  compartment errors %")
         res = {}
@@ -90,7 +95,7 @@ def main(argv=None) -> int:
                 out = tmp / f"{method}_{name.split()[0]}.nii.gz"
                 t0 = time.perf_counter()
                 assert cli(["recon", str(folder / "scan.dat"), "--traj", str(folder / "traj.npz"), "-o", str(out),
-                            "--method", method, "--no-png", *extra]) == 0
+                            "--method", method, "--no-png", *a.recon_args.split(), *extra]) == 0
                 wall = time.perf_counter() - t0
                 r = evaluate(folder, out, conc)
                 bm = json.loads(out.with_suffix("").with_suffix(".json").read_text())["recon"].get("b0_model", {})
