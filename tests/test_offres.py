@@ -69,11 +69,12 @@ def test_operator_matches_exact_nudft(t2s):
     assert abs(lhs - rhs) / abs(lhs) < 1e-4
 
 
-@pytest.mark.parametrize("decay", ["none", "per-voxel"])
+@pytest.mark.parametrize("decay", ["none", "per-voxel", "biexp"])
 def test_intravoxel_operator_matches_exact_nudft(decay):
     """Each voxel's response the mean of its S sub-voxel exponentials (a field step inside voxels),
-    optionally with a per-voxel R2* as the imaginary part of the frequency: against the dense encoding
-    matrix built from those responses."""
+    optionally with a per-voxel R2* as the imaginary part of the frequency, or with the readout's
+    biexponential decay (`--t2s-ms S L`) in the same operator: against the dense encoding matrix built
+    from those responses."""
     rng = np.random.default_rng(1)
     shape, S = (8, 10, 6), 8
     coord = rng.uniform(-3, 3, (24, 20, 3))
@@ -83,12 +84,14 @@ def test_intravoxel_operator_matches_exact_nudft(decay):
     if decay == "per-voxel":  # R2* 1/(20 ms) .. 1/(5 ms) by voxel: nu = f + i R2*/(2 pi)
         r2 = rng.uniform(50.0, 200.0, shape)[..., None]
         fsub = fsub + 1j * r2 / (2 * np.pi)
-    A = OffResNufft(Nufft(coord, shape, eps=1e-6), coord, fsub, t)
+    d = decay_weights(t, (4.0, 25.0), frac_short=0.6) if decay == "biexp" else np.ones_like(t)
+    A = OffResNufft(Nufft(coord, shape, eps=1e-6), coord, fsub, t, decay=d if decay == "biexp" else None)
     assert A.subvoxel == S and A.basis.error <= 0.01 and "intravoxel" in A.describe()["voxel_model"]
     g = np.indices(shape).reshape(3, -1).T - np.array(shape) // 2
     ph = np.exp(-2j * np.pi * coord.reshape(-1, 3) @ (g / np.array(shape)).T)
     tt = np.broadcast_to(t, coord.shape[:-1]).reshape(-1)
     h = np.mean(np.exp(2j * np.pi * tt[:, None, None] * fsub.reshape(1, -1, S)), axis=2)  # (M, V)
+    h = h * np.broadcast_to(d, coord.shape[:-1]).reshape(-1, 1)
     E = ph * h / np.sqrt(np.prod(shape))
     x = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
     y = E @ x.ravel()
@@ -97,7 +100,8 @@ def test_intravoxel_operator_matches_exact_nudft(decay):
     ref = E.conj().T @ (w.ravel() * y)
     assert np.linalg.norm(A.normal(x, w).ravel() - ref) / np.linalg.norm(ref) < 0.015
     # one frequency per voxel (the grid map's model) misses the mixed voxels by far more
-    one = OffResNufft(Nufft(coord, shape, eps=1e-6), coord, np.mean(fsub, axis=-1), t)
+    one = OffResNufft(Nufft(coord, shape, eps=1e-6), coord, np.mean(fsub, axis=-1), t,
+                      decay=d if decay == "biexp" else None)
     assert np.linalg.norm(one.forward(x).ravel() - y) / np.linalg.norm(y) > 0.1
 
 
