@@ -84,6 +84,8 @@ def add_simulate(sub) -> None:
     p.add_argument("--gradient-delay-us", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("DX", "DY", "DZ"),
                    help="gradient delays along read, phase, partition (us): k-space at the delayed positions, "
                         "the trajectory file nominal (default: 0 0 0)")
+    p.add_argument("--b0-map-voxel-mm", type=float, default=None, metavar="MM",
+                   help="also write truth_b0_fine.nii.gz: the field map at this voxel size (a 1H map's resolution)")
     p.add_argument("--seed", type=int, default=0, help="random seed for the noise")
     p.add_argument("--anat", action="store_true", help="also write the phantom's GM/WM/CSF probability maps and "
                    "atlas as a 1H scan sees them (anat_*.nii.gz, scanner coordinates)")
@@ -105,7 +107,7 @@ def run_simulate(args) -> int:
                              anat=args.anat or any(args.anat_offset_mm) or any(args.anat_rot_deg),
                              anat_voxel_mm=args.anat_voxel_mm, anat_offset_mm=tuple(args.anat_offset_mm),
                              anat_rot_deg=tuple(args.anat_rot_deg), readout_ms=args.readout_ms,
-                             gradient_delay_us=tuple(args.gradient_delay_us))
+                             gradient_delay_us=tuple(args.gradient_delay_us), b0_map_voxel_mm=args.b0_map_voxel_mm)
     _print_outputs(res)
     return EXIT_OK
 

@@ -3,6 +3,10 @@
 - `resample_b0_map`: a field map (NIfTI, Hz) on any grid in scanner coordinates, trilinearly
   resampled onto the reconstruction's voxels through both affines (voxel -> RAS mm), a 1H map scaled
   to the sodium frequency by gamma(23Na)/gamma(1H) = 11.262/42.577 (same field, other nucleus).
+  A map finer than the reconstruction (a 1H map at 1-2 mm for sodium at 3-4 mm) is sampled at
+  n^3 sub-voxel points per voxel (n per axis = the voxel / the map's voxel, rounded, at most
+  `MAX_SUBVOXEL`): the frequencies within each voxel that the intravoxel-dephasing model of
+  `recon.offres` averages.
 - `estimate_b0`: the field from complex coil images at two echo times, f = arg(sum_c conj(x1_c)
   x2_c) / (2 pi dTE) (the coil-combined phase difference, as in the dual-echo field maps of Schneider
   & Glover, MRM 1991), masked to voxels with signal, taken about the masked mean phase (the unambiguous
@@ -27,11 +31,24 @@ from .adjoint import adjoint_recon
 from .layout import default_dcf, kspace_layout
 from .operators import make_nufft
 
-__all__ = ["MAX_B0_HZ", "nucleus_scale", "resample_b0_map", "load_b0_map", "estimate_b0", "b0_from_scans"]
+__all__ = ["MAX_B0_HZ", "MAX_SUBVOXEL", "subvoxel_grid", "nucleus_scale",
+           "resample_b0_map", "load_b0_map", "estimate_b0", "b0_from_scans"]
 
 MAX_B0_HZ = 1000.0
 """Largest |f| accepted at the sodium frequency: 1 kHz is ~ 89 ppm at 3 T, ~ 38 ppm at 7 T, far beyond
 any shimmed head; a larger value means a map in other units (rad/s, a 1H map read as 23Na, ...)."""
+
+
+MAX_SUBVOXEL = 4
+"""Most sub-voxel points per axis (4^3 = 64 frequencies per voxel: a 1 mm map at 3.75 mm voxels)."""
+
+
+def subvoxel_grid(map_affine: np.ndarray, affine: np.ndarray) -> tuple[int, int, int]:
+    """Sub-voxel points per axis of the grid `affine` for a map on `map_affine`: each voxel edge over
+    the map's smallest voxel, rounded (1 where the map is not at least 1.5x finer), at most MAX_SUBVOXEL."""
+    vox = np.linalg.norm(np.asarray(affine, np.float64)[:3, :3], axis=0)
+    fine = float(np.min(np.linalg.norm(np.asarray(map_affine, np.float64)[:3, :3], axis=0)))
+    return tuple(int(min(MAX_SUBVOXEL, max(1, np.floor(v / fine + 0.5)))) for v in vox)
 
 
 def nucleus_scale(nucleus: str) -> float:
@@ -44,8 +61,10 @@ def nucleus_scale(nucleus: str) -> float:
 
 
 def resample_b0_map(fmap: Image, affine: np.ndarray, shape: tuple[int, ...], nucleus: str = "23Na",
-                    what: str = "--b0-map") -> np.ndarray:
-    """The field (Hz at 23Na) at the voxel centres of the grid (affine, shape): float32 `shape`.
+                    what: str = "--b0-map", subvoxel: bool = False) -> np.ndarray:
+    """The field (Hz at 23Na) at the voxel centres of the grid (affine, shape): float32 `shape`; with
+    `subvoxel` and a map finer than the grid (`subvoxel_grid`), float32 (*shape, S) at S = n0 n1 n2
+    points evenly inside each voxel (offsets (j + 1/2)/n - 1/2 voxel along each axis).
 
     InputError for a map holding a non-finite value, one with several volumes, one whose grid does not
     cover every voxel centre of the target (half a voxel of margin), or |f| above `MAX_B0_HZ`.
@@ -75,15 +94,24 @@ def resample_b0_map(fmap: Image, affine: np.ndarray, shape: tuple[int, ...], nuc
         raise InputError(f"{what} does not cover the reconstruction's field of view ({int(outside.sum())} of "
                          f"{outside.size} voxels outside it): check its affine / geometry")
     out = ndimage.map_coordinates(hz, vox, order=1, mode="nearest")
-    return out.reshape(shape).astype(np.float32)
+    grid = subvoxel_grid(fmap.affine, affine) if subvoxel else (1, 1, 1)
+    if grid == (1, 1, 1):
+        return out.reshape(shape).astype(np.float32)
+    offs = [(np.arange(n) + 0.5) / n - 0.5 for n in grid]
+    sub = np.empty((idx.shape[1], int(np.prod(grid))), np.float32)
+    for s_, d in enumerate(np.stack(np.meshgrid(*offs, indexing="ij"), axis=-1).reshape(-1, 3)):
+        w = affine[:3, :3] @ (idx + d[:, None]) + affine[:3, 3:4]
+        v = np.linalg.solve(fmap.affine[:3, :3], w - fmap.affine[:3, 3:4])
+        sub[:, s_] = ndimage.map_coordinates(hz, v, order=1, mode="nearest")
+    return sub.reshape(shape + (sub.shape[1],))
 
 
-def load_b0_map(path: str | os.PathLike, affine: np.ndarray, shape: tuple[int, ...], nucleus: str = "23Na"
-                ) -> np.ndarray:
+def load_b0_map(path: str | os.PathLike, affine: np.ndarray, shape: tuple[int, ...], nucleus: str = "23Na",
+                subvoxel: bool = False) -> np.ndarray:
     """`resample_b0_map` of the NIfTI file at `path` (InputError when it is missing or unreadable)."""
     if not os.path.isfile(path):
         raise InputError(f"--b0-map: file not found: {path}")
-    return resample_b0_map(Image.load(path), affine, shape, nucleus)
+    return resample_b0_map(Image.load(path), affine, shape, nucleus, subvoxel=subvoxel)
 
 
 def estimate_b0(x1: np.ndarray, x2: np.ndarray, dte_s: float, threshold: float = 0.15, smooth_vox: float = 1.0

@@ -31,6 +31,17 @@ difference frequencies, so about 2L - 1 PSF NUFFTs instead of L(L+1)/2), and one
 costs L padded forward FFTs and L inverse ones. The number of
 segments L is the smallest whose worst relative RMS interpolation error over the readout is below
 `tol` (capped at `MAX_SEGMENTS`), or a given one.
+
+Intravoxel dephasing: with a field map finer than the image grid, each voxel v holds S sub-voxel
+frequencies f_vs and its temporal response is the mean h_v(t) = mean_s exp(2 pi i f_vs t) (the
+voxel-integrated signal model of Fessler & Noll, Proc IEEE ISBI 2007, through-plane field
+inhomogeneity, here in 3D with the voxel's own sampled field instead of a linear gradient). The
+segmentation then takes c_l(v) = h_v(tau_l) and fits b(t) over the histogram of all sub-voxel
+frequencies: by linearity sum_l b_l(t) h_v(tau_l) = mean_s sum_l b_l(t) exp(2 pi i f_vs tau_l),
+so each voxel's error is at most the mean of its sub-voxels' interpolation errors and the same
+`tol` bounds it. A complex frequency nu = f + i r (r = R2*/(2 pi) Hz, r >= 0) gives exp(2 pi i nu
+t) = exp(2 pi i f t - R2* t): a per-voxel (or per-sub-voxel) decay in the same spatial factors.
+S = 1 (a map on the image grid) is the one-frequency-per-voxel model above.
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ __all__ = ["KERNEL_RANK_TOL", "MAX_SEGMENTS", "SegmentBasis", "segment_basis", "
 
 MAX_SEGMENTS = 32
 _NBINS = 256
+_NBINS_DECAY = 16
 _PSF_BATCH = 3
 KERNEL_RANK_TOL = 1e-5
 """Relative energy (Frobenius) of the segment-pair weights that the low-rank kernel basis may leave out."""
@@ -67,10 +79,19 @@ class SegmentBasis:
     def nseg(self) -> int:
         return int(self.tau.shape[0])
 
-    def spatial(self, fmap_hz: np.ndarray) -> np.ndarray:
-        """c (L, *map.shape) complex64 = exp(2 pi i f tau_l)."""
-        f = np.asarray(fmap_hz, np.float64)
-        return np.exp(2j * np.pi * self.tau.reshape((-1,) + (1,) * f.ndim) * f[None]).astype(np.complex64)
+    def spatial(self, fmap_hz: np.ndarray, subvoxel: bool = False) -> np.ndarray:
+        """c (L, *shape) complex64 = exp(2 pi i f tau_l) for a map of `shape`, or with `subvoxel` (map
+        (*shape, S): S frequencies per voxel) the voxel's response mean_s exp(2 pi i f_s tau_l)."""
+        f = np.asarray(fmap_hz)
+        f = f.astype(np.complex128 if np.iscomplexobj(f) else np.float64)
+        shape = f.shape[:-1] if subvoxel else f.shape
+        flat = f.reshape(int(np.prod(shape)), -1)
+        out = np.empty((self.nseg, flat.shape[0]), np.complex64)
+        step = max(1, (1 << 22) // flat.shape[1])
+        for seg, tl in enumerate(self.tau):  # chunked: S sub-voxels per voxel can make (L, V, S) large
+            for v0 in range(0, flat.shape[0], step):
+                out[seg, v0:v0 + step] = np.mean(np.exp(2j * np.pi * tl * flat[v0:v0 + step]), axis=1)
+        return out.reshape((self.nseg,) + shape)
 
 
 def _fit(freqs: np.ndarray, hist: np.ndarray, t_unique: np.ndarray, nseg: int):
@@ -80,8 +101,34 @@ def _fit(freqs: np.ndarray, hist: np.ndarray, t_unique: np.ndarray, nseg: int):
     c = np.exp(2j * np.pi * freqs[:, None] * tau[None])         # (nbin, L)
     e = np.exp(2j * np.pi * freqs[:, None] * t_unique[None])    # (nbin, nt)
     b, *_ = np.linalg.lstsq(sw * c, sw * e, rcond=1e-10)        # (L, nt)
-    err = np.sqrt(np.sum(np.abs(sw * (c @ b - e)) ** 2, axis=0))  # |e| = 1: relative per t
+    err = np.sqrt(np.sum(np.abs(sw * (c @ b - e)) ** 2, axis=0)
+                  / np.maximum(np.sum(np.abs(sw * e) ** 2, axis=0), 1e-30))  # relative per t (|e| = 1 without decay)
     return tau, b, float(err.max())
+
+
+def _histogram(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bin centres, counts) of the frequencies f, real (the distinct values when there are at most
+    `_NBINS`, else `_NBINS` bins) or complex (f + i r: a 2D histogram, `_NBINS` x `_NBINS_DECAY`
+    bins), empty bins dropped."""
+    if np.iscomplexobj(f) and np.ptp(f.imag) > 1e-9:
+        hist, ex, ey = np.histogram2d(f.real, f.imag, bins=(_NBINS if np.ptp(f.real) > 1e-6 else 1, _NBINS_DECAY))
+        cx, cy = 0.5 * (ex[1:] + ex[:-1]), 0.5 * (ey[1:] + ey[:-1])
+        freqs = (cx[:, None] + 1j * cy[None]).ravel()
+        hist = hist.ravel()
+        keep = hist > 0
+        return freqs[keep], hist[keep].astype(np.float64)
+    shift = 1j * float(f.imag.flat[0]) if np.iscomplexobj(f) and f.imag.flat[0] != 0 else 0.0  # one decay rate
+    re = f.real
+    lo, hi = float(np.min(re)), float(np.max(re))
+    if hi - lo < 1e-6:
+        return np.array([lo + shift]), np.array([1.0])
+    vals, counts = np.unique(re, return_counts=True)
+    if vals.size <= _NBINS:  # a few distinct values (a piecewise-constant map): exactly those
+        return vals + shift, counts.astype(np.float64)
+    hist, edges = np.histogram(re, bins=_NBINS, range=(lo, hi))
+    freqs = 0.5 * (edges[1:] + edges[:-1]) + shift
+    keep = hist > 0
+    return freqs[keep], hist[keep].astype(np.float64)
 
 
 def segment_basis(fmap_hz: np.ndarray, t_s: np.ndarray, nseg: int | None = None, tol: float = 0.01,
@@ -89,22 +136,17 @@ def segment_basis(fmap_hz: np.ndarray, t_s: np.ndarray, nseg: int | None = None,
     """The time segmentation of exp(2 pi i f t) for field map f (Hz) and sample times t (s).
 
     Args:
-        fmap_hz: the field on the image grid.
+        fmap_hz: the field on the image grid, or (*shape, S): S sub-voxel frequencies per voxel (every
+            one counts in the histogram); complex: f + i R2*/(2 pi), a decay with the field.
         t_s: (nsample,) or (nreadout, nsample) time of each sample from the readout start.
         nseg: number of segments, or None: the smallest L (1..MAX_SEGMENTS) whose interpolation error
             (relative RMS over the map's histogram, worst over t) is at most `tol`.
         mask: voxels whose frequencies count (default all).
     """
-    f = np.asarray(fmap_hz, np.float64)
-    f = f[mask] if mask is not None and np.any(mask) else f.ravel()
-    lo, hi = float(f.min()), float(f.max())
-    if hi - lo < 1e-6:
-        freqs, hist = np.array([lo]), np.array([1.0])
-    else:
-        hist, edges = np.histogram(f, bins=_NBINS, range=(lo, hi))
-        freqs = 0.5 * (edges[1:] + edges[:-1])
-        keep = hist > 0
-        freqs, hist = freqs[keep], hist[keep].astype(np.float64)
+    f = np.asarray(fmap_hz)
+    f = f.astype(np.complex128 if np.iscomplexobj(f) else np.float64)
+    f = f[mask] if mask is not None and np.any(mask) else f
+    freqs, hist = _histogram(f.ravel())
     t = np.asarray(t_s, np.float64)
     tu, inv = np.unique(np.round(t.ravel(), 12), return_inverse=True)
     if nseg is None:
@@ -127,7 +169,9 @@ class OffResNufft:
     Args:
         op: the plain NUFFT plan (`operators.make_nufft`) of coord.
         coord: (nreadout, nsample, ndim) cycles/FOV.
-        fmap_hz: the field map on the image grid op.shape, Hz.
+        fmap_hz: the field map on the image grid op.shape, Hz, or (*op.shape, S): S sub-voxel frequencies
+            per voxel (intravoxel dephasing, `recon.b0.resample_b0_map` of a finer map); complex values
+            f + i R2*/(2 pi) add a per-voxel decay.
         t_s: (nsample,) or (nreadout, nsample) sample times from the readout start, s.
         decay: None or the per-sample factor d (broadcast to coord_shape).
         nseg: number of segments (None: chosen, `segment_basis`).
@@ -142,8 +186,10 @@ class OffResNufft:
         self.coord = np.asarray(coord)
         self.shape = tuple(op.shape)
         self.coord_shape = tuple(op.coord_shape)
-        if tuple(np.shape(fmap_hz)) != self.shape:
-            raise ValueError(f"field map has shape {np.shape(fmap_hz)} but the image is {self.shape}")
+        fshape = tuple(np.shape(fmap_hz))
+        self.subvoxel = 1 if fshape == self.shape else fshape[-1]
+        if fshape[:len(self.shape)] != self.shape or len(fshape) - len(self.shape) not in (0, 1):
+            raise ValueError(f"field map has shape {fshape} but the image is {self.shape}")
         self.basis = segment_basis(fmap_hz, t_s, nseg=nseg, tol=tol, mask=mask)
         b = self.basis.b
         b = b.reshape(b.shape[:1] + (1,) * (len(self.coord_shape) + 1 - b.ndim) + b.shape[1:])
@@ -152,13 +198,15 @@ class OffResNufft:
             d = np.asarray(decay, np.float32)
             b = b * np.broadcast_to(d.reshape((1,) * (len(self.coord_shape) - d.ndim) + d.shape), self.coord_shape)
         self.b = np.ascontiguousarray(b, np.complex64)            # (L, *coord_shape): d b_l
-        self.c = self.basis.spatial(fmap_hz)                       # (L, *shape)
+        self.c = self.basis.spatial(fmap_hz, subvoxel=len(fshape) > len(self.shape))  # (L, *shape)
         self.toeplitz = bool(toeplitz)
         self._kernels: tuple | None = None  # (weights key, kernels)
         self.kernel_nuffts = 0  # PSF NUFFTs the last kernel set took (the rank of the pair weights)
         self.rank_tol = KERNEL_RANK_TOL  # 0: one PSF per segment pair (full rank)
-        log.info("off-resonance model: %d time segments, interpolation error %.2g, field %.1f..%.1f Hz%s",
-                 self.nseg, self.basis.error, float(np.min(fmap_hz)), float(np.max(fmap_hz)),
+        fr = np.real(fmap_hz)
+        log.info("off-resonance model: %d time segments, interpolation error %.2g, field %.1f..%.1f Hz%s%s",
+                 self.nseg, self.basis.error, float(np.min(fr)), float(np.max(fr)),
+                 f", intravoxel dephasing ({self.subvoxel} sub-voxel frequencies per voxel)" if self.subvoxel > 1 else "",
                  ", with decay" if decay is not None else "")
 
     @property
@@ -169,6 +217,8 @@ class OffResNufft:
         """For the sidecar's `recon.b0_model`."""
         return {"segments": self.nseg, "interpolation_error": float(f"{self.basis.error:.3g}"),
                 "segment_times_ms": [round(float(v) * 1e3, 4) for v in self.basis.tau],
+                "voxel_model": (f"intravoxel dephasing: mean response of {self.subvoxel} sub-voxel frequencies"
+                                if self.subvoxel > 1 else "one frequency per voxel"),
                 "normal": "toeplitz (per segment pair)" if self.toeplitz else "nufft pair"}
 
     # -------------------------------------------------------------------------- transforms

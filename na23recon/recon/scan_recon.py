@@ -124,8 +124,10 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
         return k if sel is None else sel.apply(k, lead=1)
 
     coord = used.coord(geom.fov_mm)
-    # the field map on this grid (Hz at 23Na), resampled through the affines
-    b0 = None if opts.b0_map is None else load_b0_map(opts.b0_map, geom.affine(shape), shape, opts.b0_map_nucleus)
+    # the field map on this grid (Hz at 23Na), resampled through the affines; a finer map: sub-voxel
+    # frequencies (*shape, S) for the intravoxel-dephasing model
+    b0 = None if opts.b0_map is None else load_b0_map(opts.b0_map, geom.affine(shape), shape, opts.b0_map_nucleus,
+                                                      subvoxel=True)
     images = []
     for i, s in enumerate(geom.slice_order().tolist()):  # multi-slice 2D: one in-plane reconstruction per slice
         ksp = np.stack([echo_kspace(e, s) for e in echoes])
