@@ -296,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decay-truth", action="store_true", help="per-voxel decay model (--decay-map) from the truth "
                    "labels, each label's relaxation preset; leaves out the adjoint")
     p.add_argument("--decay-target", default=None, help="the decay model's target decay (preset or T2* ms)")
+    p.add_argument("--discrepancy", type=float, default=None, help="CG's discrepancy stopping (0: off, run to the "
+                   "tolerance; at SNR 30 the rule stops CG after 1-2 iterations for some noise seeds, 15 for others)")
     a = p.parse_args(argv)
     if a.anatomy:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -309,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     res = run(Path(a.out), quick=a.quick, phantom=a.phantom, methods=a.method or METHODS, trajs=a.traj,
               snrs=a.snr, matrix=a.matrix, b1_variation=a.b1_variation, seed=a.seed, readout_ms=a.readout_ms,
               recon_extra={k: v for k, v in (("t2s_ms", a.t2s_ms), ("frac_short", a.frac_short), ("lam", a.lam),
-                                             ("decay_target", a.decay_target)) if v is not None},
+                                             ("decay_target", a.decay_target), ("discrepancy", a.discrepancy))
+                           if v is not None},
               decay_truth=a.decay_truth)
     print(main_table(res))
     if res["methods_skipped"]:
