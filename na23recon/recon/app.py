@@ -108,6 +108,8 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
         info["decay_model"] = {"t2s_ms": t2s, "frac_short": opts.frac_short if isinstance(t2s, tuple) else None}
     apodise = None
     if decay_target is not None and (t2s is not None or decay_classes is not None):
+        if t_s is None:
+            raise InputError("--decay-target needs each sample's time: a trajectory file with 't'")
         apodise = np.asarray(decay_target(np.asarray(t_s, np.float64) * 1e3), np.float32)
         info.setdefault("decay_model", {})["target"] = opts.decay_target
     if decay_classes is not None:  # per-voxel decay, with the B0 model's segments when there is a map
