@@ -262,6 +262,17 @@ class ReconOptions(_Options):
                               kind="str", choices=B0_NUCLEI)
     b0_segments: int | None = opt(None, "time segments of the off-resonance model", kind="int", metavar="L",
                                   default_text="the fewest that interpolate the map's range over the readout")
+    decay_map: str | None = opt(None, "label map (NIfTI, any grid in scanner coordinates) for a per-voxel decay "
+                                "model: each label of --decay-labels decays with its relaxation preset, other "
+                                "voxels with --t2s-ms (none without it)", kind="str", metavar="LABELS.nii.gz",
+                                default_text="off")
+    decay_labels: dict[int, str] | None = opt(None, "relaxation preset per label of --decay-map, e.g. "
+                                              "1=csf,2=gm,3=wm,11=agar2", kind="labelmap",
+                                              metavar="LABEL=PRESET,...", default_text="none")
+    decay_target: str | None = opt(None, "decay of the output's point-spread function, a relaxation preset or a T2* "
+                                   "in ms: the decay model reconstructs every voxel as if it decayed so (one "
+                                   "smooth PSF for tissue and vials alike)", kind="str", metavar="PRESET|MS",
+                                   default_text="none: the decay is fully deconvolved")
     rep: int | None = opt(None, "reconstruct this repetition/average only", kind="int",
                           default_text="average all in k-space")
     echo: int | None = opt(None, "reconstruct this echo only", kind="int", default_text="all")
@@ -327,6 +338,14 @@ class ReconOptions(_Options):
                 raise InputError(f"--t2s-ms must be positive (ms), got {list(self.t2s_ms)}")
             if self.method == "adjoint":
                 raise InputError("the decay-aware model (--t2s-ms) needs an iterative method: cg, cs-tv or cs-wavelet")
+        if (self.decay_map is None) != (self.decay_labels is None):
+            raise InputError("--decay-map and --decay-labels go together: the label map and the preset of each label")
+        if self.decay_map == "":
+            raise InputError("--decay-map needs a file name")
+        if self.decay_target is not None and self.t2s_ms is None and self.decay_map is None:
+            raise InputError("--decay-target needs a decay model: --t2s-ms or --decay-map")
+        if self.decay_map is not None and self.method == "adjoint":
+            raise InputError("the per-voxel decay model (--decay-map) needs an iterative method: cg, cs-tv or cs-wavelet")
 
     @property
     def lam_value(self) -> float:
@@ -334,7 +353,7 @@ class ReconOptions(_Options):
         if self.lam is not None:
             return float(self.lam)
         decay, b0 = f"{self.method}+decay", f"{self.method}+b0"
-        if self.t2s_ms is not None and decay in DEFAULT_LAM:
+        if (self.t2s_ms is not None or self.decay_map is not None) and decay in DEFAULT_LAM:
             return DEFAULT_LAM[decay]
         if self.b0_map is not None and b0 in DEFAULT_LAM:
             return DEFAULT_LAM[b0]

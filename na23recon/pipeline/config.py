@@ -182,6 +182,11 @@ def load_run_config(path: str | os.PathLike) -> tuple[Job, RunOptions, Path]:
         if not b0.is_file():
             raise InputError(f"config {path.name}: [recon] b0_map not found: {b0}")
         options = replace(options, recon=replace(options.recon, b0_map=str(b0)))
+    if options.recon.decay_map:  # likewise the per-voxel decay model's label map
+        dm = (path.parent / options.recon.decay_map).resolve()
+        if not dm.is_file():
+            raise InputError(f"config {path.name}: [recon] decay_map not found: {dm}")
+        options = replace(options, recon=replace(options.recon, decay_map=str(dm)))
     odir = out.get("dir", path.stem + "-out")
     if not isinstance(odir, str) or not odir.strip():
         raise InputError(f"config {path.name} [output]: dir must be a folder name (a string), got {odir!r}")

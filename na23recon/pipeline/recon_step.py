@@ -48,8 +48,10 @@ def recon_file(scan_path: str | os.PathLike, traj_path: str | os.PathLike | None
         existing_file(traj_path, "trajectory file")
     if opts.b0_map is not None:
         existing_file(opts.b0_map, "B0 field map (--b0-map)")
+    if opts.decay_map is not None:
+        existing_file(opts.decay_map, "decay label map (--decay-map)")
     folder, stem = nifti_stem(out_path)
-    inputs = [p for p in (scan_path, traj_path, opts.b0_map) if p is not None]
+    inputs = [p for p in (scan_path, traj_path, opts.b0_map, opts.decay_map) if p is not None]
     psf = opts.psf if psf is None else psf
     tissues = list(psf_tissues) if psf_tissues else [t.strip() for t in opts.psf_tissue.split(",") if t.strip()]
     decays = [_psf_decay(t) for t in tissues] if psf else []

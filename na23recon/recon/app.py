@@ -17,6 +17,7 @@ from ..core import ReconOptions
 from ..errors import InputError
 from . import coils
 from .adjoint import adjoint_recon
+from .decay import DecayClasses, DecayNufft
 from .offres import OffResNufft
 from .operators import make_nufft
 from .solvers import SenseProblem, cg_sense, cs_tv, cs_wavelet, decay_weights
@@ -27,7 +28,8 @@ log = logging.getLogger(__name__)
 def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, shape: Sequence[int],
                        options: ReconOptions | None = None, noise: np.ndarray | None = None,
                        t_s: np.ndarray | None = None, progress: bool | None = None,
-                       b0_hz: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+                       b0_hz: np.ndarray | None = None, decay_classes: DecayClasses | None = None,
+                       decay_target=None) -> tuple[np.ndarray, dict]:
     """Reconstruct echoes of multi-coil k-space into magnitude images (arrays in, arrays out).
 
     Args:
@@ -47,6 +49,11 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
         b0_hz: the field map on the image grid (Hz at 23Na): the off-resonance model (`recon.offres`,
             time segmentation, Sutton et al., IEEE TMI 2003) in the encoding of the iterative
             methods, the conjugate-phase adjoint for 'adjoint'; the decay model joins it.
+        decay_classes: a per-voxel decay model (`recon.decay`; replaces the global --t2s-ms decay,
+            which becomes its default class), joined with the B0 model into one operator.
+        decay_target: the target decay tau (a callable of the ms from the readout start) of a decay
+            model: the data are apodised by tau(t) and fitted with the model (`recon.decay`), so every
+            voxel comes out as if it had decayed with tau.
 
     Returns:
         (float32 image (*shape) or (*shape, necho), dict for the sidecar's `recon` block).
@@ -99,7 +106,25 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
             raise InputError("the decay-aware model needs each sample's time: a trajectory file with 't'")
         decay = decay_weights(t_s, t2s, frac_short=opts.frac_short)
         info["decay_model"] = {"t2s_ms": t2s, "frac_short": opts.frac_short if isinstance(t2s, tuple) else None}
-    if b0_hz is not None:  # one operator for off-resonance and decay: d(t) multiplies the temporal basis
+    apodise = None
+    if decay_target is not None and (t2s is not None or decay_classes is not None):
+        if t_s is None:
+            raise InputError("--decay-target needs each sample's time: a trajectory file with 't'")
+        apodise = np.asarray(decay_target(np.asarray(t_s, np.float64) * 1e3), np.float32)
+        info.setdefault("decay_model", {})["target"] = opts.decay_target
+    if decay_classes is not None:  # per-voxel decay, with the B0 model's segments when there is a map
+        if t_s is None:
+            raise InputError("the per-voxel decay model (--decay-map) needs each sample's time: a trajectory with 't'")
+        base = op if b0_hz is None else OffResNufft(op, coord, b0_hz, t_s, nseg=opts.b0_segments)
+        op = DecayNufft(base, coord, decay_classes, t_s)
+        decay = None
+        info["decay_model"] = {**info.get("decay_model", {}), "per_voxel": op.describe(),
+                               "labels": {str(k): v for k, v in opts.decay_labels.items()},
+                               "target": opts.decay_target}
+        if b0_hz is not None:
+            info["b0_model"] = {**base.describe(), "map_range_hz": [float(np.min(b0_hz)), float(np.max(b0_hz))],
+                                "with_decay": True}
+    elif b0_hz is not None:  # one operator for off-resonance and decay: d(t) multiplies the temporal basis
         if t_s is None:
             raise InputError("the off-resonance model (--b0-map) needs each sample's time: a trajectory file with 't'")
         op = OffResNufft(op, coord, b0_hz, t_s, decay=decay, nseg=opts.b0_segments)
@@ -130,7 +155,7 @@ def reconstruct_arrays(kspace: np.ndarray, coord: np.ndarray, dcf: np.ndarray, s
                                  "note": "maps in the span of the calibration images' leading singular vectors; "
                                          "the SENSE problem over every channel runs exactly on that many virtual coils"}
         info["coil_combine"] = "sense"
-        problem = SenseProblem(op, coord, mp, dcf, decay=decay, basis=basis)
+        problem = SenseProblem(op, coord, mp, dcf, decay=decay, basis=basis, apodise=apodise)
         lam_rel, max_iter, tol = opts.lam_value, opts.iters_value, opts.tol
         sd_img = problem.image_noise_sd(noise_sd)
         info["image_noise_sd"] = sd_img

@@ -34,6 +34,7 @@ from ..core import ReconOptions, Trajectory
 from ..errors import InputError
 from ..traj.dcf import normalise_dcf
 from .adjoint import adjoint_recon
+from .decay import named_decay
 from .layout import default_dcf, kspace_layout
 from .operators import make_nufft
 from .solvers import SenseProblem, cg_sense, cs_tv, cs_wavelet, decay_weights
@@ -117,7 +118,13 @@ def point_spread_info(traj: Trajectory, options: ReconOptions | None, shape: Seq
             if t_s is None:
                 raise InputError("the decay-aware model needs each sample's time: a trajectory with 't'")
             model = decay_weights(t_s, opts.t2s_model, frac_short=opts.frac_short)
-        problem = SenseProblem(op, coord, None, used.dcf, decay=model)
+        if opts.decay_map is not None and t_s is not None:  # per voxel: the point's own tissue decay is the model
+            model = np.asarray(d, np.float32)
+        apod = None
+        if model is not None and opts.decay_target is not None:  # the output's target decay (`recon.decay`)
+            apod = named_decay(opts.decay_target, float(np.min(used.t)) * 1e3, "--decay-target")(
+                np.asarray(t_s, np.float64) * 1e3).astype(np.float32)
+        problem = SenseProblem(op, coord, None, used.dcf, decay=model, apodise=apod)
         if method == "cg":
             x, lg = cg_sense(problem, y, lam=opts.lam_value, max_iter=opts.iters_value, tol=opts.tol, progress=False)
             info["kind"] = ("exact: CG-SENSE's iterations (Tikhonov weight, iterations, tolerance and decay model "

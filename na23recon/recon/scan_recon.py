@@ -22,6 +22,7 @@ from ..errors import InputError
 from ..traj.dcf import normalise_dcf
 from .app import reconstruct_arrays
 from .b0 import load_b0_map
+from .decay import classes_from_options, named_decay
 from .delay import gradient_delay_step
 from .layout import default_dcf, kspace_layout
 
@@ -128,12 +129,18 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
     # frequencies (*shape, S) for the intravoxel-dephasing model
     b0 = None if opts.b0_map is None else load_b0_map(opts.b0_map, geom.affine(shape), shape, opts.b0_map_nucleus,
                                                       subvoxel=True)
+    te0 = float(acq.te_ms[echoes[0]]) if acq.te_ms and len(acq.te_ms) > echoes[0] else 0.0
+    classes = classes_from_options(opts, geom.affine(shape), shape, te0)  # per-voxel decay (--decay-map)
+    target = None if opts.decay_target is None else named_decay(opts.decay_target, te0, "--decay-target")
+    if classes is not None and layout == "2d":
+        raise InputError("--decay-map needs a 3D acquisition (this scan is reconstructed as 2D slices)")
     images = []
     for i, s in enumerate(geom.slice_order().tolist()):  # multi-slice 2D: one in-plane reconstruction per slice
         ksp = np.stack([echo_kspace(e, s) for e in echoes])
         image, info = reconstruct_arrays(ksp, coord, used.dcf, rshape, opts, noise=scan.noise,
                                          t_s=used.sample_times(), progress=progress,
-                                         b0_hz=None if b0 is None else (b0[:, :, i] if layout == "2d" else b0))
+                                         b0_hz=None if b0 is None else (b0[:, :, i] if layout == "2d" else b0),
+                                         decay_classes=classes, decay_target=target)
         images.append(image)
     image = images[0] if layout != "2d" else np.stack(images, axis=2)
     if nsl > 1:

@@ -106,6 +106,8 @@ class SenseProblem:
             single coil with unit sensitivity. With `basis`: the virtual maps (nv, *shape).
         dcf: (nreadout, nsample) density compensation, any scale, or None for no weighting.
         decay: (nsample,) or (nreadout, nsample) per-sample signal factor d (`decay_weights`).
+        apodise: per-sample factor a on the data: the problem fits a y (`recon.decay`'s target decay:
+            with the decay model, the image is the object seen through a's k-space window).
         basis: (ncoil, nv) with orthonormal columns: the coils' maps are basis @ maps
             (`maps.estimate_map_factors`). Then E x = basis (A S_v x) and ||W^1/2 (E x - y)||^2 =
             ||W^1/2 (A S_v x - basis^H y)||^2 + a constant, so the problem over all ncoil channels
@@ -113,7 +115,8 @@ class SenseProblem:
     """
 
     def __init__(self, op, coord: np.ndarray, maps: np.ndarray | None, dcf: np.ndarray | None,
-                 decay: np.ndarray | None = None, basis: np.ndarray | None = None) -> None:
+                 decay: np.ndarray | None = None, basis: np.ndarray | None = None,
+                 apodise: np.ndarray | None = None) -> None:
         self.op = op
         shape = tuple(op.shape)
         self.shape = shape
@@ -126,8 +129,10 @@ class SenseProblem:
         cs = tuple(op.coord_shape)
         w = np.ones(cs, np.float32) if dcf is None else normalise_dcf(dcf, coord)
         d = np.ones(cs, np.float32) if decay is None else np.broadcast_to(np.asarray(decay, np.float32), cs)
+        a = np.ones(cs, np.float32) if apodise is None else np.broadcast_to(np.asarray(apodise, np.float32), cs)
         self.w = w
-        self.wd = (w * d).astype(np.float32)      # applied to the data: E^H W y with E = D A S
+        self.wa2 = (w * a * a).astype(np.float32)  # the weights of the apodised data's energy and noise
+        self.wd = (w * d * a).astype(np.float32)  # applied to the data: E^H W (a y) with E = D A S
         self.w_normal = (w * d * d).astype(np.float32)
         self.decay = None if decay is None else d
         self.normal = normal_operator(op, coord, self.w_normal)  # A^H W A on one image, Toeplitz
@@ -152,12 +157,12 @@ class SenseProblem:
 
     def data_energy(self, y: np.ndarray) -> float:
         """1/2 y^H W y (the objective at x = 0)."""
-        return 0.5 * float(np.sum(self.w[None] * np.abs(np.asarray(y, np.complex128)) ** 2))
+        return 0.5 * float(np.sum(self.wa2[None] * np.abs(np.asarray(y, np.complex128)) ** 2))
 
     def noise_misfit(self, noise_sd: float) -> float:
         """Expected ||W^1/2 n||^2 of white k-space noise n with SD `noise_sd` per real/imaginary
         part over all coils: 2 noise_sd^2 ncoil sum(W)."""
-        return float(2.0 * noise_sd ** 2 * self.ncoil * np.sum(self.w, dtype=np.float64))
+        return float(2.0 * noise_sd ** 2 * self.ncoil * np.sum(self.wa2, dtype=np.float64))
 
     def image_noise_sd(self, noise_sd: float) -> float:
         """SD (real part) of the noise in E^H W y for k-space noise SD `noise_sd` (real part, white)."""
