@@ -193,7 +193,8 @@ def main(argv=None) -> int:
                     continue
                 dices = [v["dice"] for r in sel for v in r[4]["vials"].values() if v["snr"] > SNR_MIN]
                 snrs = [v["snr"] for r in sel for v in r[4]["vials"].values()]
-                fails = "; ".join(f"seed {r[3]}: {', '.join(_failing(r[4]))}" for r in sel if not r[5]) or "-"
+                bad = [f"seed {r[3]}: {', '.join(_failing(r[4]))}" for r in sel if not r[5]]
+                fails = ("; ".join(bad) if len(bad) <= 4 else f"{len(bad)} seeds, e.g. {'; '.join(bad[:2])}") or "-"
                 print(f"| {ncoil} | {snr:g} | {mode} | {len(sel)} | {sum(r[5] for r in sel)}/{len(sel)} | "
                       f"{sum(r[6] for r in sel)}/{len(sel)} | {min(dices) if dices else float('nan'):.2f} | "
                       f"{min(snrs):.1f}-{max(snrs):.1f} | {fails} |")
