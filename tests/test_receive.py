@@ -193,6 +193,24 @@ def test_helmet_32coil_full_size(tmp_path):
     assert _worst(out["reference_vs_volume_pct"]) <= 3.0
 
 
+@pytest.mark.parametrize("compress", ["auto", "2"])
+def test_reference_scan_takes_the_image_options(tmp_path, compress):
+    """A raw volume-coil scan is reconstructed with the array image's recorded options, whatever
+    its --coil-compress (the default 'auto', or a count the one channel cannot take, dropped)."""
+    from na23recon.pipeline.reference import load_reference
+    from na23recon.sim.scan import simulate_to_folder
+
+    p = simulate_to_folder(tmp_path / "sim", matrix=16, ncoil=4, snr=30.0, receive_reference=True)
+    recon_file(p["scan"], p["traj"], tmp_path / "array.nii.gz", ReconOptions(coil_compress=compress), png=False)
+    image = Image.load(tmp_path / "array.nii.gz")
+    ref = load_reference(p["scan_ref"], image, p["traj"])
+    assert ref.array.shape == image.array.shape and np.allclose(ref.affine, image.affine)
+    assert ref.meta["recon"]["ncoil_scan"] == 1 and image.meta["recon"]["ncoil_scan"] == 4
+    # the volume coil sees the same object: the array / volume ratio is smooth and positive inside it
+    r, info = reference_sensitivity(image.array, ref.array, 1.0)
+    assert info["voxels"] > 100 and np.all(r > 0)
+
+
 def test_run_config_and_manifest_take_a_receive_reference(tmp_path):
     from na23recon.pipeline.config import load_run_config, read_manifest
 

@@ -41,8 +41,8 @@ def load_reference(path: str | os.PathLike, image: Image, traj_path: str | os.Pa
         return Image.load(path)
     opts = recon if recon is not None else recon_options_of(image)
     scan, traj, source = load_scan_and_trajectory(path, traj_path, opts)
-    if opts.coil_compress is not None and opts.coil_compress > scan.ncoil:
-        opts = replace(opts, coil_compress=None)
+    if opts.coil_compress not in ("auto", "none") and int(opts.coil_compress) > scan.ncoil:
+        opts = replace(opts, coil_compress="none")
     if scan.ncoil > 1:
         log.warning("receive reference %s has %d channels: a volume-coil reference has one (the ratio then holds "
                     "both arrays' shading)", Path(path).name, scan.ncoil)
