@@ -95,6 +95,10 @@ def test_missing_or_ambiguous_vials_are_refused(sim):
         quantify(flat, VIALS, b1=np.ones_like(b1), reciprocity=False, **ACQ)
     with pytest.raises(InputError, match=r"absent from the vial mask"):
         quantify(img, VIALS, vial_mask=np.where(lab == 11, 11, 0), **ACQ)
+    # a mask whose labels are swapped (50 <-> 100 mM): the vials no longer follow their concentrations
+    swapped = np.select([lab == 12, lab == 13, lab > 10], [13, 12, lab], 0)
+    with pytest.raises(InputError, match=r"do not follow their listed concentrations \(R\^2 of the best line = 0\.\d+"):
+        quantify(img, VIALS, b1=b1, vial_mask=swapped, **ACQ)
 
 
 def test_bad_images_are_refused():

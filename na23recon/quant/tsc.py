@@ -36,6 +36,9 @@ B1_BAD_FRACTION = 0.1
 INT32_MAX = np.iinfo(np.int32).max
 #: Voxels whose tissue fractions sum below this take the default preset (no tissue there).
 MIN_FRACTION = 1e-3
+#: Below this R^2 of the vials' best line (3 or more vials, intercept free) the calibration is refused: vials assigned the
+#: wrong labels, not noise (the simulated scans' lines read R^2 above 0.99; swapped labels ~0.5).
+MIN_CALIBRATION_R2 = 0.8
 
 
 def as_label_image(arr: np.ndarray, what: str) -> np.ndarray:
@@ -256,6 +259,15 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
         floor_se = 0.05 * floor
     cal = fit_calibration(c, mm, se, intercept, floor, floor_se)
     cal.points = points
+    # whatever the intercept mode, the vials must lie on some line (a forced intercept that misses
+    # the floor lowers cal.r2 without any vial being wrong)
+    r2_line = fit_calibration(c, mm, se, "fit").r2 if len(points) > 2 and np.ptp(c) > 0 else 1.0
+    if r2_line < MIN_CALIBRATION_R2:
+        how = ("automatic detection matched them to the wrong labels (receive-coil shading of an array reorders "
+               "vials: give --receive-reference, or --vial-mask)" if info.get("vials_detected")
+               else "check the vial mask's labels against the vials file")
+        raise InputError(f"the vials do not follow their listed concentrations (R^2 of the best line = {r2_line:.2f} "
+                         f"< {MIN_CALIBRATION_R2}): {how}")
     if cal.r2 < 0.95:
         log.warning("vial calibration fits poorly (R^2 = %.3f): check vials, media and B1", cal.r2)
 
