@@ -76,8 +76,9 @@ DEFAULT_DECAY = ((3.9, 26.3), 0.6)
 FIT_FRACTION = True
 #: CG iterations of the joint (delays, short fraction) refinement, from a zero start each time: the
 #: 30 of the search leave the residual ~10x above its converged value at matrix 64, which hides
-#: the cost's dependence on the decay.
-REFINE_ITERS = 200
+#: the cost's dependence on the decay (DA-radial, matrix 64, delays 2/5/8 us: 100 iterations gave
+#: 1.88/4.91/7.81 us, 200 gave 1.89/4.92/7.85, 400 gave 1.95/4.97/7.95).
+REFINE_ITERS = 400
 #: (short, long) T2* pairs whose estimates (the delays re-fitted at the fitted short fraction) give
 #: the systematic part of the uncertainty: white matter of the same study, and a long pool of
 #: free sodium (CSF, T2* ~55 ms) as in tissue partial-volumed with CSF.
@@ -293,6 +294,8 @@ def consistency_delay(ksp: np.ndarray, traj: Trajectory, fov_mm, t: np.ndarray, 
     +-`search_us`, two sweeps of that grid per axis, then
     Newton steps on a quadratic model of J (central differences at 2, 1, 0.5 us, the images
     warm-started from the one converged at the current estimate) until a step is below `xtol_us`.
+    With `fit_fraction` (and a decay model) the short fraction of the decay is then fitted with the
+    delays (`_profile_fraction`, `REFINE_ITERS` CG iterations from a zero image per evaluation).
     At most `max_readouts` readouts (evenly strided) are used. Uncertainty: the spread of one
     Newton step from the estimate on each of `nsubsets` disjoint interleaved readout subsets,
     sd = SD / sqrt(nsubsets), never below the Gauss-Newton sd from the Hessian."""
