@@ -28,8 +28,9 @@ import logging
 
 import numpy as np
 
+from ..errors import InputError
 from .anatomy import Regions
-from .pvc import rbv, spread_regions
+from .pvc import convolve_psf, rbv
 from .tsc import Calibration, TSCResult, fit_calibration
 from .vialfit import VialShape, fit_vials, rician_mean
 from .vials import Vial
@@ -75,27 +76,37 @@ def _cal_se(res: TSCResult | Calibration, t: float) -> float:
 
 
 def _signal_regions(res: TSCResult, regions: Regions, vials: list[Vial], psf: PSF,
-                    shapes: list[VialShape], cover: np.ndarray | None = None) -> tuple[np.ndarray, list]:
-    """f_r W_r for each region, then each vial (its fitted fraction map x its medium's weight),
-    then, given the head's `cover` (the tissue fractions' sum), the air around head and vials:
-    (R + nvial [+ 1], x, y, z), and the PSF of each (air: none, a delta)."""
-    out, psfs = [], []
+                    shapes: list[VialShape], cover: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The GTM's regions: f_r W_r for each region, then each vial (its fitted fraction map x its
+    medium's weight), then, given the head's `cover` (the tissue fractions' sum), the air around
+    head and vials: (R + nvial [+ 1], x, y, z); and the model image of each, (same shape): its
+    band-limited content (`quant.bandlimit`; else the fractions with the box transfer divided out)
+    times W blurred by the PSF of its relaxation (air: none, it reads the noise floor where it is).
+
+    The PSFs keep their relative DC gains (one scale for all, that of the first): a tissue whose
+    decay is slower during the readout has a larger gain, and the image shows it."""
+    out, model = [], []
+    scale = float(np.sum(_psf_for(psf, None)))
+    if not np.isfinite(scale) or scale <= 0:
+        raise InputError("the PSF does not sum to a positive number")
+
+    def add(frac, band, w, h):
+        out.append(frac * w)
+        src = (band if band is not None else frac) * w
+        model.append(convolve_psf(src, np.asarray(h, np.float64) / scale, voxel_means=band is None))
+
     for r in range(len(regions)):
         preset = regions.presets[r]
         w = res.weights[preset] if preset is not None else res.weight
-        out.append(regions.fractions[r] * w)
-        psfs.append(_psf_for(psf, preset))
+        add(regions.fractions[r], None if regions.band is None else regions.band[r], w, _psf_for(psf, preset))
     for v, s in zip(vials, shapes):
-        out.append(s.fractions * res.weights[v.medium])
-        psfs.append(_psf_for(psf, v.medium))
+        add(s.fractions, s.band, res.weights[v.medium], _psf_for(psf, v.medium))
     if cover is not None:
         # the rest of the field of view: air, whose magnitude reads the noise floor (unblurred)
         air = np.clip(1.0 - cover - sum(s.fractions for s in shapes), 0.0, 1.0)
         out.append(air)
-        delta = np.zeros(np.shape(psfs[0]))
-        delta[tuple(n // 2 for n in delta.shape)] = 1.0
-        psfs.append(delta)
-    return np.stack(out).astype(np.float64), psfs
+        model.append(air.astype(np.float64))
+    return np.stack(out).astype(np.float64), np.stack(model)
 
 
 def vial_shapes(res: TSCResult, y: np.ndarray, sets: list[Regions], vials: list[Vial], psf: PSF,
@@ -118,17 +129,17 @@ def _sd_y(res: TSCResult, y: np.ndarray) -> np.ndarray:
     return np.broadcast_to(res.info.get("noise_sd", 0.0) / R, y.shape)
 
 
-def _gtm(y: np.ndarray, g: np.ndarray, psf: list, sd_y: np.ndarray, v_psf: float, floor_sd: np.ndarray | None = None,
-         iters: int = RICE_ITERS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _gtm(y: np.ndarray, g: np.ndarray, spread: np.ndarray, sd_y: np.ndarray, v_psf: float,
+         floor_sd: np.ndarray | None = None, iters: int = RICE_ITERS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """GTM values z (R,) of every region of g (m = a C + b units), their noise SEs, and the image
-    the GTM was solved on (y less its magnitude noise bias).
+    the GTM was solved on (y less its magnitude noise bias); spread: each region's model image
+    (`_signal_regions`).
 
     floor_sd: the Gaussian noise SD of the magnitude y per voxel: the GTM is then solved for the
     expected magnitude, rician_mean(sum_j z_j (g_j * h_j)), by fixed-point iteration on y less
     the bias rician_mean(yhat) - yhat of the current synthetic image yhat (a linear GTM on a
     magnitude image reads its noise floor, high in faint voxels and absent in bright ones, as
     signal)."""
-    spread = spread_regions(g, psf)
     wf = g.reshape(g.shape[0], -1)
     ws = np.maximum(wf.sum(axis=1), 1e-30)
     G = (wf @ spread.reshape(spread.shape[0], -1).T) / ws[:, None]
@@ -204,8 +215,8 @@ def region_table(res: TSCResult, image: np.ndarray, sets: list[Regions], vials: 
         gtm_c = gtm_se = None
         if do_pvc and len(regions):
             nreg = len(regions)
-            g, psfs = _signal_regions(res, regions, vials, psf, shapes, cover)
-            z, z_se, yc = _gtm(y, g, psfs, sd_y, v_psf, _sd_y(res, y))
+            g, spread = _signal_regions(res, regions, vials, psf, shapes, cover)
+            z, z_se, yc = _gtm(y, g, spread, sd_y, v_psf, _sd_y(res, y))
             # vials and regions in one GTM; the calibration through the vials' corrected values
             nv = nreg + len(vials)
             cal_r = pvc_calibration(res, vials, z[nreg:nv], z_se[nreg:nv], floor_free=cover is not None,
@@ -215,7 +226,7 @@ def region_table(res: TSCResult, image: np.ndarray, sets: list[Regions], vials: 
             gtm_c, gtm_se = (z[:nreg] - cal_r.b) / cal_r.a, z_se[:nreg] / cal_r.a
             if pvc_map is None:
                 info["calibration_pvc"] = cal_r.as_dict()
-                y_pvc = np.asarray(rbv(yc, g, psfs, values=z), dtype=np.float64)
+                y_pvc = np.asarray(rbv(yc, g, None, values=z, spread=spread), dtype=np.float64)
                 pvc_map = ((y_pvc / res.weight - cal_r.b) / cal_r.a).astype(np.float32)
                 info["rbv_regions"] = regions.kind
         for r in range(len(regions)):

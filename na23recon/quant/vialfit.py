@@ -29,6 +29,7 @@ from scipy.optimize import least_squares
 from scipy.special import i0e, i1e
 
 from ..errors import InputError
+from .bandlimit import solid_band
 from .pvc import convolve_psf
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ class VialShape:
     rms: float
     shape: str = "ellipsoid"
     volume_rel_sd: float = 0.0
+    band: np.ndarray | None = None
+    """The solid's band-limited indicator at the voxel centres (`quant.bandlimit.solid_band`): what
+    the PSF blurs in a model of its image (the fractions alias its sharp edge)."""
 
     def info(self, voxel_mm) -> dict:
         vox = np.asarray(voxel_mm, np.float64)
@@ -214,7 +218,8 @@ def fit_vial_shape(image: np.ndarray, region: np.ndarray, psf: np.ndarray, label
     except np.linalg.LinAlgError:
         vol_rel_sd = float("nan")
     return VialShape(label=int(label), centre_vox=p[0:3], semi_axes_vox=p[3:6], amplitude=float(p[6]),
-                     background=float(p[7]), fractions=full, rms=rms, shape=kind, volume_rel_sd=vol_rel_sd)
+                     background=float(p[7]), fractions=full, rms=rms, shape=kind, volume_rel_sd=vol_rel_sd,
+                     band=solid_band(img.shape, p[0:3], p[3:6], kind))
 
 
 def fit_vials(image: np.ndarray, vial_mask: np.ndarray, labels: list[int], psfs: list[np.ndarray],
