@@ -16,7 +16,9 @@ Regional: the geometric transfer matrix (Rousset, Ma & Evans, J Nucl Med 1998) o
 the vials and the air gives a C_r + b for every region and vial; the line through the vials' values
 (not the map's calibration on vial cores, which still hold partial volume) gives C_r. The GTM is
 solved for the expected magnitude (Rician, Gudbjartsson & Patz, Magn Reson Med 1995): a linear GTM
-would read the noise floor of faint voxels as signal. Voxel-wise: region-based
+would read the noise floor of faint voxels as signal. Each region's model image is its band-limited
+content at the voxel centres (`quant.bandlimit`) times W_r blurred by its PSF, the PSFs sharing
+one scale (their DC gains differ with the decay, and so do the regions' images). Voxel-wise: region-based
 voxel-wise correction (Thomas et al., Eur J Nucl Med Mol Imaging 2011) of y, divided by the
 voxel's weight and calibrated with the same line. Both through `quant.pvc` with the reconstruction's
 own PSF.
