@@ -121,6 +121,18 @@ def rician_mean(a: np.ndarray, sd) -> np.ndarray:
     return out
 
 
+def rician_slope(a: np.ndarray, sd) -> np.ndarray:
+    """d rician_mean(a, sd) / da for a signed signal `a` (the magnitude reads |a|): sign(a)
+    sqrt(pi/2) |a| / (2 sd) e^-v (I0(v) + I1(v)), v = a^2 / 4 sd^2; sign(a) where sd is 0."""
+    a = np.asarray(a, np.float64)
+    sd = np.broadcast_to(np.asarray(sd, np.float64), a.shape)
+    out = np.sign(a)
+    ok = sd > 0
+    v = (a[ok] / sd[ok]) ** 2 / 4.0
+    out[ok] = np.sqrt(np.pi / 2) * a[ok] / (2 * sd[ok]) * (i0e(v) + i1e(v))
+    return out
+
+
 def _crop_psf(psf: np.ndarray, half: np.ndarray) -> np.ndarray:
     """The PSF (normalised to sum 1 over the whole array) cropped to +-half voxels about N//2."""
     h = np.asarray(psf, np.float64)
