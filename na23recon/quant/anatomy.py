@@ -28,6 +28,7 @@ from scipy import ndimage
 
 from ..core import Image
 from ..errors import InputError
+from .bandlimit import band_resample
 from .register import Registration, rigid_register
 from .resample import resample_average, resample_labels
 from .tsc import as_label_image
@@ -54,6 +55,10 @@ class Regions:
     kind: str
     fractions: np.ndarray
     presets: list[str | None] = field(default_factory=list)
+    band: np.ndarray | None = None
+    """float32 (R, x, y, z): each region's band-limited content at the voxel centres
+    (`quant.bandlimit`), what partial-volume correction blurs with the PSF; None: the fractions
+    (with the voxel's box transfer divided out, which leaves their aliasing in)."""
 
     def __post_init__(self) -> None:
         if not self.presets:
@@ -125,8 +130,10 @@ def tissue_regions(maps: list[Image], target: Image, world: np.ndarray | None = 
                          "coordinates (the same visit) or use --register")
     over = total > 1.0
     fr[:, over] /= total[over]
+    band = np.stack([band_resample(check_probability(m.echo(0).array, "tissue map"), m.affine, target.affine, shape,
+                                   world) for m in maps])
     return Regions(names=list(TISSUES), ids=[1, 2, 3], kind="tissue", fractions=fr.astype(np.float32),
-                   presets=list(TISSUES))
+                   presets=list(TISSUES), band=band)
 
 
 def atlas_regions(atlas: Image, table: dict[int, str] | None, target: Image,

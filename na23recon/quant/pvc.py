@@ -144,20 +144,31 @@ def gtm(image: np.ndarray, regions: np.ndarray, psf, rois: np.ndarray | None = N
 
 
 def rbv(image: np.ndarray, regions: np.ndarray, psf, values: np.ndarray | None = None,
-        normalize: bool = True, voxel_means: bool = True, floor: float = 1e-3) -> np.ndarray:
+        normalize: bool = True, voxel_means: bool = True, floor: float = 1e-3,
+        spread: np.ndarray | None = None) -> np.ndarray:
     """Voxel-wise region-based correction (Thomas et al. 2011): I * s / (s * h), s = sum_j c_j r_j.
 
     values: the regional values c (default: `gtm` of the same image, regions and PSF);
-    normalize, voxel_means as in `gtm`. Voxels
+    normalize, voxel_means as in `gtm`; spread: (R, *shape) the regions' model images r_j * h_j
+    when the caller made them (then `psf` is not used and `values` are needed). Voxels
     where the smoothed synthetic image is below `floor` times its maximum (outside every region)
     are set to 0. Returns float64 (*shape).
     """
-    img, reg, psfs = _check(image, regions, psf, normalize)
+    if spread is not None:
+        if values is None:
+            raise InputError("rbv with the regions' model images needs their values")
+        sp = np.asarray(spread, np.float64)
+        img, reg, _ = _check(image, regions, [np.ones((1,) * np.ndim(image))] * len(sp), False)
+        if sp.shape != reg.shape:
+            raise InputError(f"spread must be {reg.shape} (one model image per region), got {sp.shape}")
+    else:
+        img, reg, psfs = _check(image, regions, psf, normalize)
     c = gtm(img, reg, psfs, normalize=False, voxel_means=voxel_means)[0] if values is None else np.asarray(values, np.float64)
     if c.shape != (reg.shape[0],):
         raise InputError(f"values must be one per region ({reg.shape[0]}), got shape {c.shape}")
     synth = np.tensordot(c, reg, axes=1)
-    smooth = sum(cj * convolve_psf(r, h, voxel_means) for cj, r, h in zip(c, reg, psfs))
+    smooth = np.tensordot(c, sp, axes=1) if spread is not None else \
+        sum(cj * convolve_psf(r, h, voxel_means) for cj, r, h in zip(c, reg, psfs))
     ok = np.abs(smooth) > floor * max(float(np.max(np.abs(smooth))), 1e-30)
     out = np.zeros_like(img)
     out[ok] = img[ok] * synth[ok] / smooth[ok]

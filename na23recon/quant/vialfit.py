@@ -29,6 +29,7 @@ from scipy.optimize import least_squares
 from scipy.special import i0e, i1e
 
 from ..errors import InputError
+from .bandlimit import solid_band
 from .pvc import convolve_psf
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ class VialShape:
     rms: float
     shape: str = "ellipsoid"
     volume_rel_sd: float = 0.0
+    band: np.ndarray | None = None
+    """The solid's band-limited indicator at the voxel centres (`quant.bandlimit.solid_band`): what
+    the PSF blurs in a model of its image (the fractions alias its sharp edge)."""
 
     def info(self, voxel_mm) -> dict:
         vox = np.asarray(voxel_mm, np.float64)
@@ -114,6 +118,18 @@ def rician_mean(a: np.ndarray, sd) -> np.ndarray:
     v = (a[ok] / sd[ok]) ** 2 / 4.0
     # large v: a + sd^2 / (2 a) (the series' first terms; i0e/i1e lose nothing but keep it cheap)
     out[ok] = sd[ok] * np.sqrt(np.pi / 2) * ((1 + 2 * v) * i0e(v) + 2 * v * i1e(v))
+    return out
+
+
+def rician_slope(a: np.ndarray, sd) -> np.ndarray:
+    """d rician_mean(a, sd) / da for a signed signal `a` (the magnitude reads |a|): sign(a)
+    sqrt(pi/2) |a| / (2 sd) e^-v (I0(v) + I1(v)), v = a^2 / 4 sd^2; sign(a) where sd is 0."""
+    a = np.asarray(a, np.float64)
+    sd = np.broadcast_to(np.asarray(sd, np.float64), a.shape)
+    out = np.sign(a)
+    ok = sd > 0
+    v = (a[ok] / sd[ok]) ** 2 / 4.0
+    out[ok] = np.sqrt(np.pi / 2) * a[ok] / (2 * sd[ok]) * (i0e(v) + i1e(v))
     return out
 
 
@@ -214,7 +230,8 @@ def fit_vial_shape(image: np.ndarray, region: np.ndarray, psf: np.ndarray, label
     except np.linalg.LinAlgError:
         vol_rel_sd = float("nan")
     return VialShape(label=int(label), centre_vox=p[0:3], semi_axes_vox=p[3:6], amplitude=float(p[6]),
-                     background=float(p[7]), fractions=full, rms=rms, shape=kind, volume_rel_sd=vol_rel_sd)
+                     background=float(p[7]), fractions=full, rms=rms, shape=kind, volume_rel_sd=vol_rel_sd,
+                     band=solid_band(img.shape, p[0:3], p[3:6], kind))
 
 
 def fit_vials(image: np.ndarray, vial_mask: np.ndarray, labels: list[int], psfs: list[np.ndarray],
