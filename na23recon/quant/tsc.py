@@ -263,9 +263,9 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
     # the floor lowers cal.r2 without any vial being wrong)
     r2_line = fit_calibration(c, mm, se, "fit").r2 if len(points) > 2 and np.ptp(c) > 0 else 1.0
     if r2_line < MIN_CALIBRATION_R2:
-        how = ("automatic detection matched them to the wrong labels (receive-coil shading of an array reorders "
-               "vials: give --receive-reference, or --vial-mask)" if info.get("vials_detected")
-               else "check the vial mask's labels against the vials file")
+        how = ("a receive array's shading left in (give --receive-reference) or vials matched to the wrong labels "
+               "(give --vial-mask)" if info.get("vials_detected")
+               else "check the vial mask's labels against the vials file, and a receive array's shading")
         raise InputError(f"the vials do not follow their listed concentrations (R^2 of the best line = {r2_line:.2f} "
                          f"< {MIN_CALIBRATION_R2}): {how}")
     if cal.r2 < 0.95:
