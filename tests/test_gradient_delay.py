@@ -14,14 +14,15 @@ from na23recon import GAMMA_BAR_NA23_HZ_PER_T
 from na23recon.cli import main
 from na23recon.core import Image
 from na23recon.errors import InputError
+from na23recon.recon import delay as delay_mod
+from na23recon.recon.adjoint import adjoint_recon
 from na23recon.recon.delay import estimate_gradient_delay, ring_delay
 from na23recon.sim.evaluate import compartment_means, nrmse
 from na23recon.sim.kspace import build_fields
 from na23recon.sim.phantom import load_phantom
-from na23recon.recon.adjoint import adjoint_recon
 from na23recon.sim.scan import SimProtocol, make_trajectory, receive_model_for, simulate_kspace
-from na23recon.traj.dcf import dcf_shells
 from na23recon.traj.dar import dar_3d
+from na23recon.traj.dcf import dcf_shells
 from na23recon.traj.delay import check_delays, delay_trajectory, delayed_k
 from na23recon.traj.radial import golden_angle_2d, radial_for_matrix
 
@@ -152,11 +153,15 @@ def test_ring_full_diameter(ndim):
     assert np.all(np.abs(est - truth[:ndim]) < 0.5)
 
 
-def test_estimate_delay_dar_compartments():
+@pytest.mark.parametrize("refine_iters,tol", [pytest.param(400, 0.01, marks=pytest.mark.slow), (100, 0.02)])
+def test_estimate_delay_dar_compartments(monkeypatch, refine_iters, tol):
     """DA-radial, matrix 24, the analytic brain phantom (CSF mono-exponential, grey and white
     matter biexponential) with delays 2/5/8 us: the data-consistency estimate (the decay model's
     short fraction fitted with the delays) is within 0.5 us per axis, and the brain compartments
-    reconstructed with it are within 1% of the undelayed reconstruction (no correction: > 10%)."""
+    reconstructed with it are within 1% of the undelayed reconstruction (no correction: > 10%).
+    CI: the fraction's profile with 100 instead of 400 CG iterations per evaluation, within 2%
+    (the full version measured 0.51%, 177 s)."""
+    monkeypatch.setattr(delay_mod, "REFINE_ITERS", refine_iters)
     n = 24
     ph = load_phantom("brain")
     acq = SimProtocol(matrix=n, traj="dar", te_ms=0.3)
@@ -179,7 +184,7 @@ def test_estimate_delay_dar_compartments():
           f"{res['short_fraction_fitted']:.3f}; worst brain compartment vs undelayed {err_est:.2%} (no correction "
           f"{err_none:.2%}; {res['seconds']} s)")
     assert np.all(np.abs(est - np.array(TRUE_US)) < 0.5)
-    assert err_est < 0.01
+    assert err_est < tol
     assert err_none > 0.10
 
 
