@@ -37,6 +37,17 @@ def voxel_map(src_affine: np.ndarray, dst_affine: np.ndarray, world: np.ndarray 
     return np.linalg.inv(src_affine) @ w @ dst_affine
 
 
+@njit(cache=True, inline="always")
+def _source_point(M, a, b, c, sx, sy, sz):  # pragma: no cover - numba
+    """Source voxel coordinates (px, py, pz) of destination point (a, b, c) and whether they lie
+    inside the source grid."""
+    px = M[0, 0] * a + M[0, 1] * b + M[0, 2] * c + M[0, 3]
+    py = M[1, 0] * a + M[1, 1] * b + M[1, 2] * c + M[1, 3]
+    pz = M[2, 0] * a + M[2, 1] * b + M[2, 2] * c + M[2, 3]
+    inside = not (px < 0.0 or py < 0.0 or pz < 0.0 or px > sx - 1 or py > sy - 1 or pz > sz - 1)
+    return px, py, pz, inside
+
+
 @njit(cache=True, parallel=True)
 def _box_trilinear(src, M, nx, ny, nz, offs):  # pragma: no cover - numba
     sx, sy, sz = src.shape
@@ -47,13 +58,8 @@ def _box_trilinear(src, M, nx, ny, nz, offs):  # pragma: no cover - numba
             for k in range(nz):
                 acc = 0.0
                 for s in range(nsub):
-                    a = i + offs[s, 0]
-                    b = j + offs[s, 1]
-                    c = k + offs[s, 2]
-                    px = M[0, 0] * a + M[0, 1] * b + M[0, 2] * c + M[0, 3]
-                    py = M[1, 0] * a + M[1, 1] * b + M[1, 2] * c + M[1, 3]
-                    pz = M[2, 0] * a + M[2, 1] * b + M[2, 2] * c + M[2, 3]
-                    if px < 0.0 or py < 0.0 or pz < 0.0 or px > sx - 1 or py > sy - 1 or pz > sz - 1:
+                    px, py, pz, inside = _source_point(M, i + offs[s, 0], j + offs[s, 1], k + offs[s, 2], sx, sy, sz)
+                    if not inside:
                         continue
                     x0 = min(int(px), sx - 2) if sx > 1 else 0
                     y0 = min(int(py), sy - 2) if sy > 1 else 0
@@ -78,13 +84,8 @@ def _box_labels(codes, nlab, M, nx, ny, nz, offs):  # pragma: no cover - numba
         for j in range(ny):
             for k in range(nz):
                 for s in range(nsub):
-                    a = i + offs[s, 0]
-                    b = j + offs[s, 1]
-                    c = k + offs[s, 2]
-                    px = M[0, 0] * a + M[0, 1] * b + M[0, 2] * c + M[0, 3]
-                    py = M[1, 0] * a + M[1, 1] * b + M[1, 2] * c + M[1, 3]
-                    pz = M[2, 0] * a + M[2, 1] * b + M[2, 2] * c + M[2, 3]
-                    if px < 0.0 or py < 0.0 or pz < 0.0 or px > sx - 1 or py > sy - 1 or pz > sz - 1:
+                    px, py, pz, inside = _source_point(M, i + offs[s, 0], j + offs[s, 1], k + offs[s, 2], sx, sy, sz)
+                    if not inside:
                         continue
                     code = codes[int(np.floor(px + 0.5)), int(np.floor(py + 0.5)), int(np.floor(pz + 0.5))]
                     if code < nlab:

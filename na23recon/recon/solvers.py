@@ -156,8 +156,14 @@ class SenseProblem:
         return adjoint_coils(self.op, y, self.wd, self.maps)
 
     def data_energy(self, y: np.ndarray) -> float:
-        """1/2 y^H W y (the objective at x = 0)."""
-        return 0.5 * float(np.sum(self.wa2[None] * np.abs(np.asarray(y, np.complex128)) ** 2))
+        """1/2 y^H W y (the objective at x = 0), accumulated in float64 coil by coil (no double-precision
+        copy of every channel: 32 channels of a 7 T scan are 1.7 GB in complex128)."""
+        y = np.asarray(y)
+        w = self.wa2.ravel().astype(np.float64)
+        total = 0.0
+        for yc in y.reshape(y.shape[0], -1) if y.ndim > 1 else y[None]:
+            total += float(np.dot(w, yc.real.astype(np.float64) ** 2) + np.dot(w, yc.imag.astype(np.float64) ** 2))
+        return 0.5 * total
 
     def noise_misfit(self, noise_sd: float) -> float:
         """Expected ||W^1/2 n||^2 of white k-space noise n with SD `noise_sd` per real/imaginary
