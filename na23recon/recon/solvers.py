@@ -161,7 +161,8 @@ class SenseProblem:
         y = np.asarray(y)
         w = self.wa2.ravel().astype(np.float64)
         total = 0.0
-        for yc in y.reshape(y.shape[0], -1) if y.ndim > 1 else y[None]:
+        rows = y.reshape(y.shape[0], -1) if y.ndim > 1 else y[None]
+        for yc in rows:
             total += float(np.dot(w, yc.real.astype(np.float64) ** 2) + np.dot(w, yc.imag.astype(np.float64) ** 2))
         return 0.5 * total
 
