@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from na23recon.quant.pvc import convolve_psf, gaussian_psf
-from na23recon.quant.vialfit import fit_vial_shape, rician_mean, solid_fractions
+from na23recon.quant.vialfit import fit_vial_shape, rician_mean, rician_slope, solid_fractions
 
 
 def _hard_ellipsoid(shape, centre, semi, sub=8):
@@ -95,3 +95,14 @@ def test_listed_sizes_take_the_detected_orientation():
     np.testing.assert_allclose(out[11], [4.5, 18.0, 4.5])
     np.testing.assert_allclose(out[12], [4.5, 4.5, 4.5])
     assert 13 not in out and 14 not in out
+
+
+def test_rician_slope_is_the_derivative_of_the_mean():
+    # the GTM's Newton step uses it: against central differences of rician_mean, signed signals,
+    # from below the noise to high SNR, and the noiseless limit sign(a)
+    sd = np.array([1.0, 0.5, 2.0])
+    for a in (-3.0, -0.2, 0.0, 0.3, 1.0, 4.0, 25.0):
+        h = 1e-5
+        num = (rician_mean(np.full(3, a + h), sd) - rician_mean(np.full(3, a - h), sd)) / (2 * h)
+        np.testing.assert_allclose(rician_slope(np.full(3, a), sd), num, rtol=1e-5, atol=1e-7)
+    assert np.array_equal(rician_slope(np.array([-2.0, 3.0]), 0.0), [-1.0, 1.0])

@@ -72,7 +72,8 @@ def convolve_psf(image: np.ndarray, psf: np.ndarray, voxel_means: bool = False) 
     return out[tuple(slice(ci, ci + n) for ci, n in zip(c, x.shape))]
 
 
-def _check(image: np.ndarray, regions: np.ndarray, psf, normalize: bool) -> tuple[np.ndarray, np.ndarray, list]:
+def _check_arrays(image: np.ndarray, regions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The image and its regions (R, *shape) as float64, checked."""
     img = np.asarray(image, np.float64)
     reg = np.asarray(regions, np.float64)
     if reg.ndim != img.ndim + 1 or reg.shape[1:] != img.shape:
@@ -81,29 +82,41 @@ def _check(image: np.ndarray, regions: np.ndarray, psf, normalize: bool) -> tupl
         raise InputError("region fractions must be finite and >= 0")
     if not np.all(np.isfinite(img)):
         raise InputError("the image holds non-finite voxels")
-    psfs = list(psf) if isinstance(psf, (list, tuple)) else [psf] * reg.shape[0]
-    if len(psfs) != reg.shape[0]:
-        raise InputError(f"{len(psfs)} PSFs for {reg.shape[0]} regions: give one, or one per region")
+    return img, reg
+
+
+def _check_psfs(psf, nreg: int, ndim: int, normalize: bool) -> list:
+    """One real PSF per region (`psf` one array or a list of nreg), each with ndim axes, scaled to
+    sum 1 with `normalize`."""
+    psfs = list(psf) if isinstance(psf, (list, tuple)) else [psf] * nreg
+    if len(psfs) != nreg:
+        raise InputError(f"{len(psfs)} PSFs for {nreg} regions: give one, or one per region")
     out = []
     for h in psfs:
         h = np.asarray(h)
         h = h.real if np.iscomplexobj(h) else h
-        if h.ndim != img.ndim:
-            raise InputError(f"the PSF must have the image's {img.ndim} axes, got shape {h.shape}")
+        if h.ndim != ndim:
+            raise InputError(f"the PSF must have the image's {ndim} axes, got shape {h.shape}")
         if normalize:
             s = float(np.sum(h))
             if not np.isfinite(s) or s <= 0:
                 raise InputError("the PSF does not sum to a positive number")
             h = h / s
         out.append(h)
-    return img, reg, out
+    return out
+
+
+def _check(image: np.ndarray, regions: np.ndarray, psf, normalize: bool) -> tuple[np.ndarray, np.ndarray, list]:
+    img, reg = _check_arrays(image, regions)
+    return img, reg, _check_psfs(psf, reg.shape[0], img.ndim, normalize)
 
 
 def spread_regions(regions: np.ndarray, psf, normalize: bool = True, voxel_means: bool = True) -> np.ndarray:
     """(R, *shape): each region's fraction map convolved with its PSF (one PSF or one per region;
     `voxel_means` as in `convolve_psf`)."""
     reg = np.asarray(regions, np.float64)
-    _, reg, psfs = _check(np.zeros(reg.shape[1:]), reg, psf, normalize)
+    _, reg = _check_arrays(np.zeros(reg.shape[1:]), reg)
+    psfs = _check_psfs(psf, reg.shape[0], reg.ndim - 1, normalize)
     return np.stack([convolve_psf(r, h, voxel_means) for r, h in zip(reg, psfs)])
 
 
@@ -135,7 +148,7 @@ def gtm(image: np.ndarray, regions: np.ndarray, psf, rois: np.ndarray | None = N
     ws = w.reshape(w.shape[0], -1).sum(axis=1)
     if np.any(ws <= 0):
         raise InputError(f"ROI(s) {np.flatnonzero(ws <= 0).tolist()} are empty")
-    spread = np.stack([convolve_psf(r, h, voxel_means) for r, h in zip(reg, psfs)])
+    spread = spread_regions(reg, psfs, normalize=False, voxel_means=voxel_means)
     wf = w.reshape(w.shape[0], -1)
     G = (wf @ spread.reshape(spread.shape[0], -1).T) / ws[:, None]
     t = (wf @ img.reshape(-1)) / ws
@@ -158,7 +171,7 @@ def rbv(image: np.ndarray, regions: np.ndarray, psf, values: np.ndarray | None =
         if values is None:
             raise InputError("rbv with the regions' model images needs their values")
         sp = np.asarray(spread, np.float64)
-        img, reg, _ = _check(image, regions, [np.ones((1,) * np.ndim(image))] * len(sp), False)
+        img, reg = _check_arrays(image, regions)
         if sp.shape != reg.shape:
             raise InputError(f"spread must be {reg.shape} (one model image per region), got {sp.shape}")
     else:

@@ -261,7 +261,9 @@ def quantify(image: np.ndarray, vials: list[Vial], flip_deg: float, tr_ms: float
     cal.points = points
     # whatever the intercept mode, the vials must lie on some line (a forced intercept that misses
     # the floor lowers cal.r2 without any vial being wrong)
-    r2_line = fit_calibration(c, mm, se, "fit").r2 if len(points) > 2 and np.ptp(c) > 0 else 1.0
+    r2_line = 1.0
+    if len(points) > 2 and np.ptp(c) > 0:
+        r2_line = cal.r2 if intercept == "fit" else fit_calibration(c, mm, se, "fit").r2
     if r2_line < MIN_CALIBRATION_R2:
         how = ("a receive array's shading left in (give --receive-reference) or vials matched to the wrong labels "
                "(give --vial-mask)" if info.get("vials_detected")
