@@ -59,18 +59,27 @@ def class_truth(phantom) -> dict[str, float]:
     return {t: num[t] / den[t] for t in num}
 
 
-def run_case(out: Path, sim: dict, method: str, truth: dict, register: bool, motion) -> dict:
+def run_case(out: Path, sim: dict, method: str, truth: dict, register: bool, motion, decay_truth: bool = False
+             ) -> dict:
+    """One reconstruction + quantification with PVC. decay_truth: the per-voxel decay model (--decay-map
+    from the simulation's labels, each label's relaxation preset; default target) in the reconstruction."""
     t0 = time.perf_counter()
     media = sorted({v["medium"] for v in json.loads(Path(sim["vials"]).read_text())["vials"]})
-    recon = out / f"recon_{method}.nii.gz"
-    recon_file(sim["scan"], sim["traj"], recon, ReconOptions(method=method), png=False, psf=True,
+    recon = out / f"recon_{method}{'_decay' if decay_truth else ''}.nii.gz"
+    extra = {}
+    if decay_truth:
+        ph = load_phantom("brain")
+        extra = dict(decay_map=str(sim["labels"]),
+                     decay_labels={c.label: c.relaxation for c in ph.compartments if c.relaxation is not None})
+    recon_file(sim["scan"], sim["traj"], recon, ReconOptions(method=method, **extra), png=False, psf=True,
                psf_tissues=[*TISSUES, *media])
     t_rec = time.perf_counter() - t0
-    tsc = out / f"tsc_{method}.nii.gz"
+    tsc = out / f"tsc_{method}{'_decay' if decay_truth else ''}.nii.gz"
     quantify_file(recon, tsc, sim["vials"], QuantOptions(register=register), png=False,
                   tissue_map_paths=[sim[f"anat_{t}"] for t in TISSUES])
     t_q = time.perf_counter() - t0 - t_rec
-    rows = {r["region"]: r for r in csv.DictReader(open(out / f"tsc_{method}_roi.csv")) if r["kind"] == "tissue"}
+    rows = {r["region"]: r for r in csv.DictReader(open(tsc.with_name(tsc.name.replace(".nii.gz", "_roi.csv"))))
+            if r["kind"] == "tissue"}
     res = {"method": method, "seconds_recon": round(t_rec, 1), "seconds_quantify": round(t_q, 1), "tissue": {}}
     for t in TISSUES:
         r = rows[t]
@@ -78,7 +87,7 @@ def run_case(out: Path, sim: dict, method: str, truth: dict, register: bool, mot
                                                   for k, c in (("raw", "mean"), ("gtm", "mean_pvc_gtm"),
                                                                ("rbv", "mean_pvc_rbv"))},
                             "se_gtm": float(r["se_pvc_gtm"]) if r["se_pvc_gtm"] else None}
-    side = json.loads((out / f"tsc_{method}.json").read_text())["quant"]
+    side = json.loads(tsc.with_name(tsc.name.replace(".nii.gz", ".json")).read_text())["quant"]
     if register and motion is not None:
         E = np.array(side["anatomy"]["registration"]["matrix"])
         head = np.array([[x, y, z, 1.0] for x in (-78, 78) for y in (-94, 94) for z in (-72, 72)]).T
@@ -123,6 +132,9 @@ def main(argv=None) -> int:
     p.add_argument("--rot-deg", type=float, nargs=3, default=(0.0, 0.0, 0.0))
     p.add_argument("--register", action="store_true")
     p.add_argument("--anat-voxel-mm", type=float, default=1.0, help="voxel of the simulated 1H maps (mm)")
+    p.add_argument("--readout-ms", type=float, default=None, help="TPI readout duration (default: the fastest)")
+    p.add_argument("--decay-truth", action="store_true", help="per-voxel decay model from the truth labels (each "
+                   "label's relaxation preset, default target) in the iterative reconstructions; adjoint left out")
     a = p.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,10 +146,13 @@ def main(argv=None) -> int:
         for snr in a.snr or [20.0, 40.0]:
             d = out / f"{traj}_snr{snr:g}"
             sim = simulate_to_folder(d, matrix=a.matrix, snr=snr, seed=a.seed, traj=traj, anat=True, anat_voxel_mm=a.anat_voxel_mm,
-                                     anat_offset_mm=a.offset_mm, anat_rot_deg=a.rot_deg, cache=cache, **ACQ)
+                                     anat_offset_mm=a.offset_mm, anat_rot_deg=a.rot_deg, cache=cache, **ACQ,
+                                     **({"readout_ms": a.readout_ms} if traj == "tpi" and a.readout_ms else {}))
             motion = np.array(json.loads(Path(sim["anat_motion"]).read_text())["matrix"])
             for method in a.method or ["adjoint", "cg", "cs-tv"]:
-                r = run_case(d, sim, method, truth, a.register, motion)
+                if a.decay_truth and method == "adjoint":
+                    continue
+                r = run_case(d, sim, method, truth, a.register, motion, a.decay_truth)
                 r.update(traj=traj, snr=snr)
                 results.append(r)
                 lines.append(row_md(traj, snr, r))

@@ -16,7 +16,7 @@ import pytest
 from na23recon.core import ReconOptions
 from na23recon.core.image import Image
 from na23recon.errors import InputError
-from na23recon.recon.decay import DecayClasses, DecayNufft, biexp, named_decay, sample_labels
+from na23recon.recon.decay import DecayClasses, DecayNufft, biexp, named_decay, sample_labels, target_decay
 from na23recon.recon.offres import OffResNufft
 from na23recon.recon.operators import make_nufft
 
@@ -89,6 +89,45 @@ def test_named_decay_and_options():
         ReconOptions(method="adjoint", decay_map="x.nii.gz", decay_labels="1=gm")
     o = ReconOptions(method="cg", decay_map="x.nii.gz", decay_labels="2=gm,11=agar2", decay_target="agar2")
     assert o.decay_labels == {2: "gm", 11: "agar2"}
+
+
+def test_default_target_is_the_slowest_class():
+    t = np.linspace(0, 15, 50)
+    o = ReconOptions(method="cg", decay_map="x.nii.gz", decay_labels="2=gm,3=wm,1=csf,11=agar2")
+    name, d = target_decay(o, 0.3, t)
+    assert name.startswith("csf")  # 55 ms mono-exponential: the largest decay at every time
+    assert d(15.0) == pytest.approx(np.exp(-15.0 / 55.0))
+    o = ReconOptions(method="cg", decay_map="x.nii.gz", decay_labels="2=gm,11=agar2")
+    assert target_decay(o, 0.3, t)[0].startswith("agar2")  # agar2 (5/30 ms, 40% short) outlasts gm
+    o = ReconOptions(method="cg", decay_map="x.nii.gz", decay_labels="2=gm", t2s_ms=[40.0])
+    name, d = target_decay(o, 0.0, t)
+    assert name.startswith("--t2s-ms") and d(40.0) == pytest.approx(np.exp(-1))
+    o = ReconOptions(method="cg", decay_map="x.nii.gz", decay_labels="2=gm,1=csf", decay_target="agar4")
+    assert target_decay(o, 0.3, t)[0] == "agar4"  # given: used as is
+    assert target_decay(ReconOptions(method="cg", t2s_ms=[20.0]), 0.3, t) is None  # one decay: deconvolved
+
+
+def test_cg_runs_its_iterations_with_decay_classes(tmp_path):
+    """On noisy data the discrepancy rule stops plain CG at its first iterate; with decay classes it is
+    off (the first iterates blur each class by its decay twice) and CG runs to its iterations."""
+    from na23recon.pipeline.recon_step import recon_file
+    from na23recon.sim.phantom import load_phantom
+    from na23recon.sim.scan import simulate_to_folder
+
+    ph = load_phantom("brain")
+    sim = simulate_to_folder(tmp_path / "sim", phantom="brain", matrix=24, snr=10, seed=0, traj="tpi",
+                             readout_ms=15.0, te_ms=0.3, tr_ms=100.0, flip_deg=90.0)
+    labels = {c.label: c.relaxation for c in ph.compartments if c.relaxation is not None}
+    its = {}
+    for name, extra in (("plain", {}), ("classes", {"decay_map": str(sim["labels"]), "decay_labels": labels})):
+        out = tmp_path / f"{name}.nii.gz"
+        recon_file(sim["scan"], sim["traj"], out, ReconOptions(method="cg", iters=6, **extra), png=False)
+        rec = Image.load(out).meta["recon"]
+        its[name] = rec["solver"][0]["iterations"]
+        if name == "classes":
+            assert rec["discrepancy_rule"].startswith("off")
+            assert rec["decay_model"]["target"].startswith("csf")
+    assert its["plain"] < its["classes"] == 6  # the rule stops plain CG early (5 here), not the model
 
 
 def _validation():

@@ -34,7 +34,7 @@ from ..core import ReconOptions, Trajectory
 from ..errors import InputError
 from ..traj.dcf import normalise_dcf
 from .adjoint import adjoint_recon
-from .decay import named_decay
+from .decay import target_decay
 from .layout import default_dcf, kspace_layout
 from .operators import make_nufft
 from .solvers import SenseProblem, cg_sense, cs_tv, cs_wavelet, decay_weights
@@ -121,9 +121,10 @@ def point_spread_info(traj: Trajectory, options: ReconOptions | None, shape: Seq
         if opts.decay_map is not None and t_s is not None:  # per voxel: the point's own tissue decay is the model
             model = np.asarray(d, np.float32)
         apod = None
-        if model is not None and opts.decay_target is not None:  # the output's target decay (`recon.decay`)
-            apod = named_decay(opts.decay_target, float(np.min(used.t)) * 1e3, "--decay-target")(
-                np.asarray(t_s, np.float64) * 1e3).astype(np.float32)
+        target = None if model is None else target_decay(opts, float(np.min(used.t)) * 1e3,
+                                                           np.asarray(t_s, np.float64) * 1e3)
+        if target is not None:  # the output's target decay (`recon.decay`)
+            apod = target[1](np.asarray(t_s, np.float64) * 1e3).astype(np.float32)
         problem = SenseProblem(op, coord, None, used.dcf, decay=model, apodise=apod)
         if method == "cg":
             x, lg = cg_sense(problem, y, lam=opts.lam_value, max_iter=opts.iters_value, tol=opts.tol, progress=False)

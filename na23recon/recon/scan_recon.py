@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..traj.dcf import normalise_dcf
 from .app import reconstruct_arrays
 from .b0 import load_b0_map
-from .decay import classes_from_options, named_decay
+from .decay import classes_from_options, named_decay, target_decay
 from .delay import gradient_delay_step
 from .layout import default_dcf, kspace_layout
 
@@ -131,7 +131,11 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
                                                       subvoxel=True)
     te0 = float(acq.te_ms[echoes[0]]) if acq.te_ms and len(acq.te_ms) > echoes[0] else 0.0
     classes = classes_from_options(opts, geom.affine(shape), shape, te0)  # per-voxel decay (--decay-map)
-    target = None if opts.decay_target is None else named_decay(opts.decay_target, te0, "--decay-target")
+    t_used = used.sample_times()
+    named = None if t_used is None else target_decay(opts, te0, t_used * 1e3)
+    if named is None and opts.decay_target is not None:  # no sample times: reconstruct_arrays says so
+        named = (opts.decay_target, named_decay(opts.decay_target, te0, "--decay-target"))
+    target = None if named is None else named[1]
     if classes is not None and layout == "2d":
         raise InputError("--decay-map needs a 3D acquisition (this scan is reconstructed as 2D slices)")
     images = []
@@ -141,6 +145,8 @@ def reconstruct(scan: Scan, traj: Trajectory, options: ReconOptions | None = Non
                                          t_s=used.sample_times(), progress=progress,
                                          b0_hz=None if b0 is None else (b0[:, :, i] if layout == "2d" else b0),
                                          decay_classes=classes, decay_target=target)
+        if named is not None and "decay_model" in info:
+            info["decay_model"]["target"] = named[0]
         images.append(image)
     image = images[0] if layout != "2d" else np.stack(images, axis=2)
     if nsl > 1:
