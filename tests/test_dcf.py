@@ -145,3 +145,57 @@ def test_analytic_dcf_handles_ramp_sampling_like_shells():
         imgs.append(np.abs(op.adjoint((y * normalise_dcf(w, coord)).astype(np.complex64)))[0])
     centre = (slice(n // 2 - 3, n // 2 + 3),) * 3  # inside the white matter
     assert abs(imgs[0][centre].mean() / imgs[1][centre].mean() - 1) < 0.05
+
+
+# --- the volume the weights are normalised to -------------------------------------------------
+
+def _upper_hemisphere(n: int) -> np.ndarray:
+    """n unit directions (n, 3) spread over the upper hemisphere (z > 0) by a Fibonacci spiral."""
+    i = np.arange(n) + 0.5
+    z = i / n
+    phi = i * math.pi * (3 - math.sqrt(5))
+    s = np.sqrt(1 - z ** 2)
+    return np.stack([s * np.cos(phi), s * np.sin(phi), z], axis=-1)
+
+
+def test_covered_volume_of_spokes_of_two_lengths():
+    """Centre-out spokes that reach R1 over the upper hemisphere and R2 over the lower (mirrored
+    directions, equal counts) cover two half-balls: (2 pi / 3)(R1^3 + R2^3); the disc halves in 2D
+    pi (R1^2 + R2^2) / 2; full-diameter spokes from -a to b along upper-hemisphere directions the
+    same with the half-readouts' reaches. Each readout reaches half its last step beyond its last
+    sample. normalise_dcf scales any weights to that sum; the ball of the longest spoke would not."""
+    from na23recon.traj.dcf import covered_volume, normalise_dcf
+
+    ns, dk1, dk2 = 20, 0.05, 0.04
+    n = _upper_hemisphere(200)
+    pos = np.arange(ns)
+    k = np.concatenate([n[:, None, :] * (pos * dk1)[None, :, None], -n[:, None, :] * (pos * dk2)[None, :, None]])
+    r1, r2 = (ns - 0.5) * dk1, (ns - 0.5) * dk2
+    want = 2 * math.pi / 3 * (r1 ** 3 + r2 ** 3)
+    assert covered_volume(k) == pytest.approx(want, rel=1e-12)
+    w = normalise_dcf(np.random.default_rng(0).uniform(1, 2, k.shape[:2]), k)
+    assert float(w.sum(dtype=np.float64)) == pytest.approx(want, rel=1e-6)
+    assert 4 / 3 * math.pi * r1 ** 3 > 1.3 * want
+
+    ang = np.linspace(0, math.pi, 50, endpoint=False) + 0.01  # 2D: upper half-plane and its mirror
+    u = np.stack([np.cos(ang), np.sin(ang)], axis=-1)
+    k2 = np.concatenate([u[:, None, :] * (pos * dk1)[None, :, None], -u[:, None, :] * (pos * dk2)[None, :, None]])
+    assert covered_volume(k2) == pytest.approx(math.pi * (r1 ** 2 + r2 ** 2) / 2, rel=1e-12)
+
+    a, b = 0.7, 1.0
+    s = np.linspace(-a, b, 41)
+    dk = (a + b) / 40
+    full = n[:, None, :] * s[None, :, None]
+    want = 2 * math.pi / 3 * ((a + dk / 2) ** 3 + (b + dk / 2) ** 3)
+    assert covered_volume(full) == pytest.approx(want, rel=1e-12)
+
+
+def test_covered_volume_of_equal_spokes_is_the_ball():
+    """Spokes that all reach kmax (+ half a step) cover the ball: the normalisation of every
+    nominal trajectory; a flat list of points: the ball of the largest radius."""
+    from na23recon.traj.dcf import covered_volume
+
+    k = radial_3d(50, 33, 1.0)
+    assert covered_volume(k) == pytest.approx(4 / 3 * math.pi * (1 + 1 / 64) ** 3, rel=1e-12)
+    pts = np.random.default_rng(1).normal(size=(500, 3))
+    assert covered_volume(pts) == pytest.approx(4 / 3 * math.pi * np.linalg.norm(pts, axis=-1).max() ** 3, rel=1e-12)

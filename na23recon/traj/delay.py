@@ -27,6 +27,9 @@ first samples changes by ((t - d) / t)^3, several tens of percent at matrix 32. 
 carries the nominal weights over by the ratio of each sample's radial shell volume on the delayed
 and the nominal readout (the Jacobian of the radial map, Pipe & Menon, MRM 1999, for shell
 weights); `delay_trajectory` applies it. Without it the true delays reconstruct 15-60% off.
+The carried-over weights add up to the star-shaped region the delayed spokes reach (each ends
+short of kmax by gamma G (n . d n)); the reconstructions scale them to that volume
+(`dcf.covered_volume`), not to the ball of the longest spoke (+1.4% at matrix 64, 2/5/8 us).
 """
 
 from __future__ import annotations
