@@ -62,14 +62,15 @@ def class_truth(phantom) -> dict[str, float]:
 def run_case(out: Path, sim: dict, method: str, truth: dict, register: bool, motion, decay_truth: bool = False
              ) -> dict:
     """One reconstruction + quantification with PVC. decay_truth: the per-voxel decay model (--decay-map
-    from the simulation's labels, each label's relaxation preset; default target) in the reconstruction."""
+    from the simulation's labels on a 3x finer grid, each label's relaxation preset; default target) in
+    the reconstruction."""
     t0 = time.perf_counter()
     media = sorted({v["medium"] for v in json.loads(Path(sim["vials"]).read_text())["vials"]})
     recon = out / f"recon_{method}{'_decay' if decay_truth else ''}.nii.gz"
     extra = {}
     if decay_truth:
         ph = load_phantom("brain")
-        extra = dict(decay_map=str(sim["labels"]),
+        extra = dict(decay_map=str(sim["labels_fine"]),
                      decay_labels={c.label: c.relaxation for c in ph.compartments if c.relaxation is not None})
     recon_file(sim["scan"], sim["traj"], recon, ReconOptions(method=method, **extra), png=False, psf=True,
                psf_tissues=[*TISSUES, *media])
@@ -147,7 +148,8 @@ def main(argv=None) -> int:
             d = out / f"{traj}_snr{snr:g}"
             sim = simulate_to_folder(d, matrix=a.matrix, snr=snr, seed=a.seed, traj=traj, anat=True, anat_voxel_mm=a.anat_voxel_mm,
                                      anat_offset_mm=a.offset_mm, anat_rot_deg=a.rot_deg, cache=cache, **ACQ,
-                                     **({"readout_ms": a.readout_ms} if traj == "tpi" and a.readout_ms else {}))
+                                     **({"readout_ms": a.readout_ms} if traj == "tpi" and a.readout_ms else {}),
+                                     **({"labels_voxel_mm": 240.0 / (3 * a.matrix)} if a.decay_truth else {}))
             motion = np.array(json.loads(Path(sim["anat_motion"]).read_text())["matrix"])
             for method in a.method or ["adjoint", "cg", "cs-tv"]:
                 if a.decay_truth and method == "adjoint":

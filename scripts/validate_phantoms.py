@@ -143,7 +143,8 @@ def run(out: Path, quick: bool = False, phantom: str = "brain", methods=METHODS,
 
     recon_extra: further `ReconOptions` fields for every method (e.g. t2s_ms, frac_short, lam; with
     t2s_ms the adjoint, which has no decay model, is left out). readout_ms: the TPI readout.
-    decay_truth: the per-voxel decay model (`--decay-map`) with the simulation's truth labels and each
+    decay_truth: the per-voxel decay model (`--decay-map`) with the simulation's truth labels on a 3x
+    finer grid (as a 1H segmentation gives them; sampled into sub-voxel class fractions) and each
     label's relaxation preset (tissue and vial medium)."""
     recon_extra = dict(recon_extra or {})
     if recon_extra.get("t2s_ms") is not None or decay_truth:
@@ -166,6 +167,7 @@ def run(out: Path, quick: bool = False, phantom: str = "brain", methods=METHODS,
             t0 = time.perf_counter()
             sim = simulate_to_folder(out / "runs" / tag, phantom=phantom, matrix=matrix, snr=snr, seed=seed,
                                      traj=traj, b1_variation=b1_variation, cache=cache, **ACQ,
+                                     **({"labels_voxel_mm": 240.0 / (3 * matrix)} if decay_truth else {}),
                                      **({"readout_ms": readout_ms} if traj == "tpi" and readout_ms else {}))
             t_sim = time.perf_counter() - t0
             sims_info[traj] = json.loads(Path(sim["phantom"]).read_text())["simulation"]["scan"]
@@ -173,7 +175,7 @@ def run(out: Path, quick: bool = False, phantom: str = "brain", methods=METHODS,
                 t0 = time.perf_counter()
                 recon_path = out / "runs" / tag / f"recon_{method}.nii.gz"
                 try:
-                    per_voxel = dict(decay_map=str(sim["labels"]), decay_labels=decay_labels) if decay_truth else {}
+                    per_voxel = dict(decay_map=str(sim["labels_fine"]), decay_labels=decay_labels) if decay_truth else {}
                     recon_file(sim["scan"], sim["traj"], recon_path,
                                ReconOptions(method=method, **recon_extra, **per_voxel), png=False)
                 except InputError as exc:

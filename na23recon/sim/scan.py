@@ -301,7 +301,8 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
                        snr: float | None = None, seed: int = 0, double_angle: bool = False,
                        cache: dict | None = None, anat: bool = False, anat_voxel_mm: float = 1.0,
                        anat_offset_mm=(0.0, 0.0, 0.0), anat_rot_deg=(0.0, 0.0, 0.0), receive_reference: bool = False,
-                       b0_map_voxel_mm: float | None = None, **acq_kw) -> dict[str, Path]:
+                       b0_map_voxel_mm: float | None = None, labels_voxel_mm: float | None = None,
+                       **acq_kw) -> dict[str, Path]:
     """Write a complete synthetic scan into `out`: scan.dat (twix), traj.npz (k 1/m, analytic dcf,
     t from excitation), truth_conc.nii.gz (mM), truth_labels.nii.gz, truth_b1.nii.gz (relative
     flip scale of the B1+ model, 1.0 = nominal), truth_b0.nii.gz (the field, Hz at 23Na: each
@@ -320,6 +321,9 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
     b0_map_voxel_mm: also write truth_b0_fine.nii.gz, the same field on a finer grid over the FOV
         (voxel ~ this, in scanner coordinates; each voxel the field of the compartment owning its
         centre), as a 1H field map at 1-2 mm would give it.
+    labels_voxel_mm: also write truth_labels_fine.nii.gz, the label map on a finer grid over the FOV
+        (each voxel the label of the compartment owning its centre), as a segmentation of a 1H scan
+        gives it (the per-voxel decay model's `--decay-map` samples it into sub-voxel fractions).
     acq_kw: the other `SimProtocol` fields (traj, te_ms, tr_ms, flip_deg, ncoil, undersampling,
     b1_variation, off_resonance_hz, ...). Returns the paths by name.
     """
@@ -377,6 +381,14 @@ def simulate_to_folder(out: str | os.PathLike, phantom: str = "brain", matrix: i
         save_nifti(paths["b0_fine"], fine.astype(np.float32), scan.acquisition.geometry.affine((nf,) * 3), {
             **side, "unit": "Hz at the sodium frequency (signal ~ exp(2 pi i f t))", "voxel_mm": fov_mm / nf,
             "b0_hz": {c.name: c.b0_hz for c in ph.compartments}, "global_offset_hz": acq.off_resonance_hz})
+    if labels_voxel_mm is not None:
+        if not np.isfinite(labels_voxel_mm) or not 0.25 <= labels_voxel_mm <= fov_mm / 8:
+            raise InputError(f"labels voxel must be between 0.25 mm and FOV/8, got {labels_voxel_mm}")
+        nf = int(round(fov_mm / labels_voxel_mm))
+        paths["labels_fine"] = out / "truth_labels_fine.nii.gz"
+        save_nifti(paths["labels_fine"], ph.truth(nf, fov_mm, "label", rotation=rot, offset_mm=offset_mm),
+                   scan.acquisition.geometry.affine((nf,) * 3),
+                   {**side, "voxel_mm": fov_mm / nf, "labels": {str(lab): names for lab, names in ph.labels.items()}})
     # the vials' size as a vials file lists it: diameter of the cross-section, length along its axis
     vials = [{"label": c.label, "concentration_mM": c.conc_mM, "medium": c.medium, "shape": c.shape,
               "diameter_mm": round(2.0 * float(np.sqrt(c.semi_axes_mm[0] * c.semi_axes_mm[1])), 3),
