@@ -272,7 +272,8 @@ class ReconOptions(_Options):
     decay_target: str | None = opt(None, "decay of the output's point-spread function, a relaxation preset or a T2* "
                                    "in ms: the decay model reconstructs every voxel as if it decayed so (one "
                                    "smooth PSF for tissue and vials alike)", kind="str", metavar="PRESET|MS",
-                                   default_text="with --decay-map, the slowest-decaying of its classes; with --t2s-ms alone, none (fully deconvolved)")
+                                   default_text="with --decay-map, the slowest-decaying of its classes; with "
+                                   "--t2s-ms alone, none (fully deconvolved)")
     rep: int | None = opt(None, "reconstruct this repetition/average only", kind="int",
                           default_text="average all in k-space")
     echo: int | None = opt(None, "reconstruct this echo only", kind="int", default_text="all")

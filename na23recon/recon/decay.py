@@ -19,8 +19,9 @@ not fade at the centre of a ball in 3D: Pinsky, Stanton & Trapa, J Funct Anal 19
 calibration scales tissue down: brain phantom, TPI 15 ms, CG to convergence, matrix 32, noiseless,
 GM/WM TSC bias -50/-21% without a model, -81/-44% with one biexponential T2* for the whole object,
 -51/-39% with each label's own decay, -16/-14% with each label's own decay and the vials' medium as
-target. With --decay-map and no --decay-target the target is the slowest-decaying class (`target_decay`). With a target every voxel gets one smooth PSF (that of the uncorrected reconstruction of a
-medium decaying with tau; Rahmer, Boernert, Groen & Bos, Magn Reson Med 2006 for the PSF of radial
+target (with --decay-map and no --decay-target the target is the slowest-decaying class:
+`target_decay`). With a target every voxel gets one smooth PSF (that of the uncorrected
+reconstruction of a medium decaying with tau; Rahmer, Boernert, Groen & Bos, Magn Reson Med 2006 for the PSF of radial
 sampling under T2* decay), so vials and tissue are blurred alike.
 
 The class decays span few functions of time: the SVD of the (C, T) matrix gives
