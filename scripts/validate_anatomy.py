@@ -59,8 +59,8 @@ def class_truth(phantom) -> dict[str, float]:
     return {t: num[t] / den[t] for t in num}
 
 
-def run_case(out: Path, sim: dict, method: str, truth: dict, register: bool, motion, decay_truth: bool = False
-             ) -> dict:
+def run_case(out: Path, sim: dict, method: str, truth: dict, register: bool, motion, decay_truth: bool = False,
+             iters: int | None = None) -> dict:
     """One reconstruction + quantification with PVC. decay_truth: the per-voxel decay model (--decay-map
     from the simulation's labels on a 3x finer grid, each label's relaxation preset; default target) in
     the reconstruction."""
@@ -72,7 +72,7 @@ def run_case(out: Path, sim: dict, method: str, truth: dict, register: bool, mot
         ph = load_phantom("brain")
         extra = dict(decay_map=str(sim["labels_fine"]),
                      decay_labels={c.label: c.relaxation for c in ph.compartments if c.relaxation is not None})
-    recon_file(sim["scan"], sim["traj"], recon, ReconOptions(method=method, **extra), png=False, psf=True,
+    recon_file(sim["scan"], sim["traj"], recon, ReconOptions(method=method, iters=iters, **extra), png=False, psf=True,
                psf_tissues=[*TISSUES, *media])
     t_rec = time.perf_counter() - t0
     tsc = out / f"tsc_{method}{'_decay' if decay_truth else ''}.nii.gz"
@@ -134,6 +134,7 @@ def main(argv=None) -> int:
     p.add_argument("--register", action="store_true")
     p.add_argument("--anat-voxel-mm", type=float, default=1.0, help="voxel of the simulated 1H maps (mm)")
     p.add_argument("--readout-ms", type=float, default=None, help="TPI readout duration (default: the fastest)")
+    p.add_argument("--iters", type=int, default=None, help="iterations of the iterative methods (default: each's)")
     p.add_argument("--decay-truth", action="store_true", help="per-voxel decay model from the truth labels (each "
                    "label's relaxation preset, default target) in the iterative reconstructions; adjoint left out")
     a = p.parse_args(argv)
@@ -154,7 +155,7 @@ def main(argv=None) -> int:
             for method in a.method or ["adjoint", "cg", "cs-tv"]:
                 if a.decay_truth and method == "adjoint":
                     continue
-                r = run_case(d, sim, method, truth, a.register, motion, a.decay_truth)
+                r = run_case(d, sim, method, truth, a.register, motion, a.decay_truth, a.iters)
                 r.update(traj=traj, snr=snr)
                 results.append(r)
                 lines.append(row_md(traj, snr, r))
