@@ -21,8 +21,8 @@ GM/WM TSC bias -50/-21% without a model, -81/-44% with one biexponential T2* for
 -51/-39% with each label's own decay, -16/-14% with each label's own decay and the vials' medium as
 target (with --decay-map and no --decay-target the target is the slowest-decaying class:
 `target_decay`). With a target every voxel gets one smooth PSF (that of the uncorrected
-reconstruction of a medium decaying with tau; Rahmer, Boernert, Groen & Bos, Magn Reson Med 2006 for the PSF of radial
-sampling under T2* decay), so vials and tissue are blurred alike.
+reconstruction of a medium decaying with tau; Rahmer, Boernert, Groen & Bos, Magn Reson Med 2006
+for the PSF of radial sampling under T2* decay), so vials and tissue are blurred alike.
 
 The class decays span few functions of time: the SVD of the (C, T) matrix gives
 
@@ -254,10 +254,15 @@ def classes_from_options(opts, affine: np.ndarray, shape: tuple[int, ...], te_ms
         raise InputError(f"--decay-map holds none of the labels of --decay-labels ({sorted(opts.decay_labels)}) "
                          "inside the field of view")
     decays = [named_decay(n, te, "--decay-labels") for n in names]
+    return DecayClasses(fr, decays, names, default=_t2s_decay(opts, te))
+
+
+def _t2s_decay(opts, te_ms: float) -> Decay | None:
+    """The --t2s-ms model's decay (mono- or biexponential with --frac-short), None without it."""
     t2s = opts.t2s_model
-    default = None if t2s is None else (biexp(t2s, t2s, 0.0, te) if not isinstance(t2s, tuple)
-                                        else biexp(t2s[0], t2s[1], opts.frac_short, te))
-    return DecayClasses(fr, decays, names, default=default)
+    if t2s is None:
+        return None
+    return biexp(t2s, t2s, 0.0, te_ms) if not isinstance(t2s, tuple) else biexp(t2s[0], t2s[1], opts.frac_short, te_ms)
 
 
 def target_decay(opts, te_ms: float, t_ms: np.ndarray) -> tuple[str, Decay] | None:
@@ -270,18 +275,16 @@ def target_decay(opts, te_ms: float, t_ms: np.ndarray) -> tuple[str, Decay] | No
     window keeps that class's roll-off, which tames the overshoot of a sharp cut at small objects
     such as the reference vials (brain phantom, TPI 15 ms, matrix 64, CS-TV, SNR 10/20/40: GM/WM
     bias +10.1/+17.6, +6.4/+13.5, +3.7/+10.2% without a model; +17.3/+21.3, +11.2/+15.3, +7.7/+11.3%
-    with the vials' agar as target, whose wider PSF spreads the bright CSF into the tissue; +7.4/+12.3,
-    +1.5/+6.3, -1.9/+2.0% with the slowest class, CSF). None for the global model without a target
+    with the vials' agar as target, whose wider PSF spreads the bright CSF into the tissue; +6.9/+12.0,
+    +1.2/+5.9, -2.3/+1.4% with the slowest class, CSF, labels from a 3x finer map). None for the global model without a target
     (its one decay is deconvolved)."""
     if opts.decay_target is not None:
         return str(opts.decay_target), named_decay(opts.decay_target, te_ms, "--decay-target")
     if opts.decay_map is None:
         return None
     cands = {str(n): named_decay(n, te_ms, "--decay-labels") for n in dict.fromkeys(opts.decay_labels.values())}
-    t2s = opts.t2s_model
-    if t2s is not None:
-        cands["--t2s-ms"] = (biexp(t2s, t2s, 0.0, te_ms) if not isinstance(t2s, tuple)
-                             else biexp(t2s[0], t2s[1], opts.frac_short, te_ms))
+    if opts.t2s_model is not None:
+        cands["--t2s-ms"] = _t2s_decay(opts, te_ms)
     t = np.unique(np.asarray(t_ms, np.float64).ravel())
     name = max(cands, key=lambda k: float(np.mean(cands[k](t))))
     return f"{name} (slowest class)", cands[name]

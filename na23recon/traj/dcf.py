@@ -271,7 +271,8 @@ def covered_volume(coord: np.ndarray) -> float:
         return unit * rmax ** ndim
     rows = np.arange(r.shape[0])
     end = np.argmax(r, axis=1)  # the outermost sample of each readout and its inner neighbour
-    reach = r[rows, end] + 0.5 * np.abs(r[rows, end] - r[rows, np.where(end > 0, end - 1, 1)])
+    step = np.abs(r[rows, end] - r[rows, np.where(end > 0, end - 1, 1)])
+    reach = r[rows, end] + 0.5 * step
     if np.all(r[:, 0] <= 1e-6 * max(rmax, 1e-300)):  # centre-out: one half-readout each
         return unit * float(np.mean(reach ** ndim))
     first, last = coord[:, 0], coord[:, -1]
@@ -280,7 +281,6 @@ def covered_volume(coord: np.ndarray) -> float:
         out = r[:, 0] + 0.5 * np.abs(r[:, 0] - r[:, 1])
         inn = r[:, -1] + 0.5 * np.abs(r[:, -1] - r[:, -2])
         return unit * float(np.mean(np.concatenate([out, inn]) ** ndim))
-    step = np.abs(r[rows, end] - r[rows, np.where(end > 0, end - 1, 1)])
     return unit * (rmax + 0.5 * float(np.median(step))) ** ndim
 
 
