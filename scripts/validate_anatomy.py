@@ -66,7 +66,8 @@ def run_case(out: Path, sim: dict, method: str, truth: dict, register: bool, mot
     the reconstruction."""
     t0 = time.perf_counter()
     media = sorted({v["medium"] for v in json.loads(Path(sim["vials"]).read_text())["vials"]})
-    recon = out / f"recon_{method}{'_decay' if decay_truth else ''}.nii.gz"
+    tag = f"{method}_decay" if decay_truth else method
+    recon = out / f"recon_{tag}.nii.gz"
     extra = {}
     if decay_truth:
         ph = load_phantom("brain")
@@ -75,11 +76,11 @@ def run_case(out: Path, sim: dict, method: str, truth: dict, register: bool, mot
     recon_file(sim["scan"], sim["traj"], recon, ReconOptions(method=method, iters=iters, **extra), png=False, psf=True,
                psf_tissues=[*TISSUES, *media])
     t_rec = time.perf_counter() - t0
-    tsc = out / f"tsc_{method}{'_decay' if decay_truth else ''}.nii.gz"
+    tsc = out / f"tsc_{tag}.nii.gz"
     quantify_file(recon, tsc, sim["vials"], QuantOptions(register=register), png=False,
                   tissue_map_paths=[sim[f"anat_{t}"] for t in TISSUES])
     t_q = time.perf_counter() - t0 - t_rec
-    rows = {r["region"]: r for r in csv.DictReader(open(tsc.with_name(tsc.name.replace(".nii.gz", "_roi.csv"))))
+    rows = {r["region"]: r for r in csv.DictReader(open(out / f"tsc_{tag}_roi.csv"))
             if r["kind"] == "tissue"}
     res = {"method": method, "seconds_recon": round(t_rec, 1), "seconds_quantify": round(t_q, 1), "tissue": {}}
     for t in TISSUES:
@@ -88,7 +89,7 @@ def run_case(out: Path, sim: dict, method: str, truth: dict, register: bool, mot
                                                   for k, c in (("raw", "mean"), ("gtm", "mean_pvc_gtm"),
                                                                ("rbv", "mean_pvc_rbv"))},
                             "se_gtm": float(r["se_pvc_gtm"]) if r["se_pvc_gtm"] else None}
-    side = json.loads(tsc.with_name(tsc.name.replace(".nii.gz", ".json")).read_text())["quant"]
+    side = json.loads((out / f"tsc_{tag}.json").read_text())["quant"]
     if register and motion is not None:
         E = np.array(side["anatomy"]["registration"]["matrix"])
         head = np.array([[x, y, z, 1.0] for x in (-78, 78) for y in (-94, 94) for z in (-72, 72)]).T
