@@ -219,3 +219,24 @@ def test_32_coils_through_the_receive_reference(array32, seed, tmp_path, capsys)
     for lab, (snr, dice) in got.items():
         if snr > 5:
             assert dice >= 0.7, (lab, snr, dice)
+
+
+def test_pvc_leaves_out_a_vial_that_was_not_found(scans):
+    """Matrix 32, SNR 15 (vial 11 not found): the PVC's vial fits and calibration take the three
+    vials the calibration used; before, the missing vial's empty region stopped `region_table`
+    ('vial 11: empty region'), as it did on a decay-model reconstruction at matrix 32."""
+    from na23recon.quant.anatomy import label_regions
+    from na23recon.quant.pvc import gaussian_psf
+    from na23recon.quant.roi import region_table
+
+    d = scans[(32, 15)]
+    img = Image.load(d / "recon.nii.gz")
+    res = _detect(d)
+    assert res.info["vials_missing"] == [11]
+    truth = np.round(load_nifti(d / "truth_labels.nii.gz")[0]).astype(int)
+    brain = np.where((truth >= 1) & (truth <= 5), truth, 0)
+    vox = tuple(float(v) for v in img.voxel_mm)
+    rows, _, info = region_table(res, img.array, [label_regions(brain)], load_vials(d / "vials.json"),
+                                 float(np.prod(vox)) / 1e3, gaussian_psf(2 * vox[0], vox, img.array.shape))
+    assert [s["label"] for s in info["vial_shapes"]] == [12, 13, 14]
+    assert all(np.isfinite(r["mean_pvc_gtm"]) for r in rows)

@@ -227,6 +227,8 @@ def region_table(res: TSCResult, image: np.ndarray, sets: list[Regions], vials: 
     axes} of vials whose size is known (the rest are fitted).
     """
     img = np.asarray(image, dtype=np.float64)
+    # the vials the calibration used: one not found (quantify's 'vials_missing') has no region to fit
+    vials = [v for v in vials if np.any(res.vial_mask == v.label)]
     R = res.receive if res.receive is not None else np.ones_like(img)
     y = img / R
     cal = res.calibration
