@@ -220,3 +220,30 @@ def test_vial_sizes_in_the_vials_file():
     with pytest.raises(InputError, match="give every vial's size or none"):
         parse_vials({"vials": [{"label": 1, "concentration_mM": 5},
                                {"label": 2, "concentration_mM": 9, "diameter_mm": 20, "length_mm": 5}]})
+
+
+def test_spurious_isolated_blobs_do_not_displace_a_vial(sim):
+    """Two compact blobs in the air at heights no vial is listed at (0.15 and 0.35 of the 25 mM
+    vial's), and the 50 mM vial less isolated than they are (a faint halo around it, as a vial beside
+    the head or a pad has): the vials are the four blobs whose heights follow 25:50:100:150, not
+    the four most isolated (which dropped the 50 mM vial and matched a dim blob as 25 mM)."""
+    img, b1, lab = sim
+    bg = float(np.median(img[:, :, :4]))
+    spurious = img.copy()
+    c11 = np.round(np.argwhere(lab == 11).mean(axis=0)).astype(int)
+    patch = img[tuple(slice(c - 5, c + 6) for c in c11)] - bg
+    for corner, f in (((10, 10, 10), 0.15), ((53, 53, 53), 0.35)):
+        assert not np.any(lab[tuple(slice(c - 5, c + 6) for c in corner)])
+        spurious[tuple(slice(c - 5, c + 6) for c in corner)] += f * patch
+    c12 = np.argwhere(lab == 12).mean(axis=0)
+    r = np.sqrt(sum((g - c) ** 2 for g, c in zip(np.indices(lab.shape), c12)))
+    halo = (r > 5.5) & (r < 8.5) & (lab == 0)
+    spurious[halo] += 0.1 * (np.percentile(img[lab == 12], 90) - bg)
+    res = quantify(spurious, VIALS, b1=b1, **ACQ)
+    det = res.info["vial_detection"]
+    assert "2 vial-like blob(s) beyond the 4 listed ignored" in " ".join(det["warnings"])
+    assert det["found"]["12"]["shell"] > max(det["found"][k]["shell"] for k in ("11", "13", "14")) + 0.03
+    for v in VIALS:
+        got = res.vial_mask == v.label
+        assert got.any() and set(np.unique(lab[got])) <= {0, v.label}
+    assert res.calibration.r2 > 0.99

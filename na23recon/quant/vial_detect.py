@@ -32,13 +32,16 @@ The found blobs are matched to the listed vials by rank of expected signal. When
 than listed, the subset of vials whose expected signals best fit the found heights (one common
 scale, least squares in log) is matched, and each vial left out is named with the reason it was
 not found (too dim for the noise, a candidate near its expected level rejected and why, or no
-candidate). When more are found, those with the highest local contrast are kept.
+candidate). When more are found than listed, the listed number of them whose heights best follow
+the expected signals (the same fit) is kept, the more isolated set among equally good fits: a blob
+of noise in a regularised background can be more isolated than a vial beside the head.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+from math import comb
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -238,6 +241,30 @@ def _best_subset(heights: np.ndarray, expected: np.ndarray) -> tuple[tuple[int, 
     return best
 
 
+#: Fits of the blobs' heights to the expected signals within this rms log residual of the best are
+#: equally good; the most isolated of them is kept.
+FIT_TIE = 0.05
+#: At most this many subsets of the found blobs are tried (the most isolated blobs first).
+MAX_SUBSETS = 20000
+
+
+def _best_blobs(blobs: list[Blob], h: Mapping, expected: np.ndarray) -> list[Blob]:
+    """The len(expected) of `blobs` whose heights `h` (by peak), in rank order, best fit
+    a * expected (ascending): least rms log residual, then the least summed shell ratio among the
+    fits within FIT_TIE of the best."""
+    n = len(expected)
+    pool = sorted(blobs, key=lambda b: b.shell)
+    while len(pool) > n and comb(len(pool), n) > MAX_SUBSETS:
+        pool = pool[:-1]
+    fits = []
+    for sub in itertools.combinations(pool, n):
+        hs = np.sort(np.maximum([h[b.peak] for b in sub], 1e-30))
+        res = np.log(hs) - np.log(np.maximum(expected, 1e-30))
+        fits.append((float(np.sqrt(np.mean((res - res.mean()) ** 2))), sum(b.shell for b in sub), sub))
+    best = min(f[0] for f in fits)
+    return list(min((f for f in fits if f[0] <= best + FIT_TIE), key=lambda f: f[1])[2])
+
+
 def detect_vials(image: np.ndarray, vials: Sequence, expected: Mapping[int, float], threshold: float | None = None,
                  scale: np.ndarray | float = 1.0, min_voxels: int = 5, min_separation: float = 3.0,
                  voxel_mm: Sequence[float] | None = None) -> Detection:
@@ -269,18 +296,19 @@ def detect_vials(image: np.ndarray, vials: Sequence, expected: Mapping[int, floa
         if e1 - e0 <= 0.1 * max(e1, 1e-12):
             raise InputError(f"vials {v0.label} and {v1.label} are expected to give signals within 10% of each "
                              "other: automatic matching is ambiguous, give --vial-mask")
-    if len(blobs) > len(vials):
-        blobs = sorted(blobs, key=lambda b: b.shell)
-        extra = blobs[len(vials):]
-        blobs = blobs[:len(vials)]
-        det.warnings.append(f"{len(extra)} vial-like blob(s) beyond the {len(vials)} listed ignored (the least "
-                            f"isolated): at {', '.join(str(list(b.peak)) for b in extra)}")
     # heights in corrected units, the magnitude noise floor removed in power (M^2 = A^2 + floor^2 for
     # A >> sigma; Gudbjartsson & Patz, Magn Reson Med 1995), and the noise of each (background SD)
     h = {b.peak: float(np.sqrt(max(b.height ** 2 - bg ** 2, 0.0))) * float(scale[b.peak]) for b in blobs}
     u = {b.peak: sd * abs(float(scale[b.peak])) for b in blobs}
-    blobs = sorted(blobs, key=lambda b: h[b.peak])
     e_all = np.array([expected[v.label] for v in exp_sorted], dtype=np.float64)
+    if len(blobs) > len(vials):
+        keep = _best_blobs(blobs, h, e_all)
+        extra = [b for b in blobs if b not in keep]
+        blobs = keep
+        det.warnings.append(f"{len(extra)} vial-like blob(s) beyond the {len(vials)} listed ignored (those whose "
+                            f"heights follow the listed concentrations least): at "
+                            f"{', '.join(str(list(b.peak)) for b in extra)}")
+    blobs = sorted(blobs, key=lambda b: h[b.peak])
     if blobs:
         sub, fit_scale, rms = _best_subset(np.maximum([h[b.peak] for b in blobs], 1e-30), np.maximum(e_all, 1e-30))
     else:
