@@ -264,7 +264,8 @@ class ReconOptions(_Options):
                                   default_text="the fewest that interpolate the map's range over the readout")
     decay_map: str | None = opt(None, "label map (NIfTI, any grid in scanner coordinates) for a per-voxel decay "
                                 "model: each label of --decay-labels decays with its relaxation preset, other "
-                                "voxels with --t2s-ms (without it, as the fastest-decaying label)", kind="str", metavar="LABELS.nii.gz",
+                                "voxels with --t2s-ms (without it, as the fastest-decaying label)", kind="str",
+                                metavar="LABELS.nii.gz",
                                 default_text="off")
     decay_labels: dict[int, str] | None = opt(None, "relaxation preset per label of --decay-map, e.g. "
                                               "1=csf,2=gm,3=wm,11=agar2", kind="labelmap",

@@ -41,9 +41,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-from math import comb
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from math import comb
 
 import numpy as np
 from scipy import ndimage
