@@ -195,7 +195,7 @@ def test_vials_in_air_do_not_overshoot_the_tissue(tmp_path):
     each compartment's mean over its eroded mask divided by its concentration times its relaxation
     weight (the analytic truth's signal) is the gain a vial calibration assumes equal for vials and
     tissue. With the air decaying as the fastest class the vials read 1.046 of large WM's gain
-    (measured when written; 1.015 at matrix 64); with an air that does not decay (the remainder given
+    (measured when written; 1.016 at matrix 64); with an air that does not decay (the remainder given
     as --t2s-ms 1e5 s) they took up the air's undecayed late signal and read 1.198 (1.040 at 64)."""
     from scipy import ndimage
 

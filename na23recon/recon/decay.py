@@ -253,7 +253,7 @@ def classes_from_options(opts, affine: np.ndarray, shape: tuple[int, ...], te_ms
     on them low: brain phantom, TPI 15 ms, matrix 64, noiseless, CG, csf target, labels from a 3x
     finer map: vial cores 936 / large WM 900 (x 1e-3 of concentration times weight) with an undecaying
     remainder, 933 with the target's (csf) decay, 921 with agar's, 912 with GM's, 910 with WM's (the
-    fastest), against 908 predicted by the vial medium's PSF (`recon.psf`)."""
+    fastest), against 908 from the target's PSF (`recon.psf` of a CSF point)."""
     if opts.decay_map is None:
         return None
     te = float(te_ms or 0.0)
