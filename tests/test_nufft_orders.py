@@ -57,3 +57,32 @@ def test_point_orders_meet_eps(case, eps, dtype):
     assert yf.dtype == dtype and xa.dtype == dtype
     ef, ea = rel(yf[sub], ref_f), rel(xa[tuple(vox.T)], ref_a)
     assert max(ef, ea) <= eps, (ef, ea)
+
+
+@pytest.mark.parametrize("nthread", [1, 2, 3])
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_point_sort_is_the_stable_sort_by_slab_and_bin(nthread, ndim):
+    """`planning.setup_points` (keys and a counting sort, in parallel over chunks of points) against
+    numpy: every point wrapped into [0, n) grid cells, keyed by (slab of its first tap along axis 0,
+    16-cell bin along each other axis), sorted stably; slab_ptr the first point of every slab."""
+    from na23recon.nufft import planning
+
+    rng = np.random.default_rng(ndim + 10 * nthread)
+    shape, width = (24, 20, 22)[:ndim], 5
+    grid = tuple(2 * s for s in shape)
+    k = (rng.random((20000, ndim)) - 0.5) * 1.3 * np.array(shape)  # beyond the FOV too: wrapped
+    k[:50] = np.array(shape) / 2  # exactly at the period edge
+    pts = planning.setup_points(k, shape, grid, width, nthread)
+    n = np.array(grid, np.float64)
+    u = np.mod(k * n / np.array(shape), n)
+    u[u >= n] = 0.0
+    nslab = grid[0] // width
+    slab = ((np.floor(u[:, 0] - width / 2).astype(int) + 1) % grid[0]) * nslab // grid[0]
+    nb = [(g + 15) // 16 for g in grid] + [1]
+    key = slab.copy()
+    for a in (1, 2):
+        key = key * nb[a] + ((np.floor(u[:, a]).astype(int) % grid[a]) // 16 if a < ndim else 0)
+    perm = np.argsort(key, kind="stable")
+    np.testing.assert_array_equal(pts.perm, perm)
+    np.testing.assert_allclose(pts.u, u[perm], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(pts.slab_ptr, np.searchsorted(key[perm], np.arange(nslab + 1) * nb[1] * nb[2]))

@@ -216,17 +216,35 @@ class PointSetup:
 
 def setup_points(coord: np.ndarray, shape: tuple, grid_shape: tuple, width: int, nthread: int) -> PointSetup:
     """Scale coord (M, ndim) in cycles/FOV to grid units, sort into slabs and bins, partition."""
-    m = coord.shape[0]
+    m, ndim = coord.shape
     n = np.array(grid_shape, np.int64)
     scale = n / np.array(shape, np.float64)
-    u = _spread.to_grid_units(coord, scale, n)  # wrapped once: the kernels assume [0, n)
     n0 = grid_shape[0]
     nslab = max(1, n0 // width)
     if nslab < 2:
         nslab = 1
     slab_of_plane = (np.arange(n0, dtype=np.int64) * nslab) // n0
-    perm, slab_ptr = _spread.bin_sort(u, n, slab_of_plane, BIN, width)
-    u = _spread.take_rows(u, perm)
+    # stable counting sort by (slab, bin, bin), in parallel over chunks of points: grid units and
+    # keys, counts per chunk, offsets (serial, keys x chunks), scatter of the indices, gather of the grid units
+    nb = np.ones(3, np.int64)
+    for a in range(1, ndim):
+        nb[a] = (grid_shape[a] + BIN - 1) // BIN
+    nch = max(1, min(m, 4 * nthread if nthread > 1 else 1))
+    bounds = (np.arange(nch + 1, dtype=np.int64) * m) // nch
+    spans = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+    keys = np.empty(m, np.int64)
+    u0 = np.empty((m, ndim), np.float64)  # wrapped once: the kernels assume [0, n)
+    run_parallel(nthread, _spread.point_keys, spans, coord, scale, n, slab_of_plane, nb, BIN, width, u0, keys)
+    counts = np.zeros((nch, nslab * int(nb[1] * nb[2])), np.int64)
+    each = [(c, c + 1) for c in range(nch)]
+    run_parallel(nthread, _spread.count_keys, each, keys, bounds, counts)
+    off = _spread.key_offsets(counts)
+    slab_ptr = np.append(off[0, ::int(nb[1] * nb[2])], m).astype(np.int64)
+    perm = np.empty(m, np.int64)
+    run_parallel(nthread, _spread.scatter_keys, each, keys, bounds, off, perm)
+    u = np.empty((m, ndim), np.float64)
+    run_parallel(nthread, _spread.take_rows, spans, u0, perm, u)
+    del u0
     # Colours: neighbouring slabs differ; with an odd count the last slab gets its own colour.
     if nslab == 1:
         colors = np.zeros(1, np.int64)

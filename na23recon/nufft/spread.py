@@ -76,74 +76,73 @@ def precompute_weights(u, coef, width, grid_shape, wst, ist, j0, j1):
                 wst[j, a, jj] = ker[jj]
 
 
-@njit(cache=True)
-def to_grid_units(coord, scale, n):
-    """u = coord * scale wrapped into [0, n) per axis, float64 (M, ndim)."""
-    m, ndim = coord.shape
-    u = np.empty((m, ndim), np.float64)
-    for i in range(m):
+@njit(cache=True, nogil=True)
+def _wrap(v, n):
+    """v wrapped into [0, n) (0 where rounding at the period edge gives n)."""
+    v = v - np.floor(v / n) * n
+    if v >= n or v < 0:
+        v = 0.0
+    return v
+
+
+@njit(cache=True, nogil=True)
+def point_keys(coord, scale, n, slab_of_plane, nb, bin_size, width, u, keys, lo, hi):
+    """Grid units and sort key of points lo..hi-1.
+
+    coord (M, ndim) in cycles/FOV; scale (ndim,) grid cells per cycle/FOV; n (ndim,) int64 grid
+    shape; slab_of_plane (n0,) int64: the slab of every axis-0 plane (a point belongs to the slab
+    of its first tap, floor(u0 - w/2) + 1, which the colouring argument relies on); nb (3,) bins
+    per axis (1 beyond ndim); bin_size: bin edge in cells for axes >= 1. Out: u (M, ndim) float64
+    coord * scale wrapped into [0, n); keys (M,) int64 (slab, bin along axis 1, bin along axis 2)."""
+    ndim = coord.shape[1]
+    for i in range(lo, hi):
         for a in range(ndim):
-            v = coord[i, a] * scale[a]
-            v = v - np.floor(v / n[a]) * n[a]
-            if v >= n[a] or v < 0:  # rounding at the period edge
-                v = 0.0
-            u[i, a] = v
-    return u
-
-
-@njit(cache=True)
-def take_rows(u, perm):
-    """u[perm] for a 2D array (numba: faster than numpy's fancy indexing here)."""
-    out = np.empty_like(u)
-    for i in range(perm.shape[0]):
-        for a in range(u.shape[1]):
-            out[i, a] = u[perm[i], a]
-    return out
-
-
-@njit(cache=True)
-def bin_sort(u, grid_shape, slab_of_plane, bin_size, width):
-    """Stable counting sort of points by (slab along axis 0, bin along axis 1, bin along axis 2).
-
-    Args:
-        u: (M, ndim) float64 grid coordinates.
-        grid_shape: (ndim,) int64 oversampled grid shape.
-        slab_of_plane: (n0,) int64, slab index of every axis-0 plane; a point belongs to the slab
-            of its first tap, floor(u0 - w/2) + 1, which the colouring argument relies on.
-        bin_size: bin edge in cells for axes >= 1.
-        width: kernel width w.
-
-    Returns:
-        perm (M,) int64 sorted position -> point; slab_ptr (nslab + 1,) int64 point ranges per slab.
-    """
-    m, ndim = u.shape
-    nslab = slab_of_plane.max() + 1
-    nb = np.ones(3, np.int64)
-    for a in range(1, ndim):
-        nb[a] = (grid_shape[a] + bin_size - 1) // bin_size
-    nkeys = nslab * nb[1] * nb[2]
-    keys = np.empty(m, np.int64)
-    for i in range(m):
-        w0 = int(np.floor(u[i, 0] - 0.5 * width) + 1.0) % grid_shape[0]
-        key = slab_of_plane[w0]
+            u[i, a] = _wrap(coord[i, a] * scale[a], n[a])
+        key = slab_of_plane[int(np.floor(u[i, 0] - 0.5 * width) + 1.0) % n[0]]
         for a in range(1, 3):
             b = 0
             if a < ndim:
-                b = (int(np.floor(u[i, a])) % grid_shape[a]) // bin_size
+                b = (int(np.floor(u[i, a])) % n[a]) // bin_size
             key = key * nb[a] + b
         keys[i] = key
-    counts = np.zeros(nkeys + 1, np.int64)
-    for i in range(m):
-        counts[keys[i] + 1] += 1
+
+
+@njit(cache=True, nogil=True)
+def count_keys(keys, bounds, counts, c0, c1):
+    """counts[c, k] = how many points of chunk c (bounds[c]..bounds[c+1]-1) have key k, c in c0..c1-1."""
+    for c in range(c0, c1):
+        for i in range(bounds[c], bounds[c + 1]):
+            counts[c, keys[i]] += 1
+
+
+@njit(cache=True)
+def key_offsets(counts):
+    """(nchunk, nkeys) first sorted position of each (chunk, key): keys in order, chunks in order
+    within a key, so the scatter is a stable sort."""
+    nchunk, nkeys = counts.shape
+    off = np.empty_like(counts)
+    run = 0
     for k in range(nkeys):
-        counts[k + 1] += counts[k]
-    slab_ptr = np.empty(nslab + 1, np.int64)
-    per_slab = nb[1] * nb[2]
-    for s in range(nslab + 1):
-        slab_ptr[s] = counts[s * per_slab]
-    perm = np.empty(m, np.int64)
-    for i in range(m):
-        k = keys[i]
-        perm[counts[k]] = i
-        counts[k] += 1
-    return perm, slab_ptr
+        for c in range(nchunk):
+            off[c, k] = run
+            run += counts[c, k]
+    return off
+
+
+@njit(cache=True, nogil=True)
+def scatter_keys(keys, bounds, off, perm, c0, c1):
+    """perm[sorted position] = point, for the points of chunks c0..c1-1 (their rows of `off` advance)."""
+    for c in range(c0, c1):
+        for i in range(bounds[c], bounds[c + 1]):
+            k = keys[i]
+            perm[off[c, k]] = i
+            off[c, k] += 1
+
+
+@njit(cache=True, nogil=True)
+def take_rows(u, perm, out, lo, hi):
+    """out[j] = u[perm[j]] for j in lo..hi-1 (numba: faster than numpy's fancy indexing here)."""
+    for j in range(lo, hi):
+        i = perm[j]
+        for a in range(u.shape[1]):
+            out[j, a] = u[i, a]
