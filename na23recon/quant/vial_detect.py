@@ -226,18 +226,22 @@ def find_blobs(corrected: np.ndarray, threshold: float | None = None, min_voxels
     return found, rejected, bg, sd
 
 
+def _log_fit(heights: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
+    """heights = a * expected (same order) fitted in log: (a, rms log residual)."""
+    res = np.log(heights) - np.log(expected)
+    loga = float(np.mean(res))
+    return float(np.exp(loga)), float(np.sqrt(np.mean((res - loga) ** 2)))
+
+
 def _best_subset(heights: np.ndarray, expected: np.ndarray) -> tuple[tuple[int, ...], float, float]:
     """The order-preserving choice of len(heights) of the `expected` signals (both ascending) that
     best fits heights = a * expected: (indices, a, rms log residual). Up to 5000 subsets."""
     best = ((), 0.0, np.inf)
     combos = itertools.combinations(range(len(expected)), len(heights))
     for sub in itertools.islice(combos, 5000):
-        e = expected[list(sub)]
-        res = np.log(heights) - np.log(e)
-        loga = float(np.mean(res))
-        rms = float(np.sqrt(np.mean((res - loga) ** 2)))
+        a, rms = _log_fit(heights, expected[list(sub)])
         if rms < best[2]:
-            best = (sub, float(np.exp(loga)), rms)
+            best = (sub, a, rms)
     return best
 
 
@@ -256,11 +260,11 @@ def _best_blobs(blobs: list[Blob], h: Mapping, expected: np.ndarray) -> list[Blo
     pool = sorted(blobs, key=lambda b: b.shell)
     while len(pool) > n and comb(len(pool), n) > MAX_SUBSETS:
         pool = pool[:-1]
+    e = np.maximum(expected, 1e-30)
     fits = []
     for sub in itertools.combinations(pool, n):
-        hs = np.sort(np.maximum([h[b.peak] for b in sub], 1e-30))
-        res = np.log(hs) - np.log(np.maximum(expected, 1e-30))
-        fits.append((float(np.sqrt(np.mean((res - res.mean()) ** 2))), sum(b.shell for b in sub), sub))
+        rms = _log_fit(np.sort(np.maximum([h[b.peak] for b in sub], 1e-30)), e)[1]
+        fits.append((rms, sum(b.shell for b in sub), sub))
     best = min(f[0] for f in fits)
     return list(min((f for f in fits if f[0] <= best + FIT_TIE), key=lambda f: f[1])[2])
 
@@ -303,7 +307,7 @@ def detect_vials(image: np.ndarray, vials: Sequence, expected: Mapping[int, floa
     e_all = np.array([expected[v.label] for v in exp_sorted], dtype=np.float64)
     if len(blobs) > len(vials):
         keep = _best_blobs(blobs, h, e_all)
-        extra = [b for b in blobs if b not in keep]
+        extra = [b for b in blobs if all(b is not k for k in keep)]
         blobs = keep
         det.warnings.append(f"{len(extra)} vial-like blob(s) beyond the {len(vials)} listed ignored (those whose "
                             f"heights follow the listed concentrations least): at "
