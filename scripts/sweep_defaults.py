@@ -45,8 +45,11 @@ LABELS = ("gm", "wm", "lesion", "ventricle_r")
 
 
 def sweep(out: Path, matrix: int = 48, snrs=(10.0, 20.0, 40.0), trajs=("radial", "dar", "tpi"),
-          grid: dict | None = None, iters: dict | None = None, seed: int = 0, undersampling: float = 1.0) -> list[dict]:
-    """All rows (dicts) of the sweep; writes OUT/sweep.json."""
+          grid: dict | None = None, iters: dict | None = None, seed: int = 0, undersampling: float = 1.0,
+          decay_truth: bool = False, readout_ms: float | None = None) -> list[dict]:
+    """All rows (dicts) of the sweep; writes OUT/sweep.json. decay_truth: every iterative method with
+    the per-voxel decay model from the truth labels (`validate_phantoms.decay_truth_options`), so
+    the lambdas swept are those of DEFAULT_LAM's `method+decay` entries; readout_ms: TPI's readout."""
     grid = grid or GRID
     ph = load_phantom("brain")
     rows, cache = [], {}
@@ -54,11 +57,13 @@ def sweep(out: Path, matrix: int = 48, snrs=(10.0, 20.0, 40.0), trajs=("radial",
         for snr in snrs:
             tag = f"{traj}_snr{snr:g}"
             sim = simulate_to_folder(out / tag, phantom="brain", matrix=matrix, snr=snr, seed=seed, traj=traj,
-                                     cache=cache, undersampling=undersampling, **vp.ACQ)
+                                     cache=cache, undersampling=undersampling, **vp.ACQ,
+                                     **vp.sim_extra(traj, matrix, readout_ms, decay_truth))
             runs = [("adjoint", None)] + [(m, lam) for m, lams in grid.items() for lam in lams]
             for method, lam in runs:
                 it = (iters or {}).get(method)
-                opts = ReconOptions(method=method, lam=lam, iters=it)
+                model = vp.decay_truth_options(sim, ph) if decay_truth and method != "adjoint" else {}
+                opts = ReconOptions(method=method, lam=lam, iters=it, **model)
                 path = out / tag / f"{method}_{lam}.nii.gz"
                 t0 = time.perf_counter()
                 recon_file(sim["scan"], sim["traj"], path, opts, png=False)
@@ -67,8 +72,9 @@ def sweep(out: Path, matrix: int = 48, snrs=(10.0, 20.0, 40.0), trajs=("radial",
                 solver = json.loads(sidecar_path(path).read_text())["recon"].get("solver") or [{}]
                 ran = solver[0].get("iterations")
                 bias = {c: res["compartments"][c]["bias_pct"] for c in LABELS if c in res["compartments"]}
-                rows.append({"traj": traj, "snr": snr, "method": method, "lam": lam,
-                             "iters": opts.iters_value, "ran": ran, "nrmse": res["nrmse"], "bias": bias, "seconds": round(sec, 1)})
+                rows.append({"traj": traj, "snr": snr, "method": method + ("+decay" if model else ""), "lam": lam,
+                             "iters": opts.iters_value, "ran": ran, "nrmse": res["nrmse"], "bias": bias,
+                             "seconds": round(sec, 1)})
                 path.unlink(missing_ok=True)
     (out / "sweep.json").write_text(json.dumps(rows, indent=1) + "\n")
     return rows
@@ -119,15 +125,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--defaults", action="store_true", help="only each method's default lambda and iterations")
     p.add_argument("--undersampling", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--decay-truth", action="store_true", help="iterative methods with the per-voxel decay model "
+                   "from the truth labels (sweeps DEFAULT_LAM's method+decay entries)")
+    p.add_argument("--readout-ms", type=float, default=None, help="TPI readout duration (default: the fastest)")
     a = p.parse_args(argv)
     methods = a.method or sorted(GRID)
-    grid = {m: (DEFAULT_LAM[m],) if a.defaults else tuple(a.lam) if a.lam else GRID[m] for m in methods}
+    key = (lambda m: f"{m}+decay" if a.decay_truth and f"{m}+decay" in DEFAULT_LAM else m)
+    grid = {m: (DEFAULT_LAM[key(m)],) if a.defaults else tuple(a.lam) if a.lam else GRID[m] for m in methods}
     iters = {m: a.iters for m in methods} if a.iters else None
     t0 = time.perf_counter()
     rows = sweep(Path(a.out), matrix=a.matrix, snrs=tuple(a.snr or (10.0, 20.0, 40.0)),
                  trajs=tuple(a.traj or ("radial", "dar", "tpi")), grid=grid, iters=iters, seed=a.seed,
-                 undersampling=a.undersampling)
-    print(f"brain phantom, one coil, matrix {a.matrix}, undersampling {a.undersampling:g}, seed {a.seed}; "
+                 undersampling=a.undersampling, decay_truth=a.decay_truth, readout_ms=a.readout_ms)
+    model = f", decay model from the truth labels, TPI readout {a.readout_ms or 'fastest'} ms" if a.decay_truth else ""
+    print(f"brain phantom, one coil, matrix {a.matrix}, undersampling {a.undersampling:g}, seed {a.seed}{model}; "
           f"defaults now: lam {DEFAULT_LAM}, iters {DEFAULT_ITERS}; {time.perf_counter() - t0:.0f} s\n")
     print(table(rows))
     print()

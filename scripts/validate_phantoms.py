@@ -136,6 +136,22 @@ def evaluate_run(sim: dict[str, Path], recon: Path, phantom, acq: dict, b1_varia
     }
 
 
+def sim_extra(traj: str, matrix: int, readout_ms: float | None, decay_truth: bool) -> dict:
+    """`simulate_to_folder` arguments beyond the grid's: the TPI readout, and with decay_truth the
+    truth labels on a 3x finer grid (as a 1H segmentation gives them)."""
+    out = {"labels_voxel_mm": 240.0 / (3 * matrix)} if decay_truth else {}
+    if traj == "tpi" and readout_ms:
+        out["readout_ms"] = readout_ms
+    return out
+
+
+def decay_truth_options(sim: dict[str, Path], phantom) -> dict:
+    """`ReconOptions` fields of the per-voxel decay model from the simulation's truth: the fine
+    label map (`--decay-map`) and each label's relaxation preset (`--decay-labels`)."""
+    labels = {c.label: c.relaxation for c in phantom.compartments if c.relaxation is not None}
+    return {"decay_map": str(sim["labels_fine"]), "decay_labels": labels}
+
+
 def run(out: Path, quick: bool = False, phantom: str = "brain", methods=METHODS, trajs=None, snrs=None,
         matrix: int | None = None, b1_variation: float = 0.0, seed: int = 0, figures: bool = True,
         recon_extra: dict | None = None, readout_ms: float | None = None, decay_truth: bool = False) -> dict:
@@ -156,7 +172,6 @@ def run(out: Path, quick: bool = False, phantom: str = "brain", methods=METHODS,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ph = load_phantom(phantom)
-    decay_labels = {c.label: c.relaxation for c in ph.compartments if c.relaxation is not None}
     t_start = time.perf_counter()
     rows, skipped, sims_info = [], {}, {}
     available = list(methods)
@@ -167,15 +182,14 @@ def run(out: Path, quick: bool = False, phantom: str = "brain", methods=METHODS,
             t0 = time.perf_counter()
             sim = simulate_to_folder(out / "runs" / tag, phantom=phantom, matrix=matrix, snr=snr, seed=seed,
                                      traj=traj, b1_variation=b1_variation, cache=cache, **ACQ,
-                                     **({"labels_voxel_mm": 240.0 / (3 * matrix)} if decay_truth else {}),
-                                     **({"readout_ms": readout_ms} if traj == "tpi" and readout_ms else {}))
+                                     **sim_extra(traj, matrix, readout_ms, decay_truth))
             t_sim = time.perf_counter() - t0
             sims_info[traj] = json.loads(Path(sim["phantom"]).read_text())["simulation"]["scan"]
             for method in list(available):
                 t0 = time.perf_counter()
                 recon_path = out / "runs" / tag / f"recon_{method}.nii.gz"
                 try:
-                    per_voxel = dict(decay_map=str(sim["labels_fine"]), decay_labels=decay_labels) if decay_truth else {}
+                    per_voxel = decay_truth_options(sim, ph) if decay_truth else {}
                     recon_file(sim["scan"], sim["traj"], recon_path,
                                ReconOptions(method=method, **recon_extra, **per_voxel), png=False)
                 except InputError as exc:
