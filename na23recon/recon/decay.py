@@ -19,7 +19,7 @@ not fade at the centre of a ball in 3D: Pinsky, Stanton & Trapa, J Funct Anal 19
 calibration scales tissue down: brain phantom, TPI 15 ms, CG to convergence, matrix 32, noiseless,
 GM/WM TSC bias -50/-21% without a model, -81/-44% with one biexponential T2* for the whole object,
 -51/-39% with each label's own decay, -16/-14% with each label's own decay and the vials' medium as
-target (with --decay-map and no --decay-target the target is the slowest-decaying class:
+target; CG weight 0.1 (with --decay-map and no --decay-target the target is the slowest-decaying class:
 `target_decay`). With a target every voxel gets one smooth PSF (that of the uncorrected
 reconstruction of a medium decaying with tau; Rahmer, Boernert, Groen & Bos, Magn Reson Med 2006
 for the PSF of radial sampling under T2* decay), so vials and tissue are blurred alike.
@@ -250,7 +250,7 @@ def classes_from_options(opts, affine: np.ndarray, shape: tuple[int, ...], te_ms
     slower than a neighbouring class can take up that class's late, high-k signal at less cost than
     the class's own voxels, and sharpens the class's edges beyond the target PSF. The reference
     vials (agar in air) then read 3.5% above their PSF's prediction and every tissue value calibrated
-    on them low: brain phantom, TPI 15 ms, matrix 64, noiseless, CG, csf target, labels from a 3x
+    on them low: brain phantom, TPI 15 ms, matrix 64, noiseless, CG (weight 0.1), csf target, labels from a 3x
     finer map: vial cores 936 / large WM 900 (x 1e-3 of concentration times weight) with an undecaying
     remainder, 933 with the target's (csf) decay, 921 with agar's, 912 with GM's, 910 with WM's (the
     fastest), against 908 from the target's PSF (`recon.psf` of a CSF point)."""
